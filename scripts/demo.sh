@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# Two-node local failover demo: fw-a and fw-b in network namespaces share the
+# floating IP 10.77.0.100 on a bridged LAN; a client pings it while fw-a is
+# killed (kill -9) and later restarted. Prints a timeline relative to start.
+#
+# Usage: scripts/demo.sh          (as root; CLOUDHA_BIN overrides the binary)
+# Needs: ip (iproute2), ping (iputils-ping), python3.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# Followed with `shellcheck -x`; SC1091 only says plain shellcheck does not follow it.
+# shellcheck source=netns.sh source-path=SCRIPTDIR disable=SC1091
+source scripts/netns.sh
+
+VIP=10.77.0.100
+TIMEOUT=20 # seconds, for every wait
+BIN=${CLOUDHA_BIN:-target/debug/cloudha}
+declare -A PID=()
+WORK=""
+
+START_US=${EPOCHREALTIME/[.,]/}
+elapsed_us() { local now=${EPOCHREALTIME/[.,]/}; echo $((now - START_US)); }
+fmt_s() { printf '%d.%03d' $(($1 / 1000000)) $(($1 / 1000 % 1000)); }
+say() { printf '[%8ss] %s\n' "$(fmt_s "$(elapsed_us)")" "$*"; }
+die() { say "FAILED: $*" >&2; exit 1; }
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local p
+  for p in "${PID[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  topo_down demo
+  if [[ $rc -eq 0 ]]; then
+    rm -rf "$WORK"
+  elif [[ -n $WORK ]]; then
+    echo "logs kept in $WORK" >&2
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'say "interrupted" >&2; exit 130' INT TERM
+
+# wait_for DESCRIPTION COMMAND...: retries COMMAND every 50 ms for $TIMEOUT s.
+wait_for() {
+  local what=$1 deadline=$(($(elapsed_us) + TIMEOUT * 1000000))
+  shift
+  until "$@"; do
+    (($(elapsed_us) < deadline)) || die "no $what within ${TIMEOUT}s"
+    check_daemons
+    sleep 0.05
+  done
+}
+
+# Fails fast, with the log tail, when a daemon we did not kill has exited.
+check_daemons() {
+  local n
+  for n in a b; do
+    if [[ -n ${PID[$n]:-} ]] && ! kill -0 "${PID[$n]}" 2>/dev/null; then
+      tail -n 20 "$WORK/$n.log" >&2
+      die "fw-$n exited unexpectedly (log above, $WORK/$n.log)"
+    fi
+  done
+}
+
+# status NODE: sets ROLE, EPOCH, PEER_ALIVE, DETECT_MS, REASON from `cloudha status --json`.
+status() {
+  local json
+  ROLE="" EPOCH="" PEER_ALIVE="" DETECT_MS="" REASON=""
+  json=$("$BIN" status --json --socket "$WORK/$1.sock" 2>/dev/null) || return 1
+  read -r ROLE EPOCH PEER_ALIVE DETECT_MS REASON < <("$NETNS_PYTHON" -c '
+import json, sys
+s = json.loads(sys.argv[1])
+lt = s.get("last_transition") or {}
+lf = s.get("last_failover") or {}
+print(s["role"], s["epoch"], str(s["peer"]["alive"]).lower(), lf.get("detection_ms") or "-", lt.get("reason", "-"))' "$json")
+}
+is_role() { status "$1" && [[ $ROLE == "$2" ]]; }
+client_uses() { [[ $(neigh_mac c "$VIP") == "$1" ]]; }
+holds_vip() { in_ns "$1" ip -o addr show dev lan0 | grep -q " $VIP/"; }
+# Names the nodes whose lan0 carries the floating IP (should be exactly the active one).
+say_holders() {
+  local n held=""
+  for n in a b; do if holds_vip "$n"; then held+=" fw-$n"; fi; done
+  say "  $VIP is configured on:${held:- nobody}"
+}
+vip_answers() { in_ns c ping -n -q -c 1 -W 1 "$VIP" >/dev/null; }
+
+write_config() { # NODE NAME PRIORITY PEER_NAME LAN_IP PEER_LAN MGMT_IP PEER_MGMT
+  cat >"$WORK/$1.toml" <<EOF
+[cluster]
+id = 7
+key_file = "$WORK/key"
+
+[node]
+name = "$2"
+priority = $3
+preempt = true
+preempt_hold_down = "3s"
+state_dir = "$WORK/$1-state"
+
+[peer]
+name = "$4"
+
+[keepalive]
+interval = "100ms"
+dead_interval = "500ms"
+
+[[keepalive.path]]
+name = "lan"
+bind = "$5:5405"
+peer = "$6:5405"
+
+[[keepalive.path]]
+name = "mgmt"
+bind = "$7:5405"
+peer = "$8:5405"
+
+[status]
+socket = "$WORK/$1.sock"
+
+[provider]
+kind = "local"
+
+[provider.local]
+interface = "lan0"
+
+[[floating_ip]]
+address = "$VIP"
+prefix_len = 24
+EOF
+  mkdir -p "$WORK/$1-state"
+}
+
+# start NODE: runs the daemon in NODE's namespace. `ip netns exec` execs the
+# daemon, so $! is the daemon's own pid and kill -9 hits it, not a wrapper.
+start() {
+  ip netns exec "$(ns_name "$1")" "$BIN" run --config "$WORK/$1.toml" >>"$WORK/$1.log" 2>&1 &
+  PID[$1]=$!
+  say "started fw-$1 (pid ${PID[$1]})"
+}
+
+[[ $EUID -eq 0 ]] || die "run as root (creates network namespaces)"
+for tool in ip ping python3; do
+  command -v "$tool" >/dev/null || die "missing $tool: apt-get install -y iproute2 iputils-ping python3"
+done
+if [[ ! -x $BIN ]]; then
+  [[ -z ${CLOUDHA_BIN:-} ]] || die "CLOUDHA_BIN=$BIN is not executable"
+  say "building cloudha (cargo build)"
+  cargo build --quiet --bin cloudha
+fi
+BIN=$(realpath "$BIN")
+
+WORK=$(mktemp -d /tmp/cloudha-demo.XXXXXX)
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/key")
+write_config a fw-a 200 fw-b 10.77.0.1 10.77.0.2 10.77.1.1 10.77.1.2
+write_config b fw-b 100 fw-a 10.77.0.2 10.77.0.1 10.77.1.2 10.77.1.1
+topo_up demo || die "could not build the namespace topology"
+MAC_A=$(lan_mac a) MAC_B=$(lan_mac b)
+say "topology up: fw-a lan0 $MAC_A, fw-b lan0 $MAC_B, client 10.77.0.10; work dir $WORK"
+
+start a
+start b
+wait_for "fw-a active" is_role a active
+say "fw-a is active (epoch $EPOCH, reason: $REASON)"
+wait_for "fw-b standby" is_role b standby
+say "fw-b is standby (peer alive: $PEER_ALIVE)"
+wait_for "floating IP answering" vip_answers
+wait_for "client ARP entry for $VIP -> fw-a" client_uses "$MAC_A"
+say "client reaches $VIP at fw-a's MAC"
+
+# -O reports every unanswered request; -w bounds the pinger even if cleanup fails.
+ip netns exec "$(ns_name c)" ping -n -O -i 0.1 -w 120 "$VIP" >"$WORK/ping.log" 2>&1 &
+PID[pinger]=$!
+say "client pinger started (every 100 ms)"
+wait_for "first pinger reply" grep -q 'bytes from' "$WORK/ping.log"
+
+say "fw-a dies: kill -9 its daemon (pid ${PID[a]}) and cut its LAN port (the VM is gone)"
+KILL_US=$(elapsed_us)
+kill -9 "${PID[a]}"
+in_ns sw ip link set a-lan down
+wait "${PID[a]}" 2>/dev/null || true
+unset 'PID[a]'
+wait_for "fw-b active" is_role b active
+say "fw-b is active (epoch $EPOCH, reason: $REASON), $(fmt_s $(($(elapsed_us) - KILL_US)))s after the kill"
+say "  detection: last keepalive from fw-a -> decision took ${DETECT_MS} ms (dead interval 500 ms)"
+wait_for "client ARP entry for $VIP -> fw-b" client_uses "$MAC_B"
+say "client's ARP entry for $VIP now points at fw-b ($MAC_B)"
+wait_for "floating IP answering from fw-b" vip_answers
+say "$VIP answers again (from fw-b)"
+
+say "fw-a boots again: LAN port up, daemon started"
+in_ns sw ip link set a-lan up
+start a
+RESTART_US=$(elapsed_us)
+wait_for "fw-a standby after restart" is_role a standby
+say "fw-a is standby (peer alive: $PEER_ALIVE), waiting out the 3s preemption hold-down"
+say_holders
+wait_for "fw-a to take the role back" is_role a active
+say "fw-a is active again (epoch $EPOCH, reason: $REASON), $(fmt_s $(($(elapsed_us) - RESTART_US)))s after restart"
+wait_for "fw-b standby" is_role b standby
+say "fw-b is standby"
+wait_for "client ARP entry for $VIP -> fw-a" client_uses "$MAC_A"
+say "client's ARP entry for $VIP points at fw-a ($MAC_A) again"
+wait_for "floating IP answering from fw-a" vip_answers
+say_holders
+
+kill -INT "${PID[pinger]}"
+wait "${PID[pinger]}" 2>/dev/null || true
+unset 'PID[pinger]'
+# Longest run of missing icmp_seq between replies = longest outage seen by the client.
+read -r SENT GOT GAP < <(awk '
+  /bytes from/ { match($0, /icmp_seq=[0-9]+/); s = substr($0, RSTART + 9, RLENGTH - 9) + 0
+                 if (n && s - last - 1 > gap) gap = s - last - 1; last = s; n++ }
+  /packets transmitted/ { sent = $1 }
+  END { print sent + 0, n + 0, gap + 0 }' "$WORK/ping.log")
+say "client pinger: $SENT sent, $GOT replies, $((SENT - GOT)) lost; longest outage $GAP replies (~$(fmt_s $((GAP * 100000)))s)"
+say "demo complete"

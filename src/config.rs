@@ -1,0 +1,817 @@
+//! The TOML configuration: schema, defaults, and validation whose every error names the field
+//! and says what to write instead.
+//!
+//! Parsing goes through `serde_path_to_error` so that type errors and unknown keys carry the full
+//! path (`keepalive.path[1].bind`), not only a line number. Semantic checks live in
+//! [`Config::validate`], which collects every problem at once so an operator fixes a file in one
+//! pass.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cloudha_provider_core::{FloatingIp, NextHop, RouteSpec};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Smallest key accepted: HMAC-SHA256 with less than 128 bits of secret is guessable.
+pub const MIN_KEY_BYTES: usize = 16;
+/// Longest node name; names travel in every keepalive.
+pub const MAX_NAME_BYTES: usize = 32;
+/// The most keepalive paths a node can have (the wire format carries the path id in a byte).
+pub const MAX_PATHS: usize = 8;
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Settings both nodes share.
+    pub cluster: ClusterConfig,
+    /// This node.
+    pub node: NodeConfig,
+    /// The other node of the pair.
+    pub peer: PeerConfig,
+    /// Keepalive timing and paths.
+    pub keepalive: KeepaliveConfig,
+    /// The local status endpoint.
+    #[serde(default)]
+    pub status: StatusConfig,
+    /// Which provider moves the floating IPs.
+    pub provider: ProviderConfig,
+    /// Failover deadline and retry pacing.
+    #[serde(default)]
+    pub failover: FailoverConfig,
+    /// The addresses that follow the active node.
+    #[serde(default, rename = "floating_ip")]
+    pub floating_ips: Vec<FloatingIpConfig>,
+    /// Cloud route-table routes that must point at the active node.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[cluster]`: identical on both nodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Identifies the pair on the wire; packets with another id are dropped and counted.
+    pub id: u32,
+    /// File holding the shared keepalive secret (at least 16 bytes).
+    pub key_file: PathBuf,
+}
+
+/// `[node]`: this node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name (letters, digits, `.`, `_`, `-`; up to 32 bytes).
+    pub name: String,
+    /// Election priority, 1..=255; higher wins.
+    pub priority: u8,
+    /// Whether a higher-priority node takes the active role back from a healthy peer.
+    #[serde(default = "default_true")]
+    pub preempt: bool,
+    /// How long the peer must have been healthy before a preempting takeover.
+    #[serde(default = "default_hold_down")]
+    pub preempt_hold_down: ConfigDuration,
+    /// Where the node keeps its incarnation counter across restarts.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+/// `[peer]`: the other node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's `node.name`; keepalives from any other sender are dropped and counted.
+    pub name: String,
+}
+
+/// `[keepalive]`: timing and the paths keepalives travel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveConfig {
+    /// Time between two keepalives on each path.
+    #[serde(default = "default_interval")]
+    pub interval: ConfigDuration,
+    /// Silence on every path for this long means the peer is dead.
+    #[serde(default = "default_dead_interval")]
+    pub dead_interval: ConfigDuration,
+    /// One entry per path (e.g. LAN and MGMT).
+    #[serde(default, rename = "path")]
+    pub paths: Vec<PathConfig>,
+}
+
+/// `[[keepalive.path]]`: one independent keepalive path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    /// Label used in status and metrics (`lan`, `mgmt`).
+    pub name: String,
+    /// Local address and UDP port to send from and listen on.
+    pub bind: SocketAddr,
+    /// The peer's address and port on this path.
+    pub peer: SocketAddr,
+}
+
+/// `[status]`: where `cloudha status` and the operator commands reach the daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Unix socket path (local only: never reachable from the network).
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_socket(),
+        }
+    }
+}
+
+/// Which provider is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// On premises: the address on a local interface plus gratuitous ARP.
+    Local,
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProviderKind::Local => f.write_str("local"),
+        }
+    }
+}
+
+/// `[provider]` with one sub-table per provider kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The provider in use.
+    pub kind: ProviderKind,
+    /// `[provider.local]`, required when `kind = "local"`.
+    pub local: Option<LocalProviderConfig>,
+}
+
+/// `[provider.local]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalProviderConfig {
+    /// Interface that carries the floating IPs.
+    pub interface: String,
+}
+
+/// `[failover]`: pacing of takeovers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// One takeover attempt must converge within this time (Azure NIC updates take up to ~120 s).
+    #[serde(default = "default_deadline")]
+    pub deadline: ConfigDuration,
+    /// First wait before retrying a failed takeover; doubles up to `retry_max`.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial: ConfigDuration,
+    /// Longest wait between takeover retries.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: ConfigDuration,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            deadline: default_deadline(),
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
+        }
+    }
+}
+
+/// `[[floating_ip]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIpConfig {
+    /// The address.
+    pub address: Ipv4Addr,
+    /// Prefix length of its subnet (the local provider adds `address/prefix_len`).
+    #[serde(default = "default_prefix_len")]
+    pub prefix_len: u8,
+}
+
+/// `[[route]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Route table id (provider-specific).
+    pub table: String,
+    /// Route name within the table.
+    pub name: String,
+    /// Destination prefix, e.g. `0.0.0.0/0`.
+    pub prefix: String,
+    /// `floating_ip` or `self_address`.
+    #[serde(default = "default_next_hop")]
+    pub next_hop: NextHop,
+}
+
+/// A duration written as `"200ms"`, `"3s"` or `"2m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    /// Parse `"<integer><unit>"` with unit `ms`, `s` or `m`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let value: u64 = digits.parse().map_err(|_| {
+            format!("{text:?} is not a duration; write e.g. \"200ms\", \"3s\" or \"2m\"")
+        })?;
+        let duration = match unit {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value.saturating_mul(60)),
+            _ => {
+                return Err(format!(
+                    "{text:?} has no known unit; write e.g. \"200ms\", \"3s\" or \"2m\""
+                ))
+            }
+        };
+        Ok(Self(duration))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ConfigDuration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_hold_down() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/cloudha")
+}
+fn default_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(200))
+}
+fn default_dead_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(1))
+}
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/cloudha/cloudha.sock")
+}
+fn default_deadline() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(180))
+}
+fn default_retry_initial() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(1))
+}
+fn default_retry_max() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_prefix_len() -> u8 {
+    32
+}
+fn default_next_hop() -> NextHop {
+    NextHop::FloatingIp
+}
+
+/// A configuration that could not be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("config {path}: {field}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path of the offending field (`.` for the whole file).
+        field: String,
+        /// The parser's explanation, with line and column.
+        message: String,
+    },
+    /// The file parsed but some values are not usable.
+    #[error("config {path}: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One semantic problem: the field and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted field path, e.g. `keepalive.dead_interval`.
+    pub field: String,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file (the key file is checked too).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|(field, message)| ConfigError::Parse {
+            path: path.to_path_buf(),
+            field,
+            message,
+        })?;
+        let mut problems = config.validate();
+        if let Err(problem) = config.read_key() {
+            problems.push(problem);
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Parse TOML text; on error returns the field path and the parser's message.
+    pub fn parse(text: &str) -> Result<Config, (String, String)> {
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| (".".to_string(), e.to_string()))?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            (field, e.into_inner().to_string().trim_end().to_string())
+        })
+    }
+
+    /// Every semantic problem in the configuration (empty when it is usable).
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |field: &str, message: String| {
+            problems.push(Problem {
+                field: field.to_string(),
+                message,
+            })
+        };
+
+        check_name("node.name", &self.node.name, &mut problem);
+        check_name("peer.name", &self.peer.name, &mut problem);
+        if self.node.name == self.peer.name {
+            problem(
+                "peer.name",
+                format!(
+                    "is the same as node.name ({:?}); each node needs its own name",
+                    self.node.name
+                ),
+            );
+        }
+        if self.node.priority == 0 {
+            problem(
+                "node.priority",
+                "must be 1..=255 (higher wins the election)".into(),
+            );
+        }
+
+        let interval = self.keepalive.interval.0;
+        let dead = self.keepalive.dead_interval.0;
+        if interval < Duration::from_millis(10) || interval > Duration::from_secs(10) {
+            problem(
+                "keepalive.interval",
+                format!("{} is out of range; use 10ms..10s", self.keepalive.interval),
+            );
+        }
+        if dead < interval.saturating_mul(3) {
+            problem(
+                "keepalive.dead_interval",
+                format!(
+                    "{} is shorter than 3 × keepalive.interval ({}); one lost packet would fail over. Raise it to at least {}",
+                    self.keepalive.dead_interval,
+                    self.keepalive.interval,
+                    ConfigDuration(interval.saturating_mul(3))
+                ),
+            );
+        }
+        self.validate_paths(&mut problem);
+
+        if self.floating_ips.is_empty() {
+            problem(
+                "floating_ip",
+                "no [[floating_ip]] entries; add at least one with address = \"10.0.0.100\"".into(),
+            );
+        }
+        let mut seen_ips = BTreeSet::new();
+        for (i, ip) in self.floating_ips.iter().enumerate() {
+            if !seen_ips.insert(ip.address) {
+                problem(
+                    &format!("floating_ip[{i}].address"),
+                    format!("{} is listed twice; list each address once", ip.address),
+                );
+            }
+            if ip.prefix_len == 0 || ip.prefix_len > 32 {
+                problem(
+                    &format!("floating_ip[{i}].prefix_len"),
+                    format!("{} is not an IPv4 prefix length; use 1..=32", ip.prefix_len),
+                );
+            }
+        }
+
+        match self.provider.kind {
+            ProviderKind::Local => {
+                match &self.provider.local {
+                    None => problem(
+                        "provider.local",
+                        "kind = \"local\" needs a [provider.local] table with interface = \"<name>\"".into(),
+                    ),
+                    Some(local) => {
+                        if local.interface.is_empty() || local.interface.len() > 15 {
+                            problem(
+                                "provider.local.interface",
+                                format!(
+                                    "{:?} is not a Linux interface name (1 to 15 bytes)",
+                                    local.interface
+                                ),
+                            );
+                        }
+                    }
+                }
+                if !self.routes.is_empty() {
+                    problem(
+                        "route",
+                        "the local provider does not manage route tables; remove the [[route]] entries or use a cloud provider".into(),
+                    );
+                }
+            }
+        }
+
+        if self.failover.retry_initial > self.failover.retry_max {
+            problem(
+                "failover.retry_initial",
+                format!(
+                    "{} is longer than failover.retry_max ({}); make it shorter",
+                    self.failover.retry_initial, self.failover.retry_max
+                ),
+            );
+        }
+        if self.failover.deadline.0 < Duration::from_secs(1) {
+            problem(
+                "failover.deadline",
+                format!(
+                    "{} is too short for any cloud call; use at least 1s (Azure needs ~180s)",
+                    self.failover.deadline
+                ),
+            );
+        }
+        problems
+    }
+
+    fn validate_paths(&self, problem: &mut impl FnMut(&str, String)) {
+        let paths = &self.keepalive.paths;
+        if paths.is_empty() {
+            problem(
+                "keepalive.path",
+                "no [[keepalive.path]]; add one with name, bind = \"<own ip>:5405\" and peer = \"<peer ip>:5405\"".into(),
+            );
+        }
+        if paths.len() > MAX_PATHS {
+            problem(
+                "keepalive.path",
+                format!(
+                    "{} paths configured; at most {MAX_PATHS} are supported",
+                    paths.len()
+                ),
+            );
+        }
+        let mut names = BTreeSet::new();
+        let mut binds = BTreeSet::new();
+        for (i, path) in paths.iter().enumerate() {
+            if path.name.is_empty() || !names.insert(path.name.as_str()) {
+                problem(
+                    &format!("keepalive.path[{i}].name"),
+                    format!(
+                        "{:?} is empty or used twice; give each path its own name",
+                        path.name
+                    ),
+                );
+            }
+            if !binds.insert(path.bind) {
+                problem(
+                    &format!("keepalive.path[{i}].bind"),
+                    format!(
+                        "{} is used by another path; each path needs its own address",
+                        path.bind
+                    ),
+                );
+            }
+            if path.bind.is_ipv4() != path.peer.is_ipv4() {
+                problem(
+                    &format!("keepalive.path[{i}].peer"),
+                    format!(
+                        "{} and bind {} are different address families; use IPv4 or IPv6 on both",
+                        path.peer, path.bind
+                    ),
+                );
+            }
+            if path.peer.port() == 0 {
+                problem(
+                    &format!("keepalive.path[{i}].peer"),
+                    format!(
+                        "{} has port 0; write the peer's port, e.g. :5405",
+                        path.peer
+                    ),
+                );
+            }
+            if path.peer.ip().is_unspecified() || path.peer.ip().is_multicast() {
+                problem(
+                    &format!("keepalive.path[{i}].peer"),
+                    format!("{} is not a unicast address; clouds drop multicast, name the peer's own address", path.peer),
+                );
+            }
+        }
+    }
+
+    /// Read the shared key; the file's trimmed content is the secret.
+    pub fn read_key(&self) -> Result<Vec<u8>, Problem> {
+        let field = "cluster.key_file".to_string();
+        let bytes = std::fs::read(&self.cluster.key_file).map_err(|e| Problem {
+            field: field.clone(),
+            message: format!(
+                "cannot read {}: {e}; create it on both nodes with e.g. `head -c 32 /dev/urandom | base64 > {0}; chmod 600 {0}`",
+                self.cluster.key_file.display()
+            ),
+        })?;
+        let key = bytes.trim_ascii().to_vec();
+        if key.len() < MIN_KEY_BYTES {
+            return Err(Problem {
+                field,
+                message: format!(
+                    "{} holds {} bytes; the key needs at least {MIN_KEY_BYTES} (use 32 random bytes, base64)",
+                    self.cluster.key_file.display(),
+                    key.len()
+                ),
+            });
+        }
+        Ok(key)
+    }
+
+    /// The floating IPs in the provider's terms.
+    pub fn floating_ips(&self) -> Vec<FloatingIp> {
+        self.floating_ips
+            .iter()
+            .map(|ip| FloatingIp {
+                address: ip.address,
+                prefix_len: ip.prefix_len,
+            })
+            .collect()
+    }
+
+    /// The routes in the provider's terms.
+    pub fn route_specs(&self) -> Vec<RouteSpec> {
+        self.routes
+            .iter()
+            .map(|r| RouteSpec {
+                table: r.table.clone(),
+                name: r.name.clone(),
+                prefix: r.prefix.clone(),
+                next_hop: r.next_hop,
+            })
+            .collect()
+    }
+
+    /// Digest of every setting both nodes must agree on; a mismatch makes HA "Not ready".
+    ///
+    /// Node-specific settings (name, priority, addresses, socket) are left out on purpose.
+    pub fn ha_digest(&self) -> [u8; 16] {
+        let shared = serde_json::json!({
+            "cluster_id": self.cluster.id,
+            "interval_ms": self.keepalive.interval.0.as_millis() as u64,
+            "dead_interval_ms": self.keepalive.dead_interval.0.as_millis() as u64,
+            "paths": self.keepalive.paths.len(),
+            "provider": self.provider.kind,
+            "floating_ips": self.floating_ips(),
+            "routes": self.route_specs(),
+        });
+        let digest = Sha256::digest(shared.to_string().as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+}
+
+fn check_name(field: &str, name: &str, problem: &mut impl FnMut(&str, String)) {
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || !valid_chars {
+        problem(
+            field,
+            format!("{name:?} is not a node name; use 1 to {MAX_NAME_BYTES} letters, digits, '.', '_' or '-'"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = r#"
+[cluster]
+id = 7
+key_file = "/nonexistent/key"
+
+[node]
+name = "fw-a"
+priority = 200
+
+[peer]
+name = "fw-b"
+
+[keepalive]
+interval = "100ms"
+dead_interval = "500ms"
+
+[[keepalive.path]]
+name = "lan"
+bind = "10.0.0.1:5405"
+peer = "10.0.0.2:5405"
+
+[provider]
+kind = "local"
+
+[provider.local]
+interface = "lan0"
+
+[[floating_ip]]
+address = "10.0.0.100"
+prefix_len = 24
+"#;
+
+    fn parse_err(text: &str) -> (String, String) {
+        match Config::parse(text) {
+            Ok(_) => panic!("expected a parse error"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn example_parses_with_defaults() {
+        let config = Config::parse(EXAMPLE).expect("example parses");
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        assert!(config.node.preempt);
+        assert_eq!(config.node.preempt_hold_down.0, Duration::from_secs(10));
+        assert_eq!(
+            config.status.socket,
+            PathBuf::from("/run/cloudha/cloudha.sock")
+        );
+        assert_eq!(config.floating_ips()[0].prefix_len, 24);
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let text = EXAMPLE.replace("dead_interval = \"500ms\"", "dead_intervall = \"500ms\"");
+        let (field, message) = parse_err(&text);
+        assert_eq!(field, "keepalive.dead_intervall");
+        assert!(
+            message.contains("unknown field `dead_intervall`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("dead_interval"),
+            "lists the expected keys: {message}"
+        );
+    }
+
+    #[test]
+    fn bad_value_names_field_and_fix() {
+        let text = EXAMPLE.replace("\"100ms\"", "\"100 parsecs\"");
+        let (field, message) = parse_err(&text);
+        assert_eq!(field, "keepalive.interval");
+        assert!(message.contains("200ms"), "{message}");
+
+        let text = EXAMPLE.replace("bind = \"10.0.0.1:5405\"", "bind = \"10.0.0.1\"");
+        let (field, _) = parse_err(&text);
+        assert_eq!(field, "keepalive.path[0].bind");
+    }
+
+    #[test]
+    fn missing_section_and_bad_toml_are_errors_not_panics() {
+        let (field, message) = parse_err("[cluster]\nid = 1\n");
+        assert_eq!(field, "cluster");
+        assert!(message.contains("missing field `key_file`"), "{message}");
+        let (_, message) = parse_err("[cluster\nid = ");
+        assert!(message.contains("line 1"), "{message}");
+    }
+
+    #[test]
+    fn validate_collects_every_problem() {
+        let text = EXAMPLE
+            .replace("dead_interval = \"500ms\"", "dead_interval = \"200ms\"")
+            .replace("name = \"fw-b\"", "name = \"fw-a\"")
+            .replace(
+                "interface = \"lan0\"",
+                "interface = \"a-very-long-interface-name\"",
+            );
+        let config = Config::parse(&text).expect("parses");
+        let fields: Vec<String> = config.validate().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "peer.name",
+                "keepalive.dead_interval",
+                "provider.local.interface"
+            ]
+        );
+    }
+
+    #[test]
+    fn local_provider_rejects_routes() {
+        let text = format!(
+            "{EXAMPLE}\n[[route]]\ntable = \"rt\"\nname = \"default\"\nprefix = \"0.0.0.0/0\"\n"
+        );
+        let config = Config::parse(&text).expect("parses");
+        let problems = config.validate();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field, "route");
+    }
+
+    #[test]
+    fn key_file_is_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key_path = dir.path().join("key");
+        std::fs::write(&key_path, "short\n").expect("write key");
+        let text = EXAMPLE.replace("/nonexistent/key", &key_path.display().to_string());
+        let config = Config::parse(&text).expect("parses");
+        let problem = config.read_key().expect_err("too short");
+        assert_eq!(problem.field, "cluster.key_file");
+        std::fs::write(&key_path, "0123456789abcdef0123456789abcdef\n").expect("write key");
+        assert_eq!(config.read_key().expect("long enough").len(), 32);
+    }
+
+    #[test]
+    fn digest_ignores_node_specific_settings() {
+        let a = Config::parse(EXAMPLE).expect("parses");
+        let b_text = EXAMPLE
+            .replace("name = \"fw-a\"", "name = \"X\"")
+            .replace("priority = 200", "priority = 100")
+            .replace("10.0.0.1:5405", "10.0.0.9:5405");
+        let b = Config::parse(&b_text).expect("parses");
+        assert_eq!(a.ha_digest(), b.ha_digest());
+        let c = Config::parse(&EXAMPLE.replace("10.0.0.100", "10.0.0.101")).expect("parses");
+        assert_ne!(a.ha_digest(), c.ha_digest());
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(
+            ConfigDuration::parse("250ms").map(|d| d.0),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            ConfigDuration::parse("2m").map(|d| d.0),
+            Ok(Duration::from_secs(120))
+        );
+        assert!(ConfigDuration::parse("5").is_err());
+        assert!(ConfigDuration::parse("ms").is_err());
+        assert!(ConfigDuration::parse("99999999999999999999s").is_err());
+        assert_eq!(
+            ConfigDuration(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
+        assert_eq!(ConfigDuration(Duration::from_secs(3)).to_string(), "3s");
+    }
+}

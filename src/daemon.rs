@@ -1,0 +1,780 @@
+//! The daemon's event loop: keepalives, timers, provider results and operator commands go into
+//! the state machine; its actions come out and are carried out here.
+//!
+//! Everything slow runs in its own task (keepalive sockets in `keepalive::link`, provider calls in
+//! `provider_worker`), so the loop only ever waits on channels and one timer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cloudha_provider_core::{ProgressEvent, Provider};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::control::{self, CommandRequest, Response};
+use crate::fsm::{Action, Command, Event, Fsm, FsmConfig, Millis, Role, SentAt, TakeoverState};
+use crate::keepalive::link::{self, LinkIdentity, Links, PathSpec, Received};
+use crate::keepalive::packet::Keepalive;
+use crate::provider_worker::{ProviderWorker, WorkerEvent};
+use crate::status::{
+    EventRecord, FailoverRecord, Indicator, OperationRecord, PathStatus, PeerStatus,
+    PendingOperation, StatusSnapshot, TakeoverStatus, TransitionRecord,
+};
+
+/// This build's version, sent in every keepalive.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// How often the provider's health is checked.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How many recent events `status` shows.
+const RECENT_EVENTS: usize = 20;
+/// Longest wait between two loop turns (refreshes elapsed times in status).
+const MAX_IDLE: Duration = Duration::from_millis(500);
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The key could not be read.
+    #[error("{0}")]
+    Key(String),
+    /// The state directory is not usable.
+    #[error("node.state_dir {path}: {source}; create the directory or point node.state_dir at a writable one")]
+    StateDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The control socket could not be bound.
+    #[error("status.socket {path}: {source}")]
+    Socket {
+        /// The socket path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Read, bump and persist the incarnation so it grows across restarts even if the clock does
+/// not: the peer rejects anything not newer than what it has seen.
+pub fn next_incarnation(state_dir: &Path) -> std::io::Result<u64> {
+    std::fs::create_dir_all(state_dir)?;
+    let path = state_dir.join("incarnation");
+    let stored = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let now = unix_ms();
+    let next = now.max(stored.saturating_add(1));
+    let tmp = state_dir.join("incarnation.tmp");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        writeln!(file, "{next}")?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(next)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn millis(d: Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The state-machine settings derived from the config.
+pub fn fsm_config(config: &Config) -> FsmConfig {
+    FsmConfig {
+        node: config.node.name.clone(),
+        peer: config.peer.name.clone(),
+        priority: config.node.priority,
+        preempt: config.node.preempt,
+        hold_down_ms: millis(config.node.preempt_hold_down.0),
+        dead_interval_ms: millis(config.keepalive.dead_interval.0),
+        paths: config.keepalive.paths.len(),
+        retry_initial_ms: millis(config.failover.retry_initial.0),
+        retry_max_ms: millis(config.failover.retry_max.0),
+    }
+}
+
+/// Run the daemon until `shutdown` resolves, then tell the peer we are leaving and release
+/// local resources.
+pub async fn run(
+    config: Config,
+    provider: Arc<dyn Provider>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let key = config
+        .read_key()
+        .map_err(|p| DaemonError::Key(p.to_string()))?;
+    let incarnation =
+        next_incarnation(&config.node.state_dir).map_err(|source| DaemonError::StateDir {
+            path: config.node.state_dir.display().to_string(),
+            source,
+        })?;
+    let listener = control::bind(&config.status.socket)
+        .await
+        .map_err(|source| DaemonError::Socket {
+            path: config.status.socket.display().to_string(),
+            source,
+        })?;
+
+    let start = Instant::now();
+    let fsm = Fsm::new(fsm_config(&config), 0);
+    let (advert_tx, advert_rx) = watch::channel(fsm.advert());
+    let (received_tx, mut received_rx) = mpsc::unbounded_channel::<Received>();
+    let identity = LinkIdentity {
+        cluster_id: config.cluster.id,
+        key: Arc::from(key),
+        node_name: config.node.name.clone(),
+        peer_name: config.peer.name.clone(),
+        incarnation,
+        config_digest: config.ha_digest(),
+        software_version: VERSION.to_string(),
+    };
+    let paths = config
+        .keepalive
+        .paths
+        .iter()
+        .enumerate()
+        .map(|(index, p)| PathSpec {
+            index,
+            name: p.name.clone(),
+            bind: p.bind,
+            peer: p.peer,
+        })
+        .collect();
+    let links = link::start(
+        identity,
+        paths,
+        config.keepalive.interval.0,
+        advert_rx,
+        received_tx,
+    );
+
+    let (worker_tx, mut worker_rx) = mpsc::unbounded_channel();
+    let worker = ProviderWorker::start(provider.clone(), config.failover.deadline.0, worker_tx);
+
+    let (health_tx, mut health_rx) = mpsc::unbounded_channel();
+    tokio::spawn(watch_health(provider.clone(), health_tx));
+
+    let (status_tx, status_rx) = watch::channel(StatusSnapshot::default());
+    let (command_tx, mut command_rx) = mpsc::channel::<CommandRequest>(16);
+    tokio::spawn(control::serve(listener, status_rx, command_tx));
+
+    info!(
+        node = %config.node.name,
+        peer = %config.peer.name,
+        provider = provider.kind(),
+        incarnation,
+        "cloudha {VERSION} started"
+    );
+
+    let mut daemon = Daemon {
+        config,
+        fsm,
+        start,
+        provider_kind: provider.kind(),
+        links,
+        advert_tx,
+        status_tx,
+        worker,
+        current_attempt: None,
+        attempts: 0,
+        pending: BTreeMap::new(),
+        last_transition: None,
+        last_failover: None,
+        failover_started: None,
+        events: VecDeque::new(),
+        peer_packet: None,
+        peer_heard_unix_ms: 0,
+        provider_health: Ok(()),
+        pending_command: None,
+    };
+    daemon.publish();
+
+    tokio::pin!(shutdown);
+    loop {
+        let now = daemon.now();
+        let wake = daemon
+            .fsm
+            .next_wakeup()
+            .map(|at| Duration::from_millis(at.saturating_sub(now)))
+            .unwrap_or(MAX_IDLE)
+            .min(MAX_IDLE);
+        let event = tokio::select! {
+            _ = &mut shutdown => break,
+            Some(received) = received_rx.recv() => daemon.on_keepalive(received),
+            Some(event) = worker_rx.recv() => daemon.on_worker(event),
+            Some((healthy, reason)) = health_rx.recv() => Some(Event::Health { healthy, reason }),
+            Some((command, reply)) = command_rx.recv() => {
+                daemon.pending_command = Some(reply);
+                Some(Event::Operator(command))
+            }
+            _ = tokio::time::sleep(wake) => Some(Event::Tick),
+        };
+        if let Some(event) = event {
+            daemon.step(event);
+        }
+        daemon.publish();
+    }
+
+    info!("shutting down: telling the peer we are leaving");
+    daemon.step(Event::Shutdown);
+    // Three immediate keepalives with the leaving flag: one lost packet must not make the peer
+    // wait for the dead interval.
+    for _ in 0..3 {
+        daemon.links.advertise_now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.worker.cancel_takeovers();
+    daemon.worker.release();
+    let drained = tokio::time::timeout(Duration::from_secs(35), async {
+        while let Some(event) = worker_rx.recv().await {
+            if let WorkerEvent::ReleaseDone { result } = event {
+                return result;
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match drained {
+        Ok(Ok(())) => info!("released local resources"),
+        Ok(Err(e)) => warn!("release on shutdown failed: {e}"),
+        Err(_) => warn!("release on shutdown timed out"),
+    }
+    let _ = std::fs::remove_file(&daemon.config.status.socket);
+    Ok(())
+}
+
+async fn watch_health(provider: Arc<dyn Provider>, tx: mpsc::UnboundedSender<(bool, String)>) {
+    let mut last: Option<bool> = None;
+    loop {
+        let result = tokio::time::timeout(Duration::from_secs(10), provider.health()).await;
+        let (healthy, reason) = match result {
+            Ok(Ok(())) => (true, "provider healthy".to_string()),
+            Ok(Err(e)) => (false, e.to_string()),
+            Err(_) => (false, "provider health check timed out".to_string()),
+        };
+        if last != Some(healthy) {
+            last = Some(healthy);
+            if tx.send((healthy, reason)).is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}
+
+struct Daemon {
+    config: Config,
+    fsm: Fsm,
+    start: Instant,
+    provider_kind: &'static str,
+    links: Links,
+    advert_tx: watch::Sender<crate::fsm::PeerAdvert>,
+    status_tx: watch::Sender<StatusSnapshot>,
+    worker: ProviderWorker,
+    current_attempt: Option<u64>,
+    attempts: u32,
+    pending: BTreeMap<String, (String, Instant)>,
+    last_transition: Option<TransitionRecord>,
+    last_failover: Option<FailoverRecord>,
+    failover_started: Option<Instant>,
+    events: VecDeque<EventRecord>,
+    peer_packet: Option<Keepalive>,
+    peer_heard_unix_ms: u64,
+    provider_health: Result<(), String>,
+    pending_command: Option<tokio::sync::oneshot::Sender<Response>>,
+}
+
+impl Daemon {
+    fn now(&self) -> Millis {
+        millis(self.start.elapsed())
+    }
+
+    fn record_event(&mut self, message: String) {
+        if self.events.len() == RECENT_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(EventRecord {
+            at_unix_ms: unix_ms(),
+            role: self.fsm.role().as_str().to_string(),
+            message,
+        });
+    }
+
+    fn on_keepalive(&mut self, received: Received) -> Option<Event> {
+        let advert = received.packet.advert;
+        if let Some(previous) = &self.peer_packet {
+            if previous.incarnation != received.packet.incarnation {
+                self.record_event(format!(
+                    "peer {} restarted (new incarnation)",
+                    self.config.peer.name
+                ));
+            }
+        }
+        let fresher = self.peer_packet.as_ref().is_none_or(|p| {
+            (received.packet.incarnation, received.packet.tx_timestamp_us)
+                >= (p.incarnation, p.tx_timestamp_us)
+        });
+        let sent = SentAt {
+            incarnation: received.packet.incarnation,
+            at_us: received.packet.tx_timestamp_us,
+        };
+        if fresher {
+            self.peer_heard_unix_ms = unix_ms();
+            self.peer_packet = Some(received.packet);
+        }
+        Some(Event::Keepalive {
+            path: received.path,
+            advert,
+            sent: Some(sent),
+        })
+    }
+
+    fn on_worker(&mut self, event: WorkerEvent) -> Option<Event> {
+        match event {
+            WorkerEvent::Progress { attempt, event } => {
+                if Some(attempt) != self.current_attempt {
+                    return None;
+                }
+                self.on_progress(event);
+                None
+            }
+            WorkerEvent::TakeoverDone {
+                epoch,
+                attempt,
+                result,
+                elapsed,
+            } => {
+                if Some(attempt) != self.current_attempt {
+                    return None;
+                }
+                self.current_attempt = None;
+                self.pending.clear();
+                match &result {
+                    Ok(report) => {
+                        let total = self.failover_started.map(|t| millis(t.elapsed()));
+                        if let Some(f) = &mut self.last_failover {
+                            f.total_ms = total;
+                        }
+                        info!(
+                            epoch,
+                            elapsed_ms = millis(elapsed),
+                            changed = report.changed,
+                            "takeover converged"
+                        );
+                        self.record_event(format!(
+                            "takeover for epoch {epoch} converged in {} ms",
+                            millis(elapsed)
+                        ));
+                    }
+                    Err(e) => {
+                        error!(epoch, "takeover attempt failed: {e}");
+                        self.record_event(format!("takeover attempt failed: {e}"));
+                    }
+                }
+                Some(Event::TakeoverFinished {
+                    epoch,
+                    ok: result.is_ok(),
+                    error: result.err().map(|e| e.to_string()),
+                })
+            }
+            WorkerEvent::ReleaseDone { result } => {
+                match result {
+                    Ok(()) => info!("released local resources"),
+                    Err(e) => {
+                        error!("release failed: {e}");
+                        self.record_event(format!("release failed: {e}"));
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn on_progress(&mut self, event: ProgressEvent) {
+        match event {
+            ProgressEvent::OperationStarted { id, description } => {
+                info!(operation = %id, "{description}");
+                self.pending.insert(id, (description, Instant::now()));
+            }
+            ProgressEvent::OperationFinished {
+                id,
+                outcome,
+                elapsed_ms,
+            } => {
+                info!(operation = %id, elapsed_ms, "{outcome}");
+                self.pending.remove(&id);
+                if let Some(f) = &mut self.last_failover {
+                    f.operations.push(OperationRecord {
+                        id,
+                        outcome,
+                        elapsed_ms,
+                    });
+                }
+            }
+            ProgressEvent::ApiCall { operation, .. } => {
+                if let Some(f) = &mut self.last_failover {
+                    *f.api_calls.entry(operation).or_insert(0) += 1;
+                }
+            }
+            ProgressEvent::Note { message } => {
+                info!("{message}");
+                self.record_event(message);
+            }
+        }
+    }
+
+    fn step(&mut self, event: Event) {
+        if let Event::Health { healthy, reason } = &event {
+            self.provider_health = if *healthy {
+                Ok(())
+            } else {
+                Err(reason.clone())
+            };
+            if !healthy {
+                warn!("provider unhealthy: {reason}");
+            }
+            self.record_event(format!(
+                "provider {}: {reason}",
+                if *healthy { "healthy" } else { "UNHEALTHY" }
+            ));
+        }
+        let now = self.now();
+        // Detection time is measured before the state machine sees the tick that decides.
+        let last_heard = self.fsm.last_heard().iter().flatten().max().copied();
+        let peer_was_alive = self.fsm.peer_alive(now);
+        let actions = self.fsm.step(event, now);
+        let _ = self.advert_tx.send_replace(self.fsm.advert());
+        for action in actions {
+            self.execute(action, now, last_heard, peer_was_alive);
+        }
+    }
+
+    fn execute(
+        &mut self,
+        action: Action,
+        now: Millis,
+        last_heard: Option<Millis>,
+        peer_was_alive: bool,
+    ) {
+        match action {
+            Action::Transition { from, to, reason } => {
+                info!(from = from.as_str(), to = to.as_str(), "{reason}");
+                self.record_event(format!("{} -> {}: {reason}", from.as_str(), to.as_str()));
+                self.last_transition = Some(TransitionRecord {
+                    from: from.as_str().into(),
+                    to: to.as_str().into(),
+                    reason: reason.clone(),
+                    at_unix_ms: unix_ms(),
+                });
+                if to == Role::Active {
+                    let detection_ms = if peer_was_alive {
+                        None
+                    } else {
+                        last_heard.map(|t| now.saturating_sub(t))
+                    };
+                    self.attempts = 0;
+                    self.failover_started = Some(Instant::now());
+                    self.last_failover = Some(FailoverRecord {
+                        epoch: self.fsm.epoch(),
+                        reason,
+                        decided_unix_ms: unix_ms(),
+                        detection_ms,
+                        ..Default::default()
+                    });
+                }
+            }
+            Action::Advertise => self.links.advertise_now(),
+            Action::TakeOver { epoch } => {
+                self.attempts += 1;
+                if let Some(f) = &mut self.last_failover {
+                    f.attempts = self.attempts;
+                }
+                self.pending.clear();
+                self.current_attempt = Some(self.worker.take_over(epoch));
+            }
+            Action::CancelTakeover => {
+                self.worker.cancel_takeovers();
+                self.current_attempt = None;
+                self.pending.clear();
+            }
+            Action::Release => self.worker.release(),
+            Action::Accepted { command, message } => {
+                self.reply(command, Response::Accepted { message });
+            }
+            Action::Refused { command, message } => {
+                self.reply(command, Response::Refused { message });
+            }
+        }
+    }
+
+    fn reply(&mut self, command: Command, response: Response) {
+        let text = match &response {
+            Response::Accepted { message } => format!("operator {command:?}: {message}"),
+            Response::Refused { message } => format!("operator {command:?} refused: {message}"),
+            _ => return,
+        };
+        info!("{text}");
+        self.record_event(text);
+        if let Some(reply) = self.pending_command.take() {
+            let _ = reply.send(response);
+        }
+    }
+
+    fn publish(&mut self) {
+        let snapshot = self.snapshot();
+        self.status_tx.send_replace(snapshot);
+    }
+
+    fn snapshot(&self) -> StatusSnapshot {
+        let now = self.now();
+        let fsm = &self.fsm;
+        let dead = fsm.config().dead_interval_ms;
+        let stats = self.links.stats();
+        let paths: Vec<PathStatus> = self
+            .config
+            .keepalive
+            .paths
+            .iter()
+            .zip(stats)
+            .zip(fsm.last_heard())
+            .map(|((cfg, s), heard)| {
+                let heard_ago = heard.map(|t| now.saturating_sub(t));
+                PathStatus {
+                    name: cfg.name.clone(),
+                    bind: cfg.bind.to_string(),
+                    peer: cfg.peer.to_string(),
+                    up: heard_ago.is_some_and(|a| a < dead),
+                    sent: s.sent,
+                    send_errors: s.send_errors,
+                    received: s.received,
+                    lost: s.lost,
+                    loss_percent: s.loss_percent(),
+                    rtt_ms: s.rtt_us.map(|us| us as f64 / 1000.0),
+                    last_heard_ms_ago: heard_ago,
+                    rejected: s
+                        .rejected
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect(),
+                    last_error: s.last_error.clone(),
+                }
+            })
+            .collect();
+
+        let alive = fsm.peer_alive(now);
+        let peer_view = fsm.peer();
+        let packet = self.peer_packet.as_ref();
+        let rtt_ms = paths
+            .iter()
+            .filter_map(|p| p.rtt_ms)
+            .fold(None, |acc: Option<f64>, r| {
+                Some(acc.map_or(r, |a| a.min(r)))
+            });
+        let peer = PeerStatus {
+            name: self.config.peer.name.clone(),
+            alive,
+            state: match peer_view {
+                Some(p) if alive => p.advert.role.as_str().to_string(),
+                Some(p) => format!("unknown (last said {})", p.advert.role.as_str()),
+                None => "unknown".into(),
+            },
+            priority: peer_view.map(|p| p.advert.priority),
+            epoch: peer_view.map(|p| p.advert.epoch),
+            version: packet.map(|p| p.software_version.clone()),
+            config_digest: packet.map(|p| hex(&p.config_digest)),
+            last_heard_ms_ago: peer_view.map(|p| now.saturating_sub(p.at)),
+            takeover_in_progress: peer_view.is_some_and(|p| p.advert.takeover_in_progress),
+            yielding: peer_view.is_some_and(|p| p.advert.yielding),
+            leaving: peer_view.is_some_and(|p| p.advert.leaving),
+            clock_skew_ms: packet.map(|p| {
+                let half_rtt = rtt_ms.unwrap_or(0.0) / 2.0;
+                self.peer_heard_unix_ms as i64 - p.wall_clock_ms as i64 - half_rtt as i64
+            }),
+        };
+
+        let indicators = self.indicators(alive, &paths, packet);
+        let ready = indicators.iter().all(|i| i.ok);
+        let takeover = TakeoverStatus {
+            state: match fsm.takeover() {
+                TakeoverState::Idle => "idle",
+                TakeoverState::Running { .. } => "running",
+                TakeoverState::RetryAt { .. } => "retrying",
+                TakeoverState::Done => "done",
+            }
+            .into(),
+            pending: self
+                .pending
+                .iter()
+                .map(|(id, (description, since))| PendingOperation {
+                    id: id.clone(),
+                    description: description.clone(),
+                    elapsed_ms: millis(since.elapsed()),
+                })
+                .collect(),
+            last_error: fsm.last_takeover_error().map(str::to_string),
+        };
+        let mut last_failover = self.last_failover.clone();
+        if let (Some(f), Some(started)) = (&mut last_failover, self.failover_started) {
+            if f.total_ms.is_none() && fsm.role() != Role::Active {
+                // The role was lost before convergence; show how long it ran.
+                f.total_ms = Some(millis(started.elapsed()));
+            }
+        }
+        StatusSnapshot {
+            node: self.config.node.name.clone(),
+            version: VERSION.into(),
+            provider: self.provider_kind.into(),
+            role: fsm.role().as_str().into(),
+            role_for_ms: now.saturating_sub(fsm.role_since()),
+            epoch: fsm.epoch(),
+            priority: self.config.node.priority,
+            ready,
+            indicators,
+            peer,
+            paths,
+            takeover,
+            last_transition: self.last_transition.clone(),
+            last_failover,
+            maintenance: fsm.in_maintenance(),
+            yielding: fsm.yielding().map(|y| format!("{y:?}").to_lowercase()),
+            recent_events: self.events.iter().cloned().collect(),
+        }
+    }
+
+    fn indicators(
+        &self,
+        alive: bool,
+        paths: &[PathStatus],
+        packet: Option<&Keepalive>,
+    ) -> Vec<Indicator> {
+        let down: Vec<&str> = paths
+            .iter()
+            .filter(|p| !p.up)
+            .map(|p| p.name.as_str())
+            .collect();
+        let keepalive = Indicator {
+            name: "keepalive".into(),
+            ok: alive && down.is_empty(),
+            detail: if !alive {
+                format!("peer {} not heard on any path", self.config.peer.name)
+            } else if down.is_empty() {
+                format!("peer heard on every path ({})", paths.len())
+            } else {
+                format!("peer not heard on: {}", down.join(", "))
+            },
+        };
+        let same_version = match packet {
+            Some(p) if p.software_version == VERSION => Indicator {
+                name: "same_version".into(),
+                ok: true,
+                detail: format!("both run {VERSION}"),
+            },
+            Some(p) => Indicator {
+                name: "same_version".into(),
+                ok: false,
+                detail: format!("peer runs {}, this node {VERSION}", p.software_version),
+            },
+            None => Indicator {
+                name: "same_version".into(),
+                ok: false,
+                detail: "peer never heard".into(),
+            },
+        };
+        let ours = self.config.ha_digest();
+        let same_config = match packet {
+            Some(p) if p.config_digest == ours => Indicator {
+                name: "same_config".into(),
+                ok: true,
+                detail: format!("HA config digest {}", hex(&ours)),
+            },
+            Some(p) => Indicator {
+                name: "same_config".into(),
+                ok: false,
+                detail: format!(
+                    "peer's HA config digest {} differs from ours {}: compare cluster, keepalive timing, floating_ip and route sections",
+                    hex(&p.config_digest),
+                    hex(&ours)
+                ),
+            },
+            None => Indicator {
+                name: "same_config".into(),
+                ok: false,
+                detail: "peer never heard".into(),
+            },
+        };
+        let provider_healthy = Indicator {
+            name: "provider_healthy".into(),
+            ok: self.provider_health.is_ok(),
+            detail: match &self.provider_health {
+                Ok(()) => format!("{} provider healthy", self.provider_kind),
+                Err(e) => e.clone(),
+            },
+        };
+        let mine = self.fsm.role();
+        let theirs = self.fsm.peer().filter(|_| alive).map(|p| p.advert.role);
+        let roles_ok = matches!(
+            (mine, theirs),
+            (Role::Active, Some(Role::Standby)) | (Role::Standby, Some(Role::Active))
+        );
+        let roles = Indicator {
+            name: "roles".into(),
+            ok: roles_ok,
+            detail: format!(
+                "this node {}, peer {}",
+                mine.as_str(),
+                theirs.map(Role::as_str).unwrap_or("unknown")
+            ),
+        };
+        vec![
+            keepalive,
+            same_version,
+            same_config,
+            provider_healthy,
+            roles,
+        ]
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incarnation_grows_even_if_the_clock_goes_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("incarnation"),
+            format!("{}\n", u64::MAX - 5),
+        )
+        .expect("write");
+        let first = next_incarnation(dir.path()).expect("first");
+        assert_eq!(first, u64::MAX - 4);
+        let second = next_incarnation(dir.path()).expect("second");
+        assert!(second > first);
+    }
+
+    #[test]
+    fn incarnation_starts_from_the_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = unix_ms();
+        let value = next_incarnation(&dir.path().join("new")).expect("creates dir");
+        assert!(value >= before);
+    }
+}

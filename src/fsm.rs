@@ -1,0 +1,924 @@
+//! The HA state machine: a pure function of events and time.
+//!
+//! `Fsm::step(event, now)` takes one event and the current monotonic time in milliseconds and
+//! returns the actions the daemon must carry out. It performs no I/O and never reads a clock,
+//! so every decision can be replayed from a log (the golden tests in `tests/golden/` do exactly
+//! that) and explored by property tests with simulated time.
+//!
+//! # Rules
+//! - **Election**: when nobody is active, the higher `(priority, lower name)` becomes active.
+//! - **Failure detection**: a standby takes over only when the peer has been silent on *every*
+//!   path for the dead interval, or when the peer says it is leaving, faulty, in maintenance, or
+//!   handing over.
+//! - **Conflict**: if both nodes claim active, the higher `(epoch, priority, lower name)` keeps
+//!   the role. The epoch grows on every takeover, so after a partition heals the node that took
+//!   over most recently (and therefore holds the cloud resources) stays: one ownership change
+//!   per partition, never ping-pong.
+//! - **Preemption**: a higher-priority standby takes the role back only when preemption is on,
+//!   the peer has been continuously healthy for the hold-down, and no takeover is in progress.
+//! - **Maintenance / fault / switchover**: an active node hands over by advertising that it is
+//!   yielding; it steps down when the peer has become active with a newer epoch (or, for
+//!   maintenance and fault, when no peer can take over within the yield timeout).
+
+use serde::{Deserialize, Serialize};
+
+/// Monotonic time in milliseconds (the daemon's clock since start; simulated in tests).
+pub type Millis = u64;
+
+/// The role a node plays, as advertised in every keepalive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Just started: listening for the peer before deciding.
+    Init,
+    /// Healthy and ready to take over.
+    Standby,
+    /// Holds (or is taking) the floating IPs and routes.
+    Active,
+    /// Unhealthy (the provider cannot work); never becomes active.
+    Fault,
+    /// Taken out of service by the operator; never becomes active.
+    Maintenance,
+}
+
+impl Role {
+    /// Lower-case name used in status, logs and hooks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Init => "init",
+            Role::Standby => "standby",
+            Role::Active => "active",
+            Role::Fault => "fault",
+            Role::Maintenance => "maintenance",
+        }
+    }
+
+    /// Wire encoding (one byte).
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Role::Init => 0,
+            Role::Standby => 1,
+            Role::Active => 2,
+            Role::Fault => 3,
+            Role::Maintenance => 4,
+        }
+    }
+
+    /// Wire decoding; `None` for an unknown value.
+    pub fn from_byte(byte: u8) -> Option<Role> {
+        Some(match byte {
+            0 => Role::Init,
+            1 => Role::Standby,
+            2 => Role::Active,
+            3 => Role::Fault,
+            4 => Role::Maintenance,
+            _ => return None,
+        })
+    }
+}
+
+/// Static settings of the state machine, taken from the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsmConfig {
+    /// This node's name (ties are broken by the lower name).
+    pub node: String,
+    /// The peer's name.
+    pub peer: String,
+    /// This node's priority.
+    pub priority: u8,
+    /// Whether a higher priority takes the role back.
+    pub preempt: bool,
+    /// How long the peer must be healthy before preempting.
+    pub hold_down_ms: Millis,
+    /// Silence on every path for this long means the peer is dead.
+    pub dead_interval_ms: Millis,
+    /// Number of keepalive paths.
+    pub paths: usize,
+    /// First retry delay after a failed takeover.
+    pub retry_initial_ms: Millis,
+    /// Longest retry delay.
+    pub retry_max_ms: Millis,
+}
+
+impl FsmConfig {
+    /// How long an active node waits for the peer to take over after it started yielding.
+    pub fn yield_timeout_ms(&self) -> Millis {
+        self.dead_interval_ms.saturating_mul(5).max(3_000)
+    }
+}
+
+/// What the peer said in its last authenticated keepalive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAdvert {
+    /// The peer's role.
+    pub role: Role,
+    /// The peer's priority.
+    pub priority: u8,
+    /// The peer's epoch.
+    pub epoch: u64,
+    /// The peer is active and its takeover has not converged yet.
+    #[serde(default)]
+    pub takeover_in_progress: bool,
+    /// The peer is active but asks to be relieved (switchover, maintenance, fault).
+    #[serde(default)]
+    pub yielding: bool,
+    /// The peer is shutting down.
+    #[serde(default)]
+    pub leaving: bool,
+}
+
+/// When the peer sent a keepalive, on the peer's own monotonic clock.
+///
+/// Paths can deliver late: a path that comes back flushes keepalives queued while it was down
+/// (the kernel holds them while ARP resolves). Those are authentic and new on their path, but
+/// older than what another path already delivered, so they must not overwrite the peer's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SentAt {
+    /// The peer's boot incarnation.
+    pub incarnation: u64,
+    /// The peer's monotonic send time in microseconds.
+    pub at_us: u64,
+}
+
+/// Operator commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Hand the active role to the peer (or, on the standby, take it from a healthy peer).
+    Switchover,
+    /// Enter maintenance; `force` allows it on an active node with no peer to take over.
+    MaintenanceOn {
+        /// Leave even when nobody can take over.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Leave maintenance.
+    MaintenanceOff,
+}
+
+/// Everything that can happen to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// An authenticated keepalive (not a replay on its path) arrived on `path`.
+    Keepalive {
+        /// Index of the path it arrived on.
+        path: usize,
+        /// What the peer said.
+        advert: PeerAdvert,
+        /// When the peer sent it, on the peer's clock; absent means "just now".
+        #[serde(default)]
+        sent: Option<SentAt>,
+    },
+    /// Time passed; re-evaluate deadlines.
+    Tick,
+    /// The provider finished a takeover attempt.
+    TakeoverFinished {
+        /// The epoch the attempt was for.
+        epoch: u64,
+        /// Whether the cloud state converged.
+        ok: bool,
+        /// The error, if any.
+        #[serde(default)]
+        error: Option<String>,
+    },
+    /// The provider's health check changed.
+    Health {
+        /// Whether the provider can work.
+        healthy: bool,
+        /// Why (shown in status).
+        reason: String,
+    },
+    /// An operator command.
+    Operator(Command),
+    /// The daemon is stopping (SIGTERM): tell the peer.
+    Shutdown,
+}
+
+/// What the daemon must do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The role changed.
+    Transition {
+        /// Previous role.
+        from: Role,
+        /// New role.
+        to: Role,
+        /// Why, for the operator.
+        reason: String,
+    },
+    /// Send a keepalive on every path now (the advert changed).
+    Advertise,
+    /// Ask the provider to take every resource for `epoch`.
+    TakeOver {
+        /// The epoch claimed.
+        epoch: u64,
+    },
+    /// Abort a takeover still running (the role was lost meanwhile).
+    CancelTakeover,
+    /// Ask the provider to give up local resources.
+    Release,
+    /// An operator command was accepted.
+    Accepted {
+        /// The command.
+        command: Command,
+        /// What will happen.
+        message: String,
+    },
+    /// An operator command was refused.
+    Refused {
+        /// The command.
+        command: Command,
+        /// Why, and what to do instead.
+        message: String,
+    },
+}
+
+/// Why an active node is asking the peer to take over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum YieldReason {
+    /// Operator switchover: stay active if nobody takes over.
+    Switchover,
+    /// Maintenance: leave even if nobody takes over.
+    Maintenance,
+    /// Unhealthy: leave even if nobody takes over.
+    Fault,
+}
+
+/// Where the current takeover stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TakeoverState {
+    /// Not active, or nothing to do.
+    Idle,
+    /// The provider is working on it since `since`.
+    Running {
+        /// When the attempt started.
+        since: Millis,
+    },
+    /// The last attempt failed; try again at `at`.
+    RetryAt {
+        /// When to retry.
+        at: Millis,
+    },
+    /// The cloud state converged.
+    Done,
+}
+
+/// The last thing heard from the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// Its advert.
+    pub advert: PeerAdvert,
+    /// When it arrived.
+    pub at: Millis,
+}
+
+/// The state of one node's HA state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fsm {
+    config: FsmConfig,
+    role: Role,
+    role_since: Millis,
+    epoch: u64,
+    started_at: Millis,
+    last_heard: Vec<Option<Millis>>,
+    peer: Option<PeerView>,
+    /// Since when the peer has been active, alive and not taking over (the preemption clock).
+    peer_settled_since: Option<Millis>,
+    last_takeover_error: Option<String>,
+    /// Send time of the freshest keepalive taken from the peer.
+    peer_newest: Option<SentAt>,
+    healthy: bool,
+    maintenance: bool,
+    yielding: Option<(YieldReason, Millis)>,
+    takeover: TakeoverState,
+    retry_delay_ms: Millis,
+    leaving: bool,
+}
+
+impl Fsm {
+    /// A node that starts at `now` in `Init`.
+    pub fn new(config: FsmConfig, now: Millis) -> Fsm {
+        let paths = config.paths.max(1);
+        let retry = config.retry_initial_ms;
+        Fsm {
+            config,
+            role: Role::Init,
+            role_since: now,
+            epoch: 0,
+            started_at: now,
+            last_heard: vec![None; paths],
+            peer: None,
+            peer_settled_since: None,
+            last_takeover_error: None,
+            peer_newest: None,
+            healthy: true,
+            maintenance: false,
+            yielding: None,
+            takeover: TakeoverState::Idle,
+            retry_delay_ms: retry,
+            leaving: false,
+        }
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current epoch (the highest seen or claimed).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The static settings.
+    pub fn config(&self) -> &FsmConfig {
+        &self.config
+    }
+
+    /// Since when the node has had its role.
+    pub fn role_since(&self) -> Millis {
+        self.role_since
+    }
+
+    /// The last advert heard from the peer.
+    pub fn peer(&self) -> Option<PeerView> {
+        self.peer
+    }
+
+    /// Where the takeover stands.
+    pub fn takeover(&self) -> TakeoverState {
+        self.takeover
+    }
+
+    /// The error of the last failed takeover attempt, until one succeeds.
+    pub fn last_takeover_error(&self) -> Option<&str> {
+        self.last_takeover_error.as_deref()
+    }
+
+    /// Whether the operator put this node in maintenance.
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance
+    }
+
+    /// Whether the node is active and asking the peer to take over.
+    pub fn yielding(&self) -> Option<YieldReason> {
+        self.yielding.map(|(reason, _)| reason)
+    }
+
+    /// When each path last delivered a keepalive.
+    pub fn last_heard(&self) -> &[Option<Millis>] {
+        &self.last_heard
+    }
+
+    /// The advert this node sends in its keepalives.
+    pub fn advert(&self) -> PeerAdvert {
+        PeerAdvert {
+            role: self.role,
+            priority: self.config.priority,
+            epoch: self.epoch,
+            takeover_in_progress: self.role == Role::Active
+                && matches!(
+                    self.takeover,
+                    TakeoverState::Running { .. } | TakeoverState::RetryAt { .. }
+                ),
+            yielding: self.yielding.is_some(),
+            leaving: self.leaving,
+        }
+    }
+
+    /// Whether any path heard the peer within the dead interval.
+    pub fn peer_alive(&self, now: Millis) -> bool {
+        self.last_heard
+            .iter()
+            .flatten()
+            .any(|&t| now.saturating_sub(t) < self.config.dead_interval_ms)
+    }
+
+    /// When the peer will be declared dead if nothing more is heard (paths never heard count
+    /// from the node's start).
+    fn peer_dead_at(&self) -> Millis {
+        self.last_heard
+            .iter()
+            .map(|t| t.unwrap_or(self.started_at))
+            .max()
+            .unwrap_or(self.started_at)
+            .saturating_add(self.config.dead_interval_ms)
+    }
+
+    /// The next time a `Tick` could change something, if any.
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        let mut times = Vec::new();
+        match self.role {
+            Role::Init => times.push(self.started_at.saturating_add(self.config.dead_interval_ms)),
+            Role::Standby => {
+                times.push(self.peer_dead_at());
+                if let Some(at) = self.preempt_at() {
+                    times.push(at);
+                }
+            }
+            Role::Active => {
+                if let TakeoverState::RetryAt { at } = self.takeover {
+                    times.push(at);
+                }
+                if let Some((_, since)) = self.yielding {
+                    times.push(since.saturating_add(self.config.yield_timeout_ms()));
+                }
+                // A yielding node also watches for the peer dying.
+                if self.yielding.is_some() {
+                    times.push(self.peer_dead_at());
+                }
+            }
+            Role::Fault | Role::Maintenance => {}
+        }
+        times.into_iter().min()
+    }
+
+    /// Feed one event at time `now`; returns what the daemon must do, in order.
+    pub fn step(&mut self, event: Event, now: Millis) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Keepalive { path, advert, sent } => {
+                if self.is_fresh(sent) {
+                    self.on_keepalive(path, advert, now);
+                } else if self.is_recent(sent) {
+                    // Late but recent: the path works, the advert is outdated.
+                    if let Some(slot) = self.last_heard.get_mut(path) {
+                        *slot = Some(now);
+                    }
+                }
+            }
+            Event::Tick => {}
+            Event::TakeoverFinished { epoch, ok, error } => {
+                self.on_takeover_finished(epoch, ok, error, now)
+            }
+            Event::Health { healthy, reason } => {
+                if self.healthy != healthy {
+                    self.healthy = healthy;
+                    if !healthy {
+                        self.begin_leaving_active(YieldReason::Fault, &reason, now, &mut out);
+                    }
+                }
+            }
+            Event::Operator(command) => self.on_command(command, now, &mut out),
+            Event::Shutdown => {
+                if !self.leaving {
+                    self.leaving = true;
+                    out.push(Action::Advertise);
+                }
+            }
+        }
+        if !self.leaving {
+            self.evaluate(now, &mut out);
+        }
+        out
+    }
+
+    /// Sent no earlier than the freshest keepalive already taken (records it if so).
+    fn is_fresh(&mut self, sent: Option<SentAt>) -> bool {
+        let Some(sent) = sent else { return true };
+        if self.peer_newest.is_some_and(|newest| sent < newest) {
+            return false;
+        }
+        self.peer_newest = Some(sent);
+        true
+    }
+
+    /// Sent by the peer's current boot within a dead interval of its freshest keepalive.
+    fn is_recent(&self, sent: Option<SentAt>) -> bool {
+        match (sent, self.peer_newest) {
+            (Some(sent), Some(newest)) => {
+                sent.incarnation == newest.incarnation
+                    && newest.at_us.saturating_sub(sent.at_us)
+                        <= self.config.dead_interval_ms.saturating_mul(1000)
+            }
+            _ => true,
+        }
+    }
+
+    fn on_keepalive(&mut self, path: usize, advert: PeerAdvert, now: Millis) {
+        let settled = advert.role == Role::Active
+            && !advert.takeover_in_progress
+            && !advert.yielding
+            && !advert.leaving;
+        if !settled || !self.peer_alive(now) {
+            self.peer_settled_since = None;
+        }
+        if settled && self.peer_settled_since.is_none() {
+            self.peer_settled_since = Some(now);
+        }
+        if let Some(slot) = self.last_heard.get_mut(path) {
+            *slot = Some(now);
+        }
+        self.peer = Some(PeerView { advert, at: now });
+        // Adopt the highest epoch seen so the next takeover by either node is newer still. An
+        // active node keeps its own until it steps down: the both-active comparison needs it.
+        if self.role != Role::Active {
+            self.epoch = self.epoch.max(advert.epoch);
+        }
+    }
+
+    fn on_takeover_finished(&mut self, epoch: u64, ok: bool, error: Option<String>, now: Millis) {
+        // A result for an older claim, or after the role was lost, changes nothing.
+        if self.role != Role::Active || epoch != self.epoch {
+            return;
+        }
+        self.last_takeover_error = error;
+        if ok {
+            self.takeover = TakeoverState::Done;
+            self.retry_delay_ms = self.config.retry_initial_ms;
+        } else {
+            self.takeover = TakeoverState::RetryAt {
+                at: now.saturating_add(self.retry_delay_ms),
+            };
+            self.retry_delay_ms = self
+                .retry_delay_ms
+                .saturating_mul(2)
+                .min(self.config.retry_max_ms);
+        }
+    }
+
+    fn on_command(&mut self, command: Command, now: Millis, out: &mut Vec<Action>) {
+        let peer_ready = self.peer_ready(now);
+        let peer = self.config.peer.clone();
+        match command {
+            Command::Switchover => match self.role {
+                Role::Active if self.yielding.is_some() => out.push(Action::Refused {
+                    command,
+                    message: "already handing over".into(),
+                }),
+                Role::Active if peer_ready => {
+                    self.yielding = Some((YieldReason::Switchover, now));
+                    out.push(Action::Advertise);
+                    out.push(Action::Accepted {
+                        command,
+                        message: format!("handing the active role to {peer}"),
+                    });
+                }
+                Role::Active => out.push(Action::Refused {
+                    command,
+                    message: format!(
+                        "{peer} is not ready to take over ({}); fix the peer first",
+                        self.peer_summary(now)
+                    ),
+                }),
+                Role::Standby if self.peer_is_active_and_settled(now) => {
+                    let note = if self.peer_wins_election_on_priority() {
+                        format!("; {peer} has the higher priority and will take the role back after the hold-down if it preempts")
+                    } else {
+                        String::new()
+                    };
+                    out.push(Action::Accepted {
+                        command,
+                        message: format!("taking the active role from {peer}{note}"),
+                    });
+                    self.become_active("operator switchover", now, out);
+                }
+                _ => out.push(Action::Refused {
+                    command,
+                    message: format!(
+                        "switchover needs one node active and the other standby; this node is {} and {}",
+                        self.role.as_str(),
+                        self.peer_summary(now)
+                    ),
+                }),
+            },
+            Command::MaintenanceOn { force } => {
+                if self.maintenance {
+                    out.push(Action::Accepted {
+                        command,
+                        message: "already in maintenance".into(),
+                    });
+                    return;
+                }
+                if self.role == Role::Active && !peer_ready && !force {
+                    out.push(Action::Refused {
+                        command,
+                        message: format!(
+                            "this node is active and {peer} cannot take over ({}); the floating IPs would be left unserved. Fix the peer, or use --force",
+                            self.peer_summary(now)
+                        ),
+                    });
+                    return;
+                }
+                self.maintenance = true;
+                out.push(Action::Accepted {
+                    command,
+                    message: if self.role == Role::Active && peer_ready {
+                        format!("handing over to {peer}, then entering maintenance")
+                    } else {
+                        "entering maintenance".into()
+                    },
+                });
+                self.begin_leaving_active(YieldReason::Maintenance, "operator maintenance", now, out);
+            }
+            Command::MaintenanceOff => {
+                if !self.maintenance {
+                    out.push(Action::Refused {
+                        command,
+                        message: "not in maintenance".into(),
+                    });
+                    return;
+                }
+                self.maintenance = false;
+                if self.yielding.map(|(r, _)| r) == Some(YieldReason::Maintenance) {
+                    self.yielding = None;
+                    out.push(Action::Advertise);
+                }
+                out.push(Action::Accepted {
+                    command,
+                    message: "leaving maintenance".into(),
+                });
+            }
+        }
+    }
+
+    /// Fault or maintenance: an active node yields to a ready peer, or leaves at once if none.
+    fn begin_leaving_active(
+        &mut self,
+        reason: YieldReason,
+        why: &str,
+        now: Millis,
+        out: &mut Vec<Action>,
+    ) {
+        if self.role != Role::Active {
+            return;
+        }
+        if self.peer_ready(now) {
+            self.yielding = Some((reason, now));
+            out.push(Action::Advertise);
+        } else {
+            let target = match reason {
+                YieldReason::Fault => Role::Fault,
+                _ => Role::Maintenance,
+            };
+            self.step_down(target, format!("{why}; no peer can take over"), now, out);
+        }
+    }
+
+    /// Decide transitions from the current facts. Called after every event.
+    fn evaluate(&mut self, now: Millis, out: &mut Vec<Action>) {
+        let alive = self.peer_alive(now);
+        if !alive {
+            self.peer_settled_since = None;
+        }
+        let peer = if alive {
+            self.peer.map(|p| p.advert)
+        } else {
+            None
+        };
+        match self.role {
+            Role::Init | Role::Standby | Role::Fault | Role::Maintenance => {
+                if !self.healthy {
+                    if self.role != Role::Fault {
+                        self.transition(Role::Fault, "provider unhealthy".into(), now, out);
+                    }
+                    return;
+                }
+                if self.maintenance {
+                    if self.role != Role::Maintenance {
+                        self.transition(Role::Maintenance, "operator maintenance".into(), now, out);
+                    }
+                    return;
+                }
+                if matches!(self.role, Role::Fault | Role::Maintenance) {
+                    let reason = if self.role == Role::Fault {
+                        "provider healthy again"
+                    } else {
+                        "maintenance ended"
+                    };
+                    self.transition(Role::Standby, reason.into(), now, out);
+                }
+                self.evaluate_standby(peer, now, out);
+            }
+            Role::Active => self.evaluate_active(peer, now, out),
+        }
+    }
+
+    fn evaluate_standby(&mut self, peer: Option<PeerAdvert>, now: Millis, out: &mut Vec<Action>) {
+        let Some(p) = peer else {
+            let waited = now.saturating_sub(self.started_at);
+            if self.role == Role::Init {
+                if waited >= self.config.dead_interval_ms {
+                    self.become_active(
+                        &format!(
+                            "no peer heard within the dead interval ({} ms) after start",
+                            self.config.dead_interval_ms
+                        ),
+                        now,
+                        out,
+                    );
+                }
+            } else if now >= self.peer_dead_at() {
+                let reason = format!(
+                    "peer silent on all {} path(s) for the dead interval ({} ms)",
+                    self.last_heard.len(),
+                    self.config.dead_interval_ms
+                );
+                self.become_active(&reason, now, out);
+            }
+            return;
+        };
+        if p.leaving
+            || matches!(p.role, Role::Fault | Role::Maintenance)
+            || (p.role == Role::Active && p.yielding)
+        {
+            let why = if p.leaving {
+                "peer is shutting down".to_string()
+            } else if p.role == Role::Active {
+                "peer is handing over".to_string()
+            } else {
+                format!("peer is in {}", p.role.as_str())
+            };
+            self.become_active(&why, now, out);
+            return;
+        }
+        match p.role {
+            Role::Init | Role::Standby => {
+                if self.wins_election(&p) {
+                    self.become_active("no active node; this node wins the election", now, out);
+                } else if self.role == Role::Init {
+                    self.transition(Role::Standby, "peer wins the election".into(), now, out);
+                }
+            }
+            Role::Active => {
+                if self.role == Role::Init {
+                    self.transition(Role::Standby, "peer is active".into(), now, out);
+                } else if let Some(at) = self.preempt_at() {
+                    if now >= at {
+                        self.become_active(
+                            "preempting: higher priority and the peer is healthy past the hold-down",
+                            now,
+                            out,
+                        );
+                    }
+                }
+            }
+            Role::Fault | Role::Maintenance => {}
+        }
+    }
+
+    fn evaluate_active(&mut self, peer: Option<PeerAdvert>, now: Millis, out: &mut Vec<Action>) {
+        if let Some(p) = peer {
+            if p.role == Role::Active && self.peer_outranks(&p) {
+                let target = match self.yielding.map(|(r, _)| r) {
+                    Some(YieldReason::Fault) => Role::Fault,
+                    Some(YieldReason::Maintenance) => Role::Maintenance,
+                    _ if !self.healthy => Role::Fault,
+                    _ if self.maintenance => Role::Maintenance,
+                    _ => Role::Standby,
+                };
+                let reason = format!(
+                    "peer is active with epoch {} (ours {})",
+                    p.epoch, self.epoch
+                );
+                self.epoch = self.epoch.max(p.epoch);
+                self.step_down(target, reason, now, out);
+                return;
+            }
+        }
+        if let Some((reason, since)) = self.yielding {
+            let timed_out = now >= since.saturating_add(self.config.yield_timeout_ms());
+            let peer_gone = peer.is_none();
+            if timed_out || peer_gone {
+                let why = if peer_gone {
+                    "peer went silent"
+                } else {
+                    "peer did not take over in time"
+                };
+                match reason {
+                    YieldReason::Switchover => {
+                        self.yielding = None;
+                        out.push(Action::Advertise);
+                        out.push(Action::Refused {
+                            command: Command::Switchover,
+                            message: format!("switchover abandoned: {why}; staying active"),
+                        });
+                    }
+                    YieldReason::Maintenance => {
+                        self.step_down(Role::Maintenance, format!("maintenance: {why}"), now, out)
+                    }
+                    YieldReason::Fault => {
+                        self.step_down(Role::Fault, format!("provider unhealthy: {why}"), now, out)
+                    }
+                }
+                return;
+            }
+        }
+        if let TakeoverState::RetryAt { at } = self.takeover {
+            if now >= at {
+                self.takeover = TakeoverState::Running { since: now };
+                out.push(Action::TakeOver { epoch: self.epoch });
+                out.push(Action::Advertise);
+            }
+        }
+    }
+
+    fn become_active(&mut self, reason: &str, now: Millis, out: &mut Vec<Action>) {
+        let peer_epoch = self.peer.map(|p| p.advert.epoch).unwrap_or(0);
+        self.epoch = self.epoch.max(peer_epoch).saturating_add(1);
+        self.yielding = None;
+        self.retry_delay_ms = self.config.retry_initial_ms;
+        self.takeover = TakeoverState::Running { since: now };
+        let epoch = self.epoch;
+        self.transition(Role::Active, format!("{reason} (epoch {epoch})"), now, out);
+        out.push(Action::TakeOver { epoch });
+    }
+
+    fn step_down(&mut self, to: Role, reason: String, now: Millis, out: &mut Vec<Action>) {
+        if matches!(self.takeover, TakeoverState::Running { .. }) {
+            out.push(Action::CancelTakeover);
+        }
+        self.takeover = TakeoverState::Idle;
+        self.yielding = None;
+        self.transition(to, reason, now, out);
+        out.push(Action::Release);
+    }
+
+    fn transition(&mut self, to: Role, reason: String, now: Millis, out: &mut Vec<Action>) {
+        let from = self.role;
+        self.role = to;
+        self.role_since = now;
+        out.push(Action::Transition { from, to, reason });
+        out.push(Action::Advertise);
+        // A restarted node may still hold what its previous run claimed (a `kill -9` leaves the
+        // address on the interface): start every non-active life from a clean slate.
+        if from == Role::Init && to != Role::Active {
+            out.push(Action::Release);
+        }
+    }
+
+    /// Ranking used for elections: higher priority, then the lower name.
+    fn wins_election(&self, p: &PeerAdvert) -> bool {
+        (self.config.priority, std::cmp::Reverse(&self.config.node))
+            > (p.priority, std::cmp::Reverse(&self.config.peer))
+    }
+
+    fn peer_wins_election_on_priority(&self) -> bool {
+        self.peer
+            .map(|p| !self.wins_election(&p.advert))
+            .unwrap_or(false)
+    }
+
+    /// Both active: the newer epoch keeps the role, then the election ranking.
+    fn peer_outranks(&self, p: &PeerAdvert) -> bool {
+        if p.epoch != self.epoch {
+            return p.epoch > self.epoch;
+        }
+        !self.wins_election(p)
+    }
+
+    /// The peer can take the active role right now.
+    fn peer_ready(&self, now: Millis) -> bool {
+        self.peer_alive(now)
+            && self
+                .peer
+                .map(|p| p.advert.role == Role::Standby && !p.advert.leaving)
+                .unwrap_or(false)
+    }
+
+    fn peer_is_active_and_settled(&self, now: Millis) -> bool {
+        self.peer_alive(now)
+            && self
+                .peer
+                .map(|p| {
+                    p.advert.role == Role::Active
+                        && !p.advert.takeover_in_progress
+                        && !p.advert.leaving
+                })
+                .unwrap_or(false)
+    }
+
+    /// When a preempting takeover becomes allowed, if preemption applies at all.
+    fn preempt_at(&self) -> Option<Millis> {
+        if !self.config.preempt || self.role != Role::Standby || !self.healthy || self.maintenance {
+            return None;
+        }
+        let p = self.peer?.advert;
+        if p.role != Role::Active || p.takeover_in_progress || p.yielding || !self.wins_election(&p)
+        {
+            return None;
+        }
+        let stable_since = self.peer_settled_since?.max(self.role_since);
+        Some(stable_since.saturating_add(self.config.hold_down_ms))
+    }
+
+    fn peer_summary(&self, now: Millis) -> String {
+        match self.peer {
+            Some(p) if self.peer_alive(now) => format!(
+                "{} is {}{}",
+                self.config.peer,
+                p.advert.role.as_str(),
+                if p.advert.takeover_in_progress {
+                    " (takeover in progress)"
+                } else {
+                    ""
+                }
+            ),
+            _ => format!("{} is not heard", self.config.peer),
+        }
+    }
+}

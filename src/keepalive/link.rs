@@ -1,0 +1,360 @@
+//! Keepalive sockets: one UDP socket per path, a sender task and a receiver task each.
+//!
+//! The tasks never wait on the daemon's event loop or on a provider call: the sender reads the
+//! current advert from a `watch` channel, and the receiver hands validated packets to the loop
+//! through an unbounded channel. A takeover that takes minutes therefore never delays a
+//! keepalive.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, info, warn};
+
+use super::packet::{Keepalive, Rejection, ReplayGuard, MAX_LEN};
+use crate::fsm::PeerAdvert;
+
+/// Identity and secrets shared by every path.
+#[derive(Debug, Clone)]
+pub struct LinkIdentity {
+    /// Cluster id on the wire.
+    pub cluster_id: u32,
+    /// Shared HMAC key.
+    pub key: Arc<[u8]>,
+    /// Our node name.
+    pub node_name: String,
+    /// The only sender name we accept.
+    pub peer_name: String,
+    /// This boot's incarnation.
+    pub incarnation: u64,
+    /// Our HA config digest.
+    pub config_digest: [u8; 16],
+    /// Our software version.
+    pub software_version: String,
+}
+
+/// One configured path.
+#[derive(Debug, Clone)]
+pub struct PathSpec {
+    /// Path index (also the path id on the wire).
+    pub index: usize,
+    /// Label.
+    pub name: String,
+    /// Local address.
+    pub bind: SocketAddr,
+    /// Peer address.
+    pub peer: SocketAddr,
+}
+
+/// A keepalive that passed every check, as handed to the event loop.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The path it arrived on.
+    pub path: usize,
+    /// The packet.
+    pub packet: Keepalive,
+}
+
+/// Counters and measurements for one path, shared with `status`.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PathStats {
+    /// Keepalives sent.
+    pub sent: u64,
+    /// Send errors (e.g. no route while the link is down).
+    pub send_errors: u64,
+    /// Keepalives accepted.
+    pub received: u64,
+    /// Keepalives the peer sent that never arrived (gaps in the sequence).
+    pub lost: u64,
+    /// Datagrams dropped, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Last round-trip time measured through the echo fields, in microseconds.
+    pub rtt_us: Option<u64>,
+    /// Whether the socket is bound (it is re-tried while the address is missing).
+    pub bound: bool,
+    /// The last bind or send error, for status.
+    pub last_error: Option<String>,
+}
+
+impl PathStats {
+    /// Share of the peer's keepalives lost on this path, in percent.
+    pub fn loss_percent(&self) -> f64 {
+        let expected = self.received + self.lost;
+        if expected == 0 {
+            0.0
+        } else {
+            self.lost as f64 * 100.0 / expected as f64
+        }
+    }
+}
+
+/// What the receiver remembers to echo back (for the peer's RTT) on one path.
+#[derive(Debug, Default, Clone, Copy)]
+struct Echo {
+    peer_tx_us: u64,
+    received_at_us: u64,
+}
+
+/// Handle to all running paths.
+#[derive(Clone)]
+pub struct Links {
+    stats: Vec<Arc<Mutex<PathStats>>>,
+    send_now: Arc<Notify>,
+}
+
+impl Links {
+    /// Per-path statistics snapshot, in path order.
+    pub fn stats(&self) -> Vec<PathStats> {
+        self.stats
+            .iter()
+            .map(|s| s.lock().map(|g| g.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Send a keepalive on every path now (the advert changed).
+    pub fn advertise_now(&self) {
+        self.send_now.notify_waiters();
+    }
+}
+
+/// Monotonic microseconds since `origin`.
+fn micros_since(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Start a sender and a receiver for every path.
+pub fn start(
+    identity: LinkIdentity,
+    paths: Vec<PathSpec>,
+    interval: Duration,
+    advert: watch::Receiver<PeerAdvert>,
+    received: mpsc::UnboundedSender<Received>,
+) -> Links {
+    let origin = Instant::now();
+    let send_now = Arc::new(Notify::new());
+    let mut stats = Vec::new();
+    for path in paths {
+        let path_stats = Arc::new(Mutex::new(PathStats::default()));
+        stats.push(path_stats.clone());
+        let echo = Arc::new(Mutex::new(Echo::default()));
+        let task = PathTask {
+            identity: identity.clone(),
+            path,
+            interval,
+            stats: path_stats,
+            echo,
+            origin,
+        };
+        tokio::spawn(task.run(advert.clone(), received.clone(), send_now.clone()));
+    }
+    Links { stats, send_now }
+}
+
+struct PathTask {
+    identity: LinkIdentity,
+    path: PathSpec,
+    interval: Duration,
+    stats: Arc<Mutex<PathStats>>,
+    echo: Arc<Mutex<Echo>>,
+    origin: Instant,
+}
+
+impl PathTask {
+    fn with_stats(&self, f: impl FnOnce(&mut PathStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    async fn bind(&self) -> Arc<UdpSocket> {
+        let mut logged = false;
+        loop {
+            match UdpSocket::bind(self.path.bind).await {
+                Ok(socket) => {
+                    self.with_stats(|s| {
+                        s.bound = true;
+                        s.last_error = None;
+                    });
+                    info!(path = %self.path.name, bind = %self.path.bind, peer = %self.path.peer, "keepalive path up");
+                    return Arc::new(socket);
+                }
+                Err(e) => {
+                    let message = format!("cannot bind {}: {e}", self.path.bind);
+                    if !logged {
+                        warn!(path = %self.path.name, "{message}; retrying every second");
+                        logged = true;
+                    }
+                    self.with_stats(|s| s.last_error = Some(message));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn run(
+        self,
+        advert: watch::Receiver<PeerAdvert>,
+        received: mpsc::UnboundedSender<Received>,
+        send_now: Arc<Notify>,
+    ) {
+        let socket = self.bind().await;
+        let this = Arc::new(self);
+        let sender = {
+            let this = this.clone();
+            let socket = socket.clone();
+            tokio::spawn(async move { this.send_loop(socket, advert, send_now).await })
+        };
+        this.receive_loop(socket, received).await;
+        sender.abort();
+    }
+
+    async fn send_loop(
+        &self,
+        socket: Arc<UdpSocket>,
+        advert: watch::Receiver<PeerAdvert>,
+        send_now: Arc<Notify>,
+    ) {
+        let mut sequence: u64 = 0;
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Register for an immediate send before waiting, so a notify between two sends
+            // is not missed.
+            let notified = send_now.notified();
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = notified => {}
+            }
+            sequence += 1;
+            let echo = self.echo.lock().map(|e| *e).unwrap_or_default();
+            let now_us = micros_since(self.origin);
+            let packet = Keepalive {
+                cluster_id: self.identity.cluster_id,
+                incarnation: self.identity.incarnation,
+                sequence,
+                path_id: u8::try_from(self.path.index).unwrap_or(u8::MAX),
+                advert: *advert.borrow(),
+                wall_clock_ms: unix_ms(),
+                tx_timestamp_us: now_us,
+                echo_timestamp_us: echo.peer_tx_us,
+                echo_delay_us: if echo.peer_tx_us == 0 {
+                    0
+                } else {
+                    u32::try_from(now_us.saturating_sub(echo.received_at_us)).unwrap_or(u32::MAX)
+                },
+                config_digest: self.identity.config_digest,
+                node_name: self.identity.node_name.clone(),
+                software_version: self.identity.software_version.clone(),
+            };
+            let bytes = packet.encode(&self.identity.key);
+            match socket.send_to(&bytes, self.path.peer).await {
+                Ok(_) => self.with_stats(|s| s.sent += 1),
+                Err(e) => self.with_stats(|s| {
+                    s.send_errors += 1;
+                    s.last_error = Some(format!("send to {}: {e}", self.path.peer));
+                }),
+            }
+        }
+    }
+
+    async fn receive_loop(
+        &self,
+        socket: Arc<UdpSocket>,
+        received: mpsc::UnboundedSender<Received>,
+    ) {
+        let mut guard = ReplayGuard::default();
+        let mut buf = vec![0u8; MAX_LEN + 1];
+        loop {
+            let (len, from) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP errors surface here on Linux (port unreachable); they are not fatal.
+                    debug!(path = %self.path.name, "recv error: {e}");
+                    continue;
+                }
+            };
+            let now_us = micros_since(self.origin);
+            let before = guard.last();
+            match self.validate(&buf[..len], &mut guard) {
+                Ok(packet) => {
+                    // Within one incarnation the sequence is dense: a gap is packets lost.
+                    let lost = match before {
+                        Some((incarnation, last)) if incarnation == packet.incarnation => {
+                            packet.sequence.saturating_sub(last).saturating_sub(1)
+                        }
+                        _ => 0,
+                    };
+                    self.record(&packet, now_us, lost);
+                    if received
+                        .send(Received {
+                            path: self.path.index,
+                            packet,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(rejection) => {
+                    let label = rejection.label();
+                    let first = {
+                        let mut first = false;
+                        self.with_stats(|s| {
+                            let n = s.rejected.entry(label).or_insert(0);
+                            *n += 1;
+                            first = *n == 1;
+                        });
+                        first
+                    };
+                    if first {
+                        warn!(path = %self.path.name, %from, reason = label, "dropped a keepalive (first of its kind on this path; further ones are counted in status)");
+                    }
+                }
+            }
+        }
+    }
+
+    fn validate(&self, bytes: &[u8], guard: &mut ReplayGuard) -> Result<Keepalive, Rejection> {
+        let packet = Keepalive::decode(bytes, &self.identity.key).map_err(Rejection::Decode)?;
+        if packet.cluster_id != self.identity.cluster_id {
+            return Err(Rejection::ForeignCluster);
+        }
+        if packet.node_name != self.identity.peer_name {
+            return Err(Rejection::UnknownSender);
+        }
+        if usize::from(packet.path_id) != self.path.index {
+            return Err(Rejection::WrongPath);
+        }
+        guard.check(packet.incarnation, packet.sequence)?;
+        Ok(packet)
+    }
+
+    fn record(&self, packet: &Keepalive, now_us: u64, lost: u64) {
+        if let Ok(mut echo) = self.echo.lock() {
+            *echo = Echo {
+                peer_tx_us: packet.tx_timestamp_us,
+                received_at_us: now_us,
+            };
+        }
+        self.with_stats(|s| {
+            s.received += 1;
+            s.lost += lost;
+            if packet.echo_timestamp_us != 0 {
+                let rtt = now_us
+                    .saturating_sub(packet.echo_timestamp_us)
+                    .saturating_sub(u64::from(packet.echo_delay_us));
+                s.rtt_us = Some(rtt);
+            }
+        });
+    }
+}

@@ -1,0 +1,26 @@
+//! cloudha: an HA controller for pairs of network appliances in the cloud.
+//!
+//! Two nodes exchange authenticated UDP keepalives; when the standby stops hearing the active
+//! node it asks its provider (a cloud API, or the on-prem L2 mode) to move the floating IPs and
+//! routes to itself, and keeps exchanging keepalives while that long-running operation
+//! completes.
+//!
+//! # Layout
+//! - [`config`]: the TOML schema and validation (errors name the field and the fix).
+//! - [`keepalive`]: the wire format ([`keepalive::packet`]) and the UDP tasks
+//!   ([`keepalive::link`]).
+//! - [`fsm`]: the pure state machine: `step(event, now) -> actions`.
+//! - [`daemon`]: the event loop that feeds the state machine and carries out its actions.
+//! - [`provider_worker`]: runs provider calls one at a time, cancellable.
+//! - [`provider`]: builds the configured provider (crates under `providers/`).
+//! - [`status`]: the snapshot served to `cloudha status`.
+//! - [`control`]: the local Unix-socket endpoint for status and operator commands.
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod fsm;
+pub mod keepalive;
+pub mod provider;
+pub mod provider_worker;
+pub mod status;

@@ -1,0 +1,280 @@
+//! The `cloudha` command line: a thin layer over the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cloudha::config::Config;
+use cloudha::control::{self, Request, Response};
+use cloudha::fsm::Command;
+use cloudha::status::render_human;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (for `status`: the daemon answered)
+  1  the daemon failed at run time
+  2  bad usage or invalid configuration
+  3  the daemon could not be reached
+  4  the daemon refused the command";
+
+const DEFAULT_CONFIG: &str = "/etc/cloudha/cloudha.toml";
+
+/// HA controller for pairs of network appliances in the cloud.
+#[derive(Parser)]
+#[command(name = "cloudha", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon in the foreground (logs go to stderr; RUST_LOG sets the level).
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show role, peer, keepalive paths, HA readiness, last failover and recent events.
+    #[command(after_help = EXIT_CODES)]
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
+    /// Hand the active role to the peer (on the standby: take it from the healthy active peer).
+    #[command(after_help = EXIT_CODES)]
+    Switchover {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Put this node in maintenance (it hands over first if active) or take it out.
+    #[command(after_help = EXIT_CODES)]
+    Maintenance {
+        /// `on` or `off`.
+        state: OnOff,
+        /// Enter maintenance even if no peer can take over (the floating IPs go unserved).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a configuration file (and its key file) without starting anything.
+    #[command(after_help = EXIT_CODES)]
+    Check {
+        /// Configuration file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+/// Which daemon to talk to.
+#[derive(Args)]
+struct Target {
+    /// Read status.socket from this configuration file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// The daemon's control socket (overrides --config).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> Result<PathBuf, String> {
+        if let Some(socket) = &self.socket {
+            return Ok(socket.clone());
+        }
+        let text = std::fs::read_to_string(&self.config).map_err(|e| {
+            format!(
+                "cannot read {}: {e}; pass --config PATH or --socket PATH",
+                self.config.display()
+            )
+        })?;
+        let config = Config::parse(&text).map_err(|(field, message)| {
+            format!("config {}: {field}: {message}", self.config.display())
+        })?;
+        Ok(config.status.socket)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Cmd) -> ExitCode {
+    match command {
+        Cmd::Run { config } => run(&config).await,
+        Cmd::Config {
+            action: ConfigCmd::Check { path },
+        } => match Config::load(&path) {
+            Ok(config) => {
+                println!(
+                    "{}: OK (node {}, peer {}, {} path(s), {} floating IP(s), provider {})",
+                    path.display(),
+                    config.node.name,
+                    config.peer.name,
+                    config.keepalive.paths.len(),
+                    config.floating_ips.len(),
+                    config.provider.kind
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Status { json, target } => {
+            let socket = match target.socket() {
+                Ok(s) => s,
+                Err(e) => return usage_error(&e),
+            };
+            match control::request(&socket, &Request::Status).await {
+                Ok(Response::Status { status }) => {
+                    if json {
+                        match serde_json::to_string_pretty(&status) {
+                            Ok(text) => println!("{text}"),
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                return ExitCode::from(1);
+                            }
+                        }
+                    } else {
+                        print!("{}", render_human(&status));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(other) => {
+                    eprintln!("error: unexpected answer {other:?}");
+                    ExitCode::from(3)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(3)
+                }
+            }
+        }
+        Cmd::Switchover { target } => send_command(&target, Command::Switchover).await,
+        Cmd::Maintenance {
+            state,
+            force,
+            target,
+        } => {
+            let command = match state {
+                OnOff::On => Command::MaintenanceOn { force },
+                OnOff::Off => Command::MaintenanceOff,
+            };
+            send_command(&target, command).await
+        }
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+async fn send_command(target: &Target, command: Command) -> ExitCode {
+    let socket = match target.socket() {
+        Ok(s) => s,
+        Err(e) => return usage_error(&e),
+    };
+    match control::request(&socket, &Request::Command { command }).await {
+        Ok(Response::Accepted { message }) => {
+            println!("accepted: {message}");
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Refused { message }) => {
+            eprintln!("refused: {message}");
+            ExitCode::from(4)
+        }
+        Ok(other) => {
+            eprintln!("error: unexpected answer {other:?}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(path: &Path) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let provider = match cloudha::provider::build(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cloudha::daemon::run(config, provider, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers the daemon can only be killed; keep running.
+            std::future::pending::<()>().await
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The status snapshot the daemon serves to `cloudha status`, and its human rendering.
+//!
+//! The snapshot is rebuilt by the event loop after every event from what was observed (the
+//! FSM, the link counters, provider progress), never patched in place, so it cannot drift from
+//! the daemon's real state.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `cloudha status` shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    /// This node's name.
+    pub node: String,
+    /// This node's software version.
+    pub version: String,
+    /// Provider kind.
+    pub provider: String,
+    /// Current role.
+    pub role: String,
+    /// How long the node has had its role.
+    pub role_for_ms: u64,
+    /// Current epoch.
+    pub epoch: u64,
+    /// This node's priority.
+    pub priority: u8,
+    /// HA is Ready when every indicator is OK.
+    pub ready: bool,
+    /// Each readiness indicator.
+    pub indicators: Vec<Indicator>,
+    /// What is known of the peer.
+    pub peer: PeerStatus,
+    /// One entry per keepalive path.
+    pub paths: Vec<PathStatus>,
+    /// The takeover in progress or last completed.
+    pub takeover: TakeoverStatus,
+    /// The last role change.
+    pub last_transition: Option<TransitionRecord>,
+    /// The last failover (this node becoming active).
+    pub last_failover: Option<FailoverRecord>,
+    /// Whether the operator put this node in maintenance.
+    pub maintenance: bool,
+    /// Set while an active node hands over (`switchover`, `maintenance`, `fault`).
+    pub yielding: Option<String>,
+    /// Newest last.
+    pub recent_events: Vec<EventRecord>,
+}
+
+/// One readiness indicator.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Indicator {
+    /// `keepalive`, `same_version`, `same_config`, `provider_healthy`, `roles`.
+    pub name: String,
+    /// Whether it is OK.
+    pub ok: bool,
+    /// What was observed.
+    pub detail: String,
+}
+
+/// The peer as last heard.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Configured peer name.
+    pub name: String,
+    /// Heard on at least one path within the dead interval.
+    pub alive: bool,
+    /// Its advertised role (`unknown` before the first keepalive).
+    pub state: String,
+    /// Its priority.
+    pub priority: Option<u8>,
+    /// Its epoch.
+    pub epoch: Option<u64>,
+    /// Its software version.
+    pub version: Option<String>,
+    /// Its HA config digest (hex).
+    pub config_digest: Option<String>,
+    /// Time since the last keepalive on any path.
+    pub last_heard_ms_ago: Option<u64>,
+    /// Its takeover is in progress.
+    pub takeover_in_progress: bool,
+    /// It is handing over.
+    pub yielding: bool,
+    /// It announced shutdown.
+    pub leaving: bool,
+    /// Our wall clock minus its wall clock, minus half the RTT (ms).
+    pub clock_skew_ms: Option<i64>,
+}
+
+/// One keepalive path.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PathStatus {
+    /// Label.
+    pub name: String,
+    /// Local address.
+    pub bind: String,
+    /// Peer address.
+    pub peer: String,
+    /// The peer was heard on this path within the dead interval.
+    pub up: bool,
+    /// Keepalives sent.
+    pub sent: u64,
+    /// Send errors.
+    pub send_errors: u64,
+    /// Keepalives accepted.
+    pub received: u64,
+    /// Keepalives lost (sequence gaps).
+    pub lost: u64,
+    /// Loss in percent of the peer's keepalives.
+    pub loss_percent: f64,
+    /// Last RTT in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Time since the last accepted keepalive.
+    pub last_heard_ms_ago: Option<u64>,
+    /// Dropped datagrams by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Last socket error.
+    pub last_error: Option<String>,
+}
+
+/// The takeover in progress or last done.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TakeoverStatus {
+    /// `idle`, `running`, `retrying`, `done`.
+    pub state: String,
+    /// Operations still running, with elapsed time.
+    pub pending: Vec<PendingOperation>,
+    /// The last error, until an attempt succeeds.
+    pub last_error: Option<String>,
+}
+
+/// One cloud operation in flight.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PendingOperation {
+    /// Operation id.
+    pub id: String,
+    /// What it changes.
+    pub description: String,
+    /// Time since it started.
+    pub elapsed_ms: u64,
+}
+
+/// A role change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TransitionRecord {
+    /// Previous role.
+    pub from: String,
+    /// New role.
+    pub to: String,
+    /// Why.
+    pub reason: String,
+    /// When (Unix ms).
+    pub at_unix_ms: u64,
+}
+
+/// Timings of this node's last takeover.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FailoverRecord {
+    /// The epoch claimed.
+    pub epoch: u64,
+    /// Why.
+    pub reason: String,
+    /// When the decision was taken (Unix ms).
+    pub decided_unix_ms: u64,
+    /// Last keepalive from the peer -> decision, when the peer went silent.
+    pub detection_ms: Option<u64>,
+    /// Decision -> cloud state converged (None while running).
+    pub total_ms: Option<u64>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Operations finished, with their durations.
+    pub operations: Vec<OperationRecord>,
+    /// API requests by operation.
+    pub api_calls: BTreeMap<String, u64>,
+}
+
+/// A finished operation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OperationRecord {
+    /// Operation id.
+    pub id: String,
+    /// `ok` or the error.
+    pub outcome: String,
+    /// Duration.
+    pub elapsed_ms: u64,
+}
+
+/// A line in the recent-events list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// When (Unix ms).
+    pub at_unix_ms: u64,
+    /// The node's role when it happened.
+    pub role: String,
+    /// What happened.
+    pub message: String,
+}
+
+fn format_unix_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{:03} UTC", ms % 1000)
+}
+
+fn ago(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) => format!("{:.1}s ago", ms as f64 / 1000.0),
+        None => "never".into(),
+    }
+}
+
+/// Render the snapshot for a person.
+pub fn render_human(s: &StatusSnapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} ({} provider, v{}): {} for {:.1}s, epoch {}, priority {}{}",
+        s.node,
+        s.provider,
+        s.version,
+        s.role.to_uppercase(),
+        s.role_for_ms as f64 / 1000.0,
+        s.epoch,
+        s.priority,
+        if s.maintenance { ", MAINTENANCE" } else { "" }
+    );
+    if let Some(y) = &s.yielding {
+        let _ = writeln!(out, "  handing over to the peer ({y})");
+    }
+    let _ = writeln!(out, "HA: {}", if s.ready { "Ready" } else { "Not ready" });
+    for i in &s.indicators {
+        let _ = writeln!(
+            out,
+            "  [{}] {:<17} {}",
+            if i.ok { " OK " } else { "FAIL" },
+            i.name,
+            i.detail
+        );
+    }
+    let p = &s.peer;
+    let _ = writeln!(
+        out,
+        "Peer {}: {} ({}), last heard {}{}",
+        p.name,
+        if p.alive { "alive" } else { "NOT HEARD" },
+        p.state,
+        ago(p.last_heard_ms_ago),
+        p.clock_skew_ms
+            .map(|k| format!(", clock skew {k} ms"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(out, "Keepalive paths:");
+    for path in &s.paths {
+        let rejected = if path.rejected.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = path
+                .rejected
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!(", dropped {}", list.join(" "))
+        };
+        let _ =
+            writeln!(
+            out,
+            "  {:<6} {} -> {}: {}, sent {}, received {}, lost {} ({:.1}%), rtt {}, heard {}{}{}",
+            path.name,
+            path.bind,
+            path.peer,
+            if path.up { "up" } else { "DOWN" },
+            path.sent,
+            path.received,
+            path.lost,
+            path.loss_percent,
+            path.rtt_ms.map(|r| format!("{r:.2} ms")).unwrap_or_else(|| "-".into()),
+            ago(path.last_heard_ms_ago),
+            rejected,
+            path.last_error
+                .as_ref()
+                .map(|e| format!(", error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    let t = &s.takeover;
+    if t.state != "idle" || t.last_error.is_some() {
+        let _ = writeln!(out, "Takeover: {}", t.state);
+        for op in &t.pending {
+            let _ = writeln!(
+                out,
+                "  pending {} ({}) for {:.1}s",
+                op.id,
+                op.description,
+                op.elapsed_ms as f64 / 1000.0
+            );
+        }
+        if let Some(e) = &t.last_error {
+            let _ = writeln!(out, "  last error: {e}");
+        }
+    }
+    if let Some(tr) = &s.last_transition {
+        let _ = writeln!(
+            out,
+            "Last transition: {} -> {} at {}: {}",
+            tr.from,
+            tr.to,
+            format_unix_ms(tr.at_unix_ms),
+            tr.reason
+        );
+    }
+    if let Some(f) = &s.last_failover {
+        let calls: u64 = f.api_calls.values().sum();
+        let _ = writeln!(
+            out,
+            "Last failover: epoch {}, detection {}, total {}, {} attempt(s), {} API call(s)",
+            f.epoch,
+            f.detection_ms
+                .map(|d| format!("{d} ms"))
+                .unwrap_or_else(|| "-".into()),
+            f.total_ms
+                .map(|d| format!("{d} ms"))
+                .unwrap_or_else(|| "running".into()),
+            f.attempts,
+            calls
+        );
+        for op in &f.operations {
+            let _ = writeln!(out, "  {} {} in {} ms", op.id, op.outcome, op.elapsed_ms);
+        }
+    }
+    if !s.recent_events.is_empty() {
+        let _ = writeln!(out, "Recent events:");
+        for e in &s.recent_events {
+            let _ = writeln!(
+                out,
+                "  {} [{}] {}",
+                format_unix_ms(e.at_unix_ms),
+                e.role,
+                e.message
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_rendering_shows_readiness_and_failing_indicators() {
+        let snapshot = StatusSnapshot {
+            node: "fw-a".into(),
+            role: "standby".into(),
+            ready: false,
+            indicators: vec![Indicator {
+                name: "same_version".into(),
+                ok: false,
+                detail: "peer runs 0.2.0, this node 0.1.0".into(),
+            }],
+            ..Default::default()
+        };
+        let text = render_human(&snapshot);
+        assert!(text.contains("STANDBY"), "{text}");
+        assert!(text.contains("HA: Not ready"), "{text}");
+        assert!(text.contains("[FAIL] same_version"), "{text}");
+    }
+
+    #[test]
+    fn time_of_day_formatting() {
+        assert_eq!(format_unix_ms(3_723_004), "01:02:03.004 UTC");
+    }
+}

@@ -1,0 +1,125 @@
+//! The command line as an operator uses it: `config check` on good and broken files, exit
+//! codes, `--help` on every command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cloudha(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cloudha"))
+        .args(args)
+        .output()
+        .expect("run cloudha")
+}
+
+/// The shipped example config, with its key file pointed into `dir`.
+fn example_in(dir: &Path) -> (String, PathBuf) {
+    let key = dir.join("key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("write key");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/cloudha.example.toml"),
+    )
+    .expect("example config");
+    let text = example.replace("/etc/cloudha/key", &key.display().to_string());
+    (text, dir.join("cloudha.toml"))
+}
+
+fn check(text: &str, path: &Path) -> Output {
+    std::fs::write(path, text).expect("write config");
+    cloudha(&["config", "check", path.to_str().expect("utf-8")])
+}
+
+#[test]
+fn example_config_is_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (text, path) = example_in(dir.path());
+    let out = check(&text, &path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (node fw-a, peer fw-b, 2 path(s)"));
+}
+
+#[test]
+fn broken_configs_exit_2_and_name_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (good, path) = example_in(dir.path());
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "interval = \"200ms\"",
+            "interval = \"200\"",
+            "keepalive.interval",
+        ),
+        ("priority = 200", "priority = 300", "node.priority"),
+        ("priority = 200", "priority = 200\nprio = 1", "node.prio"),
+        (
+            "dead_interval = \"1s\"",
+            "dead_interval = \"300ms\"",
+            "keepalive.dead_interval",
+        ),
+        (
+            "peer = \"10.0.1.11:5405\"",
+            "peer = \"10.0.1.11\"",
+            "keepalive.path[0].peer",
+        ),
+        (
+            "address = \"10.0.1.100\"",
+            "address = \"10.0.1.300\"",
+            "floating_ip[0].address",
+        ),
+        ("kind = \"local\"", "kind = \"gcp\"", "provider.kind"),
+        ("name = \"fw-b\"", "name = \"fw-a\"", "peer.name"),
+        ("[cluster]", "[cluster", "line 5"),
+    ];
+    for (from, to, field) in cases {
+        assert!(good.contains(from), "example lacks {from:?}");
+        let out = check(&good.replacen(from, to, 1), &path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{to:?}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "{to:?}: error does not name {field}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = cloudha(&["config", "check", "/nonexistent/cloudha.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn unreachable_daemon_exits_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("none.sock");
+    let socket = socket.to_str().expect("utf-8");
+    for args in [
+        vec!["status", "--socket", socket],
+        vec!["switchover", "--socket", socket],
+        vec!["maintenance", "on", "--socket", socket],
+    ] {
+        let out = cloudha(&args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the cloudha daemon"));
+    }
+}
+
+#[test]
+fn every_command_has_help_with_exit_codes() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["status", "--help"],
+        vec!["config", "check", "--help"],
+        vec!["switchover", "--help"],
+        vec!["maintenance", "--help"],
+    ] {
+        let out = cloudha(&args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+        if args.len() > 1 && args[0] != "config" {
+            assert!(text.contains("Exit codes:"), "{args:?}: {text}");
+        }
+    }
+    assert_eq!(cloudha(&["frobnicate"]).status.code(), Some(2));
+}

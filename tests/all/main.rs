@@ -1,0 +1,8 @@
+//! The single integration-test binary: every suite shares one build.
+
+mod cli;
+mod e2e_local;
+mod fsm_properties;
+mod golden;
+mod netns;
+mod netns_selftest;
