@@ -173,14 +173,7 @@ async fn dispatch(command: Cmd) -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Ok(other) => {
-                    eprintln!("error: unexpected answer {other:?}");
-                    ExitCode::from(3)
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(3)
-                }
+                other => no_answer(other),
             }
         }
         Cmd::Switchover { target } => send_command(&target, Command::Switchover).await,
@@ -217,15 +210,17 @@ async fn send_command(target: &Target, command: Command) -> ExitCode {
             eprintln!("refused: {message}");
             ExitCode::from(4)
         }
-        Ok(other) => {
-            eprintln!("error: unexpected answer {other:?}");
-            ExitCode::from(3)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(3)
-        }
+        other => no_answer(other),
     }
+}
+
+/// The daemon could not be reached, or answered something this command does not expect.
+fn no_answer(result: Result<Response, control::ClientError>) -> ExitCode {
+    match result {
+        Ok(other) => eprintln!("error: unexpected answer {other:?}"),
+        Err(e) => eprintln!("error: {e}"),
+    }
+    ExitCode::from(3)
 }
 
 async fn run(path: &Path) -> ExitCode {
