@@ -1,0 +1,12 @@
+//! Integration tests: HTTP against the served emulator on 127.0.0.1.
+
+mod auth;
+mod common;
+mod faults;
+mod imds;
+mod moveip;
+mod nic;
+mod routes;
+mod scenario;
+mod throttle;
+mod validation;
