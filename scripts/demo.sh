@@ -8,6 +8,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+scripts/install-deps.sh
 # Followed with `shellcheck -x`; SC1091 only says plain shellcheck does not follow it.
 # shellcheck source=netns.sh source-path=SCRIPTDIR disable=SC1091
 source scripts/netns.sh

@@ -10,21 +10,7 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
-# command:package pairs for the tools the tests use.
-missing=()
-for pair in ip:iproute2 ping:iputils-ping arping:iputils-arping nft:nftables \
-  python3:python3 shellcheck:shellcheck tc:iproute2; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-done
-if ((${#missing[@]} > 0)); then
-  echo "installing: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "scripts/test.sh: needs a Rust toolchain with cargo (https://rustup.rs)" >&2
-  exit 1
-fi
+scripts/install-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
