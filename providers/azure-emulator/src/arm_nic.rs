@@ -363,14 +363,9 @@ pub(crate) fn put(st: &mut State, ctx: &Ctx, sub: &str, rg: &str, name: &str) ->
             .to_string();
         return lro::conflict(st, &ctx.lro, op, &guid);
     }
-    let body: Value = match serde_json::from_slice(&ctx.req.body) {
+    let body: Value = match crate::http::json_body(&ctx.req.body) {
         Ok(v) => v,
-        Err(e) => {
-            return invalid_format(
-                "InvalidJson",
-                format!("The request body is not valid JSON: {e}."),
-            )
-        }
+        Err(resp) => return resp,
     };
     if !body.is_object() {
         return invalid_format(

@@ -8,7 +8,7 @@
 use crate::arm::{check_preconditions, child_not_found, resource_not_found, rg_not_found, Ctx};
 use crate::auth::authorize;
 use crate::faults::{FaultKind, Phase};
-use crate::http::{arm_error, invalid_format, Resp};
+use crate::http::{arm_error, Resp};
 use crate::ids;
 use crate::lro::{self, NewOp};
 use crate::state::{new_etag, OpTarget, PendingRoute, State};
@@ -141,14 +141,9 @@ pub(crate) fn put_route(
             return lro::conflict(st, &ctx.lro, op, &table.resource_guid);
         }
     }
-    let body: Value = match serde_json::from_slice(&ctx.req.body) {
+    let body: Value = match crate::http::json_body(&ctx.req.body) {
         Ok(v) => v,
-        Err(e) => {
-            return invalid_format(
-                "InvalidJson",
-                format!("The request body is not valid JSON: {e}."),
-            )
-        }
+        Err(resp) => return resp,
     };
     if let Err(r) = validate_route(&rid, &route_name, &body) {
         return r;

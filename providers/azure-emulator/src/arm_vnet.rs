@@ -206,14 +206,9 @@ pub(crate) fn move_ip_configurations(
     let Some(v) = st.vnets.get(&ids::key(&vid)).cloned() else {
         return resource_not_found("Microsoft.Network/virtualNetworks", vnet, rg);
     };
-    let body: Value = match serde_json::from_slice(&ctx.req.body) {
-        Ok(b) => b,
-        Err(e) => {
-            return invalid_format(
-                "InvalidJson",
-                format!("The request body is not valid JSON: {e}."),
-            )
-        }
+    let body: Value = match crate::http::json_body(&ctx.req.body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
     };
     let items = match body
         .get("moveIpConfigurationItems")

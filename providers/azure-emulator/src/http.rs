@@ -176,6 +176,16 @@ pub(crate) fn invalid_format(detail_code: &str, detail_message: impl Into<String
     )
 }
 
+/// The request body as JSON, or the request-format error ARM returns for unparseable bodies.
+pub(crate) fn json_body(body: &[u8]) -> Result<serde_json::Value, Resp> {
+    serde_json::from_slice(body).map_err(|e| {
+        invalid_format(
+            "InvalidJson",
+            format!("The request body is not valid JSON: {e}."),
+        )
+    })
+}
+
 /// Decodes `%xx` escapes and `+` (query form encoding); invalid escapes are kept verbatim.
 pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();

@@ -217,6 +217,24 @@ fn identity_matches(st: &State, vm: &Vm, req: &Req) -> bool {
     req.query("msi_res_id").is_none() && req.query("mi_res_id").is_none()
 }
 
+/// The `resource` a token request asks for, after the checks both token endpoints share.
+fn token_resource(req: &Req) -> Result<String, Resp> {
+    if req.query("api-version").is_none() {
+        return Err(imds_error(
+            400,
+            "invalid_request",
+            "Required query variable 'api-version' is missing",
+        ));
+    }
+    req.query("resource").map(str::to_string).ok_or_else(|| {
+        imds_error(
+            400,
+            "invalid_request",
+            "Required audience parameter not specified",
+        )
+    })
+}
+
 /// `GET /metadata/identity/oauth2/token`.
 fn imds_token(st: &mut State, clock: &dyn Clock, req: &Req, forced: Option<&str>) -> Resp {
     if !metadata_ok(req) {
@@ -226,19 +244,9 @@ fn imds_token(st: &mut State, clock: &dyn Clock, req: &Req, forced: Option<&str>
             "Required metadata header not specified",
         );
     }
-    if req.query("api-version").is_none() {
-        return imds_error(
-            400,
-            "invalid_request",
-            "Required query variable 'api-version' is missing",
-        );
-    }
-    let Some(resource) = req.query("resource").map(str::to_string) else {
-        return imds_error(
-            400,
-            "invalid_request",
-            "Required audience parameter not specified",
-        );
+    let resource = match token_resource(req) {
+        Ok(resource) => resource,
+        Err(resp) => return resp,
     };
     let Some(vm) = resolve_vm(st, req, forced).cloned() else {
         return no_vm();
@@ -289,19 +297,9 @@ fn app_service_token(st: &mut State, clock: &dyn Clock, req: &Req, forced: Optio
             "The X-IDENTITY-HEADER header is missing or does not match this endpoint's secret.",
         );
     };
-    if req.query("api-version").is_none() {
-        return imds_error(
-            400,
-            "invalid_request",
-            "Required query variable 'api-version' is missing",
-        );
-    }
-    let Some(resource) = req.query("resource").map(str::to_string) else {
-        return imds_error(
-            400,
-            "invalid_request",
-            "Required audience parameter not specified",
-        );
+    let resource = match token_resource(req) {
+        Ok(resource) => resource,
+        Err(resp) => return resp,
     };
     if !identity_matches(st, &vm, req) {
         return imds_error(400, "invalid_request", "Identity not found");
