@@ -217,6 +217,29 @@ fn identity_matches(st: &State, vm: &Vm, req: &Req) -> bool {
     req.query("msi_res_id").is_none() && req.query("mi_res_id").is_none()
 }
 
+/// Issues a token for `vm`'s identity after checking the request names that identity; both
+/// token endpoints share this. Returns the token, its grant and the identity's client id.
+fn grant_token(
+    st: &mut State,
+    clock: &dyn Clock,
+    vm: &Vm,
+    req: &Req,
+    resource: &str,
+) -> Result<(String, crate::state::TokenGrant, String), Resp> {
+    let not_found = || imds_error(400, "invalid_request", "Identity not found");
+    if !identity_matches(st, vm, req) {
+        return Err(not_found());
+    }
+    let (token, grant) =
+        issue_token(st, clock, &vm.principal_id, resource).ok_or_else(not_found)?;
+    let client_id = st
+        .identities
+        .get(&vm.principal_id.to_ascii_lowercase())
+        .map(|i| i.client_id.clone())
+        .unwrap_or_default();
+    Ok((token, grant, client_id))
+}
+
 /// The `resource` a token request asks for, after the checks both token endpoints share.
 fn token_resource(req: &Req) -> Result<String, Resp> {
     if req.query("api-version").is_none() {
@@ -251,17 +274,10 @@ fn imds_token(st: &mut State, clock: &dyn Clock, req: &Req, forced: Option<&str>
     let Some(vm) = resolve_vm(st, req, forced).cloned() else {
         return no_vm();
     };
-    if !identity_matches(st, &vm, req) {
-        return imds_error(400, "invalid_request", "Identity not found");
-    }
-    let Some((token, grant)) = issue_token(st, clock, &vm.principal_id, &resource) else {
-        return imds_error(400, "invalid_request", "Identity not found");
+    let (token, grant, client_id) = match grant_token(st, clock, &vm, req, &resource) {
+        Ok(granted) => granted,
+        Err(resp) => return resp,
     };
-    let client_id = st
-        .identities
-        .get(&vm.principal_id.to_ascii_lowercase())
-        .map(|i| i.client_id.clone())
-        .unwrap_or_default();
     let lifetime = grant
         .expires_unix
         .saturating_sub(clock.unix_now())
@@ -301,17 +317,10 @@ fn app_service_token(st: &mut State, clock: &dyn Clock, req: &Req, forced: Optio
         Ok(resource) => resource,
         Err(resp) => return resp,
     };
-    if !identity_matches(st, &vm, req) {
-        return imds_error(400, "invalid_request", "Identity not found");
-    }
-    let Some((token, grant)) = issue_token(st, clock, &vm.principal_id, &resource) else {
-        return imds_error(400, "invalid_request", "Identity not found");
+    let (token, grant, client_id) = match grant_token(st, clock, &vm, req, &resource) {
+        Ok(granted) => granted,
+        Err(resp) => return resp,
     };
-    let client_id = st
-        .identities
-        .get(&vm.principal_id.to_ascii_lowercase())
-        .map(|i| i.client_id.clone())
-        .unwrap_or_default();
     Resp::json(
         200,
         &json!({
