@@ -80,6 +80,9 @@ pub struct ObservedResource {
 pub struct Observation {
     /// Every floating IP and route the configuration names.
     pub resources: Vec<ObservedResource>,
+    /// Settings that will hurt a failover, and fallbacks in use (shown in status).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Observation {
@@ -159,6 +162,12 @@ pub enum ProgressEvent {
         operation: String,
         /// HTTP status (or 0 for a transport error).
         status: u16,
+        /// Whether the request changes cloud state (PUT/POST), for "time to first mutating call".
+        #[serde(default)]
+        write: bool,
+        /// Time from sending the request to its answer.
+        #[serde(default)]
+        duration_ms: u64,
     },
     /// Free-form progress worth showing an operator (a retry, a wait for propagation).
     Note {
@@ -207,9 +216,22 @@ impl ProgressReporter {
 
     /// Report one API request and its status code.
     pub fn api_call(&self, operation: impl Into<String>, status: u16) {
+        self.api_call_timed(operation, status, false, Duration::ZERO);
+    }
+
+    /// Report one API request with whether it writes and how long it took to answer.
+    pub fn api_call_timed(
+        &self,
+        operation: impl Into<String>,
+        status: u16,
+        write: bool,
+        duration: Duration,
+    ) {
         self.report(ProgressEvent::ApiCall {
             operation: operation.into(),
             status,
+            write,
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
         });
     }
 
@@ -295,6 +317,7 @@ mod tests {
     #[test]
     fn overall_holder_requires_agreement() {
         let mut obs = Observation {
+            warnings: Vec::new(),
             resources: vec![
                 ObservedResource {
                     resource: "ip 10.0.0.1".into(),

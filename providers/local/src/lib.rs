@@ -393,6 +393,7 @@ impl Provider for LocalProvider {
             .await
             .map_err(|e| error::from_netlink("address.get", &self.interface, &e))?;
         Ok(Observation {
+            warnings: Vec::new(),
             resources: self
                 .floating_ips
                 .iter()

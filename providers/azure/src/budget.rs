@@ -1,0 +1,98 @@
+//! A client-side copy of ARM's per-subscription write bucket.
+//!
+//! ARM refills 10 write tokens a second up to 200 and answers 429 when the bucket is empty. A
+//! failover that updates hundreds of routes would otherwise burst into 429s and then wait out
+//! `Retry-After`; pacing writes ourselves keeps every request useful. The bucket also follows
+//! `x-ms-ratelimit-remaining-subscription-writes`, because other clients share the budget.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A token bucket for writes.
+#[derive(Debug)]
+pub struct WriteBudget {
+    burst: f64,
+    refill_per_sec: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl WriteBudget {
+    /// ARM's documented default: 200 writes, refilled at 10 per second.
+    pub fn arm_default() -> Self {
+        Self::new(200, 10.0)
+    }
+
+    /// A bucket of `burst` tokens refilled at `refill_per_sec`.
+    pub fn new(burst: u32, refill_per_sec: f64) -> Self {
+        Self {
+            burst: f64::from(burst),
+            refill_per_sec,
+            state: Mutex::new((f64::from(burst), Instant::now())),
+        }
+    }
+
+    /// Take one token, waiting for the refill when the bucket is empty.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = self.try_take(Instant::now());
+            match wait {
+                None => return,
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// Take a token now (None) or say how long until one is there.
+    fn try_take(&self, now: Instant) -> Option<Duration> {
+        let Ok(mut state) = self.state.lock() else {
+            return None;
+        };
+        let (tokens, at) = *state;
+        let refilled = (tokens
+            + now.saturating_duration_since(at).as_secs_f64() * self.refill_per_sec)
+            .min(self.burst);
+        if refilled >= 1.0 {
+            *state = (refilled - 1.0, now);
+            None
+        } else {
+            *state = (refilled, now);
+            Some(Duration::from_secs_f64(
+                (1.0 - refilled) / self.refill_per_sec,
+            ))
+        }
+    }
+
+    /// ARM reported how many writes are left: never believe we have more than that.
+    pub fn observe_remaining(&self, remaining: u32) {
+        if let Ok(mut state) = self.state.lock() {
+            let remaining = f64::from(remaining);
+            if remaining < state.0 {
+                state.0 = remaining;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refill_rate() {
+        let budget = WriteBudget::new(3, 10.0);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(budget.try_take(t0), None);
+        }
+        let wait = budget.try_take(t0).expect("empty bucket makes us wait");
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
+        assert_eq!(budget.try_take(t0 + Duration::from_millis(100)), None);
+    }
+
+    #[test]
+    fn follows_the_servers_remaining_count() {
+        let budget = WriteBudget::new(200, 10.0);
+        budget.observe_remaining(0);
+        assert!(budget.try_take(Instant::now()).is_some());
+    }
+}

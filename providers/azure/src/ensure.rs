@@ -1,0 +1,232 @@
+//! One loop that brings an ARM resource to a wanted state: read, decide, write with `If-Match`,
+//! follow the long-running operation, read again to verify. NICs and routes both go through it.
+//!
+//! Every answer ARM gives on the way has one reaction here: 412 re-reads and re-applies at once;
+//! `PrivateIPAddressInUse`, 409, 429, 5xx, timeouts and failed operations wait (honouring
+//! `Retry-After`, else jittered exponential backoff) and go round again; a resource still
+//! `Updating` from an earlier write (ours before a restart, or anyone's) is waited for rather than
+//! overwritten; anything else is permanent and returned. All of it under one deadline.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reqwest::Method;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::arm::{sleep_within, ArmClient, ArmError, CallLog, ErrorClass};
+use crate::nic;
+
+/// First wait after a retryable answer.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+/// Longest wait between two attempts (unless ARM asks for longer with `Retry-After`).
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Jittered exponential backoff.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: BACKOFF_INITIAL,
+        }
+    }
+}
+
+impl Backoff {
+    /// The next wait: `Retry-After` when ARM sent one, else half to all of the current step.
+    pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        if let Some(asked) = retry_after {
+            return asked;
+        }
+        let factor = rand::rng().random_range(0.5..=1.0);
+        step.mul_f64(factor)
+    }
+}
+
+/// A resource to converge.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    /// ARM resource id.
+    pub id: &'a str,
+    /// api-version for GET and PUT.
+    pub api_version: &'a str,
+    /// Operation prefix for call counts (`nic`, `route`).
+    pub kind: &'static str,
+    /// Human label for notes (`NIC nic-a`, `route rt/default`).
+    pub label: String,
+}
+
+/// Whether [`ensure`] had to write.
+pub type Changed = bool;
+
+/// Converge `target`: `desired` gets the current document (None if it does not exist) and
+/// returns the document to PUT, or None when nothing needs to change. Before its first write the
+/// loop waits for `gate` to turn true (the add waits until the peer's removal was accepted);
+/// `accepted` is set to true once this resource's write was accepted or found unnecessary.
+pub async fn ensure(
+    arm: &ArmClient,
+    log: &CallLog,
+    target: &Target<'_>,
+    deadline: Instant,
+    mut desired: impl FnMut(Option<&Value>) -> Result<Option<Value>, String>,
+    gate: Option<watch::Receiver<bool>>,
+    accepted: Option<&watch::Sender<bool>>,
+) -> Result<Changed, ArmError> {
+    let get_op = format!("{}.get", target.kind);
+    let put_op = format!("{}.put", target.kind);
+    let mut backoff = Backoff::default();
+    let mut changed = false;
+    let mut told_in_use = false;
+    let mut gate = gate;
+    loop {
+        let current = match arm.get(log, &get_op, target.id, target.api_version).await {
+            Ok(r) => Some(r),
+            Err(e) if e.class == ErrorClass::NotFound => None,
+            Err(e) if retryable(&e) => {
+                pause(&mut backoff, &e, deadline, log, target).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let body = current.as_ref().map(|r| &r.body);
+        if let Some(b) = body {
+            if nic::provisioning_state(b) == "Updating" {
+                // An accepted write is still propagating; writing now would only get a 409.
+                let wait = backoff.next_delay(None).max(Duration::from_secs(1));
+                sleep_within(wait, deadline, &get_op)?;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        }
+        let next = desired(body).map_err(|message| ArmError {
+            operation: put_op.clone(),
+            status: 0,
+            code: "InvalidChange".into(),
+            message,
+            retry_after: None,
+            class: ErrorClass::Permanent,
+        })?;
+        let Some(next) = next else {
+            if let Some(tx) = accepted {
+                tx.send_replace(true);
+            }
+            return Ok(changed);
+        };
+        if let Some(rx) = gate.as_mut() {
+            wait_for_gate(rx, deadline, &put_op).await?;
+        }
+        let etag = current
+            .as_ref()
+            .and_then(|r| nic::etag(&r.body, r.etag.as_deref()));
+        let url = arm.url(target.id, target.api_version);
+        match arm
+            .write(log, &put_op, Method::PUT, &url, &next, etag.as_deref())
+            .await
+        {
+            Ok(answer) => {
+                changed = true;
+                if let Some(tx) = accepted {
+                    tx.send_replace(true);
+                }
+                if let Err(e) = arm
+                    .wait_for_operation(log, &put_op, &answer, deadline)
+                    .await
+                {
+                    if !retryable(&e) {
+                        return Err(e);
+                    }
+                    log.progress()
+                        .note(format!("{}: {e}; reading it again", target.label));
+                    pause(&mut backoff, &e, deadline, log, target).await?;
+                }
+            }
+            Err(e) if e.class == ErrorClass::PreconditionFailed => {
+                log.progress().note(format!(
+                    "{} changed since it was read (412); re-reading and re-applying",
+                    target.label
+                ));
+            }
+            Err(e) if e.class == ErrorClass::AddressInUse => {
+                if !told_in_use {
+                    told_in_use = true;
+                    log.progress().note(format!(
+                        "{}: {} {}; the other NIC has not let go yet, retrying",
+                        target.label, e.code, e.message
+                    ));
+                }
+                pause(&mut backoff, &e, deadline, log, target).await?;
+            }
+            Err(e) if retryable(&e) => pause(&mut backoff, &e, deadline, log, target).await?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn retryable(e: &ArmError) -> bool {
+    matches!(
+        e.class,
+        ErrorClass::Transient | ErrorClass::Unauthenticated | ErrorClass::AddressInUse
+    )
+}
+
+async fn pause(
+    backoff: &mut Backoff,
+    e: &ArmError,
+    deadline: Instant,
+    log: &CallLog,
+    target: &Target<'_>,
+) -> Result<(), ArmError> {
+    let wait = backoff.next_delay(e.retry_after);
+    if sleep_within(wait, deadline, &e.operation).is_err() {
+        // Out of time: the last real error says more than "deadline".
+        return Err(e.clone());
+    }
+    if e.class != ErrorClass::AddressInUse {
+        log.progress().note(format!(
+            "{}: {e}; retrying in {} ms",
+            target.label,
+            wait.as_millis()
+        ));
+    }
+    tokio::time::sleep(wait).await;
+    Ok(())
+}
+
+async fn wait_for_gate(
+    rx: &mut watch::Receiver<bool>,
+    deadline: Instant,
+    operation: &str,
+) -> Result<(), ArmError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, rx.wait_for(|open| *open)).await {
+        Ok(Ok(_)) => Ok(()),
+        // The sender is gone: its side finished one way or another; go ahead.
+        Ok(Err(_)) => Ok(()),
+        Err(_) => sleep_within(left + Duration::from_millis(1), deadline, operation),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_honours_retry_after() {
+        let mut b = Backoff::default();
+        let first = b.next_delay(None);
+        assert!(first >= BACKOFF_INITIAL / 2 && first <= BACKOFF_INITIAL);
+        for _ in 0..10 {
+            assert!(b.next_delay(None) <= BACKOFF_MAX);
+        }
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
+}

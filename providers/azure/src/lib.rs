@@ -1,0 +1,389 @@
+//! cloudha's Azure provider: moves the floating ipConfiguration(s) from the peer's NIC to this
+//! node's NIC and points route next hops at this node, through Azure Resource Manager.
+//!
+//! Why raw ARM requests and not `azure_mgmt_network`: that crate is frozen on `azure_core` 0.21
+//! (incompatible with the `azure_identity` 1.x used for the token), predates
+//! `moveIpConfigurations`, and its typed models drop NIC properties they do not know, which a
+//! read-modify-write of a whole NIC must never do. Here a NIC is read, edited and written back as
+//! JSON; only the floating entries of `ipConfigurations` change.
+//!
+//! # Layout
+//! - [`config`]: the `[provider.azure]` table, ARM resource ids, MAC spellings.
+//! - [`token`]: the managed-identity token, cached and renewed ahead of expiry.
+//! - [`imds`]: discovery of this VM and its LAN NIC from the Instance Metadata Service.
+//! - [`arm`]: requests, error classes, long-running operations; [`budget`]: ARM's write bucket.
+//! - [`ensure`]: read / decide / PUT with `If-Match` / follow the operation / verify, with retries.
+//! - [`nic`]: JSON edits of a NIC; [`moves`]: two-step and atomic moves; [`routes`]: route PUTs.
+//!
+//! A takeover runs the NIC move and the route updates side by side (a route update applies in
+//! seconds, a NIC update can take minutes), under one deadline, and returns once both converged
+//! and were read back.
+
+pub mod arm;
+pub mod budget;
+pub mod config;
+pub mod ensure;
+pub mod imds;
+pub mod moves;
+pub mod nic;
+pub mod routes;
+pub mod token;
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cloudha_provider_core::{
+    Holder, NextHop, Observation, ObservedResource, ProgressReporter, Provider, ProviderError,
+    RouteSpec, TakeoverReport, TakeoverRequest,
+};
+use tokio::sync::OnceCell;
+use tracing::warn;
+
+pub use config::{AzureConfig, FloatingIpConfig, MoveMode, ResourceId};
+pub use token::TokenSource;
+
+use arm::{ArmClient, ArmError, CallLog, ErrorClass, NETWORK_API_VERSION};
+use moves::{AtomicOutcome, NicPair, Templates};
+
+/// What discovery settled once: this node's NIC and its own address and subnet.
+#[derive(Debug, Clone)]
+struct Context {
+    own_nic: String,
+    own_address: Ipv4Addr,
+    own_subnet: String,
+}
+
+/// The Azure provider.
+pub struct AzureProvider {
+    config: AzureConfig,
+    floating: Vec<FloatingIpConfig>,
+    routes: Vec<RouteSpec>,
+    arm: ArmClient,
+    context: OnceCell<Context>,
+    templates: Templates,
+    /// Set when the atomic move turned out to be unavailable: why (shown in status).
+    atomic_unavailable: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for AzureProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureProvider")
+            .field("peer_nic", &self.config.peer_nic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzureProvider {
+    /// A provider for `config`, moving `floating` and pointing `routes`, with the token from
+    /// `token` (usually [`TokenSource::managed_identity`]). Nothing is contacted until first use.
+    pub fn new(
+        config: AzureConfig,
+        floating: Vec<FloatingIpConfig>,
+        routes: Vec<RouteSpec>,
+        token: Arc<TokenSource>,
+    ) -> Result<Self, String> {
+        if let Some((field, problem)) = config.problems().into_iter().next() {
+            return Err(format!("provider.azure.{field}: {problem}"));
+        }
+        if floating.is_empty() && routes.is_empty() {
+            return Err(
+                "the Azure provider needs at least one [[floating_ip]] or [[route]]".into(),
+            );
+        }
+        let arm = ArmClient::new(&config.arm_endpoint, token)?;
+        Ok(Self {
+            config,
+            floating,
+            routes,
+            arm,
+            context: OnceCell::new(),
+            templates: Templates::default(),
+            atomic_unavailable: Mutex::new(None),
+        })
+    }
+
+    /// Start renewing the token in the background (call once the runtime is up).
+    pub fn start_token_renewal(&self) {
+        self.arm.token().spawn_renewal();
+    }
+
+    async fn context(&self, log: &CallLog) -> Result<&Context, ProviderError> {
+        self.context.get_or_try_init(|| self.discover(log)).await
+    }
+
+    async fn discover(&self, log: &CallLog) -> Result<Context, ProviderError> {
+        let permanent = |message: String, fix: &str| ProviderError::Permanent {
+            operation: "discovery".into(),
+            message,
+            fix: fix.into(),
+        };
+        let own_nic = match &self.config.own_nic {
+            Some(id) => id.clone(),
+            None => {
+                // IMDS being slow or absent for a moment is worth retrying; the daemon's health
+                // check calls again.
+                let instance = imds::instance(&self.config.imds_endpoint)
+                    .await
+                    .map_err(|e| ProviderError::Transient {
+                        operation: "imds.instance".into(),
+                        message: e,
+                        retry_after: None,
+                    })?;
+                let mac = imds::lan_mac(&instance, self.floating.first().map(|f| f.address))
+                    .map_err(|e| permanent(e, "set provider.azure.own_nic to the LAN NIC's id"))?;
+                imds::nic_id_for_mac(&self.arm, log, &instance, &mac)
+                    .await
+                    .map_err(|e| permanent(e, "set provider.azure.own_nic to the LAN NIC's id, or grant Microsoft.Compute/virtualMachines/read"))?
+            }
+        };
+        let nic = self
+            .arm
+            .get(log, "nic.get", &own_nic, NETWORK_API_VERSION)
+            .await
+            .map_err(ArmError::into_provider_error)?;
+        let own_address = nic::primary_address(&nic.body).ok_or_else(|| {
+            permanent(
+                format!("own NIC {own_nic} has no primary private IPv4 address"),
+                "check provider.azure.own_nic",
+            )
+        })?;
+        let own_subnet = nic::primary_subnet(&nic.body).ok_or_else(|| {
+            permanent(
+                format!("own NIC {own_nic} has no subnet on its primary ipConfiguration"),
+                "check provider.azure.own_nic",
+            )
+        })?;
+        Ok(Context {
+            own_nic,
+            own_address,
+            own_subnet,
+        })
+    }
+
+    fn next_hop(&self, ctx: &Context, route: &RouteSpec) -> Ipv4Addr {
+        match route.next_hop {
+            NextHop::SelfAddress => ctx.own_address,
+            NextHop::FloatingIp => self
+                .floating
+                .first()
+                .map(|f| f.address)
+                .unwrap_or(ctx.own_address),
+        }
+    }
+
+    async fn move_addresses(
+        &self,
+        ctx: &Context,
+        log: &CallLog,
+        deadline: Instant,
+    ) -> Result<bool, ArmError> {
+        if self.floating.is_empty() {
+            return Ok(false);
+        }
+        let nics = NicPair {
+            own: &ctx.own_nic,
+            peer: &self.config.peer_nic,
+            own_subnet: &ctx.own_subnet,
+        };
+        let mut changed = false;
+        if self.config.move_mode == MoveMode::Atomic && self.atomic_reason().is_none() {
+            match moves::atomic(
+                &self.arm,
+                log,
+                &nics,
+                &self.floating,
+                &self.templates,
+                deadline,
+            )
+            .await?
+            {
+                AtomicOutcome::Done(c) => changed = c,
+                AtomicOutcome::Unavailable(reason) => {
+                    let text = format!(
+                        "atomic move (moveIpConfigurations) unavailable: {reason}; using the two-step move"
+                    );
+                    warn!("{text}");
+                    log.progress().note(text.clone());
+                    if let Ok(mut slot) = self.atomic_unavailable.lock() {
+                        *slot = Some(text);
+                    }
+                }
+            }
+        }
+        // After an atomic move this only verifies (and repairs anything left over).
+        let two_step = moves::two_step(
+            &self.arm,
+            log,
+            &nics,
+            &self.floating,
+            &self.templates,
+            deadline,
+        )
+        .await?;
+        Ok(changed || two_step)
+    }
+
+    fn atomic_reason(&self) -> Option<String> {
+        self.atomic_unavailable.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Notes for status: settings that will hurt a failover, and fallbacks in use.
+    fn warnings(&self, own: Option<&serde_json::Value>) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(doc) = own {
+            if nic::ip_forwarding(doc) != Some(true) {
+                out.push("IP forwarding is off on this node's NIC: traffic routed through the appliance is dropped by Azure; enable it (az network nic update --ip-forwarding true)".into());
+            }
+        }
+        if let Some(reason) = self.atomic_reason() {
+            out.push(reason);
+        }
+        out
+    }
+
+    async fn read_optional(
+        &self,
+        log: &CallLog,
+        op: &str,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, ProviderError> {
+        match self.arm.get(log, op, id, NETWORK_API_VERSION).await {
+            Ok(r) => Ok(Some(r.body)),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e.into_provider_error()),
+        }
+    }
+}
+
+fn holder(on_me: bool, on_peer: bool) -> Holder {
+    match (on_me, on_peer) {
+        (true, true) => Holder::Both,
+        (true, false) => Holder::Me,
+        (false, true) => Holder::Peer,
+        (false, false) => Holder::Nobody,
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for AzureProvider {
+    fn kind(&self) -> &'static str {
+        "azure"
+    }
+
+    async fn take_over(
+        &self,
+        request: &TakeoverRequest,
+        progress: &ProgressReporter,
+    ) -> Result<TakeoverReport, ProviderError> {
+        let deadline = Instant::now() + request.deadline;
+        let log = CallLog::new(progress.clone());
+        let ctx = self.context(&log).await?;
+        let nics = self.move_addresses(ctx, &log, deadline);
+        let routes = routes::update_all(
+            &self.arm,
+            &log,
+            &self.routes,
+            |r| self.next_hop(ctx, r),
+            deadline,
+        );
+        let (nics, routes) = tokio::join!(nics, routes);
+        let result = match (nics, routes) {
+            (Ok(a), Ok(b)) => Ok(a || b),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        match result {
+            Ok(changed) => Ok(TakeoverReport {
+                api_calls: log.counts(),
+                changed,
+            }),
+            Err(e) => {
+                if e.code == "DeadlineExceeded" {
+                    return Err(ProviderError::DeadlineExceeded {
+                        operation: e.operation,
+                        deadline: request.deadline,
+                    });
+                }
+                // Say loudly when the address sits on no NIC: traffic to it is black-holed
+                // until the next attempt places it.
+                if let Ok(observed) = self.observe().await {
+                    for r in observed
+                        .resources
+                        .iter()
+                        .filter(|r| r.holder == Holder::Nobody)
+                    {
+                        let text = format!(
+                            "{} is on NO NIC after a failed attempt; retrying until it is placed",
+                            r.resource
+                        );
+                        warn!("{text}");
+                        progress.note(text);
+                    }
+                }
+                Err(e.into_provider_error())
+            }
+        }
+    }
+
+    async fn release(&self, _progress: &ProgressReporter) -> Result<(), ProviderError> {
+        // The peer's takeover moves the resources; releasing first would leave nobody holding them.
+        Ok(())
+    }
+
+    async fn observe(&self) -> Result<Observation, ProviderError> {
+        let log = CallLog::new(ProgressReporter::discard());
+        let ctx = self.context(&log).await?;
+        let own = self.read_optional(&log, "nic.get", &ctx.own_nic).await?;
+        let peer = self
+            .read_optional(&log, "nic.get", &self.config.peer_nic)
+            .await?;
+        let peer_address = peer.as_ref().and_then(nic::primary_address);
+        let mut resources = Vec::new();
+        for f in &self.floating {
+            let on = |doc: &Option<serde_json::Value>| {
+                doc.as_ref().is_some_and(|d| nic::holds(d, f.address))
+            };
+            resources.push(ObservedResource {
+                resource: format!("ip {}", f.address),
+                holder: holder(on(&own), on(&peer)),
+            });
+        }
+        let floating_holder = resources.first().map(|r| r.holder);
+        for route in &self.routes {
+            let doc = self
+                .read_optional(&log, "route.get", &routes::route_id(route))
+                .await?;
+            let hop = doc.as_ref().and_then(routes::next_hop_of);
+            let holder = match route.next_hop {
+                NextHop::SelfAddress => match hop {
+                    Some(h) if h == ctx.own_address => Holder::Me,
+                    Some(h) if Some(h) == peer_address => Holder::Peer,
+                    _ => Holder::Nobody,
+                },
+                // The route follows the floating IP: whoever holds it holds the route.
+                NextHop::FloatingIp => match (hop, self.floating.first()) {
+                    (Some(h), Some(f)) if h == f.address => {
+                        floating_holder.unwrap_or(Holder::Nobody)
+                    }
+                    _ => Holder::Nobody,
+                },
+            };
+            resources.push(ObservedResource {
+                resource: format!("route {}/{}", moves::short(&route.table), route.name),
+                holder,
+            });
+        }
+        Ok(Observation {
+            resources,
+            warnings: self.warnings(own.as_ref()),
+        })
+    }
+
+    async fn health(&self) -> Result<(), ProviderError> {
+        // Discovery (once) is what this node needs to be able to take over; the API's day-to-day
+        // reachability is reported by reconcile, not here, because losing the API must not
+        // make an active node give up a data path that still works.
+        let log = CallLog::new(ProgressReporter::discard());
+        self.context(&log).await.map(|_| ())
+    }
+}

@@ -1,0 +1,209 @@
+//! Pointing route next hops at this node: one PUT per route (never the whole table, which would
+//! delete the routes it does not list), tables in parallel, routes of one table one after the
+//! other (ARM serialises writes to a table and answers 409/429 to a second one).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use cloudha_provider_core::RouteSpec;
+use serde_json::{json, Map, Value};
+
+use crate::arm::{ArmClient, ArmError, CallLog, NETWORK_API_VERSION};
+use crate::ensure::{ensure, Target};
+use crate::moves::short;
+
+/// The ARM id of a route.
+pub fn route_id(route: &RouteSpec) -> String {
+    format!(
+        "{}/routes/{}",
+        route.table.trim_end_matches('/'),
+        route.name
+    )
+}
+
+/// Whether a route document already sends `prefix` to `next_hop` as a virtual appliance.
+pub fn points_at(doc: &Value, prefix: &str, next_hop: Ipv4Addr) -> bool {
+    let p = |k: &str| {
+        doc.pointer(&format!("/properties/{k}"))
+            .and_then(Value::as_str)
+    };
+    p("addressPrefix") == Some(prefix)
+        && p("nextHopType") == Some("VirtualAppliance")
+        && p("nextHopIpAddress") == Some(next_hop.to_string().as_str())
+}
+
+/// The next hop a route document names, if it is a virtual appliance.
+pub fn next_hop_of(doc: &Value) -> Option<Ipv4Addr> {
+    if doc
+        .pointer("/properties/nextHopType")
+        .and_then(Value::as_str)
+        != Some("VirtualAppliance")
+    {
+        return None;
+    }
+    doc.pointer("/properties/nextHopIpAddress")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+}
+
+/// The document to PUT so the route sends `prefix` to `next_hop`: the current one with only the
+/// three fields set (other properties kept), or a new route.
+pub fn desired_route(current: Option<&Value>, prefix: &str, next_hop: Ipv4Addr) -> Option<Value> {
+    match current {
+        Some(doc) if points_at(doc, prefix, next_hop) => None,
+        Some(doc) => {
+            let mut next = doc.clone();
+            let properties = next
+                .as_object_mut()
+                .map(|o| o.entry("properties").or_insert_with(|| json!({})));
+            if let Some(Value::Object(p)) = properties {
+                p.insert("addressPrefix".into(), json!(prefix));
+                p.insert("nextHopType".into(), json!("VirtualAppliance"));
+                p.insert("nextHopIpAddress".into(), json!(next_hop.to_string()));
+            }
+            Some(next)
+        }
+        None => {
+            let mut p = Map::new();
+            p.insert("addressPrefix".into(), json!(prefix));
+            p.insert("nextHopType".into(), json!("VirtualAppliance"));
+            p.insert("nextHopIpAddress".into(), json!(next_hop.to_string()));
+            Some(json!({ "properties": p }))
+        }
+    }
+}
+
+/// Point every route at its next hop; `next_hop` resolves a spec to an address.
+pub async fn update_all(
+    arm: &ArmClient,
+    log: &CallLog,
+    routes: &[RouteSpec],
+    next_hop: impl Fn(&RouteSpec) -> Ipv4Addr,
+    deadline: Instant,
+) -> Result<bool, ArmError> {
+    let mut by_table: BTreeMap<String, Vec<(&RouteSpec, Ipv4Addr)>> = BTreeMap::new();
+    for r in routes {
+        by_table
+            .entry(r.table.to_ascii_lowercase())
+            .or_default()
+            .push((r, next_hop(r)));
+    }
+    let tables = by_table.into_values().map(|list| async move {
+        let mut changed = false;
+        for (route, hop) in list {
+            changed |= update_one(arm, log, route, hop, deadline).await?;
+        }
+        Ok::<bool, ArmError>(changed)
+    });
+    // Every table runs to its end even when another fails: a route left on the dead node costs
+    // traffic, so each one that can be fixed is.
+    let results = futures_join_all(tables).await;
+    let mut changed = false;
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(c) => changed |= c,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(changed),
+    }
+}
+
+async fn update_one(
+    arm: &ArmClient,
+    log: &CallLog,
+    route: &RouteSpec,
+    hop: Ipv4Addr,
+    deadline: Instant,
+) -> Result<bool, ArmError> {
+    let id = route_id(route);
+    let label = format!("route {}/{}", short(&route.table), route.name);
+    let op = log.progress().operation(
+        format!("route.put {}/{}", short(&route.table), route.name),
+        format!("{label}: {} via {hop}", route.prefix),
+    );
+    let target = Target {
+        id: &id,
+        api_version: NETWORK_API_VERSION,
+        kind: "route",
+        label,
+    };
+    let result = ensure(
+        arm,
+        log,
+        &target,
+        deadline,
+        |current| Ok(desired_route(current, &route.prefix, hop)),
+        None,
+        None,
+    )
+    .await;
+    op.finish(&result);
+    result
+}
+
+/// Await every future, in parallel, keeping each result (tokio has no join_all of its own).
+async fn futures_join_all<F, T>(futures: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<T>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, fut) in results.iter_mut().zip(pinned.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn a_route_already_in_place_needs_no_write() {
+        let doc = json!({"properties": {"addressPrefix": "0.0.0.0/0", "nextHopType": "VirtualAppliance",
+            "nextHopIpAddress": "10.0.1.5", "hasBgpOverride": false}});
+        assert_eq!(desired_route(Some(&doc), "0.0.0.0/0", ip("10.0.1.5")), None);
+        let next = desired_route(Some(&doc), "0.0.0.0/0", ip("10.0.1.4")).expect("change");
+        assert_eq!(next["properties"]["nextHopIpAddress"], "10.0.1.4");
+        assert_eq!(next["properties"]["hasBgpOverride"], false);
+        assert_eq!(next_hop_of(&next), Some(ip("10.0.1.4")));
+    }
+
+    #[test]
+    fn a_missing_route_is_created_as_a_virtual_appliance_route() {
+        let doc = desired_route(None, "10.2.0.0/16", ip("10.0.1.4")).expect("create");
+        assert_eq!(doc["properties"]["nextHopType"], "VirtualAppliance");
+        assert_eq!(doc["properties"]["addressPrefix"], "10.2.0.0/16");
+    }
+
+    #[tokio::test]
+    async fn join_all_keeps_every_result_in_order() {
+        let out = futures_join_all((0..5).map(|i| async move { i * 2 })).await;
+        assert_eq!(out, vec![0, 2, 4, 6, 8]);
+    }
+}

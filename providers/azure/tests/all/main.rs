@@ -1,0 +1,7 @@
+//! The Azure provider against the ARM/IMDS emulator: real HTTP, real JSON, real ETags and
+//! long-running operations; only the cloud is emulated.
+
+mod discovery;
+mod faults;
+mod harness;
+mod takeover;

@@ -1,0 +1,263 @@
+//! Takeovers that succeed: the two-step and atomic moves, routes, idempotence, observation.
+
+use std::time::Duration;
+
+use cloudha_azure_emulator::MoveIpMode;
+use cloudha_provider_core::{Holder, ProgressEvent, Provider, TakeoverRequest};
+
+use crate::harness::*;
+
+fn request() -> TakeoverRequest {
+    TakeoverRequest {
+        epoch: 2,
+        deadline: DEADLINE,
+    }
+}
+
+#[tokio::test]
+async fn two_step_move_takes_ip_public_ip_and_route_and_keeps_every_other_nic_property() {
+    let cloud = Cloud::start(300).await;
+    let a_before = cloud.emu.nic("nic-appliance-a").expect("nic a");
+    let b_before = cloud.emu.nic("nic-appliance-b").expect("nic b");
+    let b = cloud.provider("b");
+
+    let before = b.observe().await.expect("observe");
+    assert_eq!(before.resources[0].holder, Holder::Peer);
+    assert_eq!(before.resources[1].holder, Holder::Peer);
+
+    let mut rec = Recorder::new();
+    let report = b
+        .take_over(&request(), &rec.reporter)
+        .await
+        .expect("takeover");
+    assert!(report.changed);
+    assert_eq!(
+        cloud.emu.operations_in_progress(),
+        0,
+        "returned before convergence"
+    );
+
+    // The address, its public IP and the route are on B, in effect (settled).
+    let b_after = cloud.emu.nic_settled("nic-appliance-b").expect("nic b");
+    let floating = b_after["properties"]["ipConfigurations"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["properties"]["privateIPAddress"] == FLOATING)
+        .expect("floating ipconfig on B");
+    assert_eq!(floating["name"], "floating");
+    assert_eq!(
+        floating["properties"]["publicIPAddress"]["id"]
+            .as_str()
+            .map(str::to_ascii_lowercase),
+        Some(cloud.public_ip_id().to_ascii_lowercase())
+    );
+    assert!(cloud
+        .holder_of_floating()
+        .expect("held")
+        .contains("nic-appliance-b"));
+    assert_eq!(cloud.route_next_hop().as_deref(), Some(ADDR_B));
+
+    // Every other property of both NICs is untouched.
+    let a_after = cloud.emu.nic_settled("nic-appliance-a").expect("nic a");
+    assert_eq!(stable_part(&a_after), stable_part(&a_before));
+    assert_eq!(stable_part(&b_after), stable_part(&b_before));
+
+    // One PUT per NIC (plus retries while A let go), writes with If-Match.
+    let puts: Vec<_> = cloud
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("networkInterfaces/nic-appliance-a"))
+        .collect();
+    assert_eq!(puts.len(), 1, "one PUT on the peer NIC");
+    assert!(puts[0]
+        .if_match
+        .as_deref()
+        .is_some_and(|t| t.starts_with("W/\"")));
+
+    let events = rec.events();
+    let calls = calls(&events);
+    assert_eq!(calls, report.api_calls, "report and progress agree");
+    assert_eq!(calls.get("route.put"), Some(&1));
+    assert!(events.iter().any(
+        |e| matches!(e, ProgressEvent::OperationFinished { id, outcome, .. }
+        if id.starts_with("nic.add") && outcome == "ok")
+    ));
+
+    let after = b.observe().await.expect("observe");
+    assert!(
+        after.resources.iter().all(|r| r.holder == Holder::Me),
+        "{after:?}"
+    );
+    assert!(after.warnings.is_empty(), "{:?}", after.warnings);
+}
+
+#[tokio::test]
+async fn a_second_takeover_writes_nothing() {
+    let cloud = Cloud::start(100).await;
+    let b = cloud.provider("b");
+    b.take_over(&request(), &ProgressReporter::discard())
+        .await
+        .expect("first");
+    cloud.emu.clear_requests();
+    let report = b
+        .take_over(&request(), &ProgressReporter::discard())
+        .await
+        .expect("second");
+    assert!(!report.changed);
+    let writes = cloud
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .count();
+    assert_eq!(writes, 0);
+    assert!(
+        report.api_calls.keys().all(|k| k.ends_with(".get")),
+        "{:?}",
+        report.api_calls
+    );
+}
+
+#[tokio::test]
+async fn move_back_and_forth() {
+    let cloud = Cloud::start(100).await;
+    let a = cloud.provider("a");
+    let b = cloud.provider("b");
+    for (p, addr, nic) in [
+        (&b, ADDR_B, "nic-appliance-b"),
+        (&a, ADDR_A, "nic-appliance-a"),
+        (&b, ADDR_B, "nic-appliance-b"),
+    ] {
+        p.take_over(&request(), &ProgressReporter::discard())
+            .await
+            .expect("takeover");
+        assert!(cloud.holder_of_floating().expect("held").contains(nic));
+        assert_eq!(cloud.route_next_hop().as_deref(), Some(addr));
+    }
+}
+
+#[tokio::test]
+async fn atomic_move_uses_one_move_call() {
+    let cloud = Cloud::start(300).await;
+    let b = cloud.provider_with("b", cloud.atomic_config("b"));
+    let report = b
+        .take_over(&request(), &ProgressReporter::discard())
+        .await
+        .expect("takeover");
+    assert_eq!(report.api_calls.get("vnet.move"), Some(&1));
+    assert_eq!(
+        report.api_calls.get("nic.put"),
+        None,
+        "{:?}",
+        report.api_calls
+    );
+    assert!(cloud
+        .holder_of_floating()
+        .expect("held")
+        .contains("nic-appliance-b"));
+    let obs = b.observe().await.expect("observe");
+    assert!(obs.warnings.is_empty());
+}
+
+#[tokio::test]
+async fn atomic_move_falls_back_to_two_step_and_says_so() {
+    let cloud = Cloud::start(200).await;
+    cloud.emu.set_move_ip_mode(MoveIpMode::FeatureNotRegistered);
+    let b = cloud.provider_with("b", cloud.atomic_config("b"));
+    let mut rec = Recorder::new();
+    let report = b
+        .take_over(&request(), &rec.reporter)
+        .await
+        .expect("takeover");
+    assert_eq!(report.api_calls.get("vnet.move"), Some(&1));
+    assert!(report.api_calls.get("nic.put").is_some_and(|n| *n >= 2));
+    assert!(cloud
+        .holder_of_floating()
+        .expect("held")
+        .contains("nic-appliance-b"));
+    assert!(rec
+        .events()
+        .iter()
+        .any(|e| matches!(e, ProgressEvent::Note { message }
+        if message.contains("SubscriptionNotRegisteredForFeature"))));
+    let obs = b.observe().await.expect("observe");
+    assert!(
+        obs.warnings.iter().any(|w| w.contains("two-step")),
+        "{:?}",
+        obs.warnings
+    );
+
+    // The fallback is remembered: moving back does not try the move API again.
+    let a = cloud.provider_with("a", cloud.atomic_config("a"));
+    a.take_over(&request(), &ProgressReporter::discard())
+        .await
+        .expect("back");
+    cloud.emu.clear_requests();
+    b.take_over(&request(), &ProgressReporter::discard())
+        .await
+        .expect("again");
+    assert_eq!(cloud.emu.count_requests("POST", "moveIpConfigurations"), 0);
+}
+
+#[tokio::test]
+async fn the_address_on_no_nic_is_placed_from_the_configured_template() {
+    // A previous attempt removed the address from A and was cut off before adding it to B.
+    let cloud = Cloud::start(100).await;
+    let a = cloud.provider("a");
+    let b = cloud.provider("b");
+    b.take_over(&request(), &ProgressReporter::discard())
+        .await
+        .expect("to b");
+    // Take it off B by hand (what a cut-off two-step leaves behind).
+    let mut doc = cloud.emu.nic("nic-appliance-b").expect("nic b");
+    let list = doc["properties"]["ipConfigurations"]
+        .as_array_mut()
+        .expect("list");
+    list.retain(|c| c["properties"]["privateIPAddress"] != FLOATING);
+    put_nic(&cloud, "nic-appliance-b", &doc).await;
+    assert_eq!(cloud.holder_of_floating(), None);
+    let observed = a.observe().await.expect("observe");
+    assert_eq!(observed.resources[0].holder, Holder::Nobody);
+
+    a.take_over(&request(), &ProgressReporter::discard())
+        .await
+        .expect("to a");
+    let holder = cloud.holder_of_floating().expect("placed");
+    assert!(holder.contains("nic-appliance-a"), "{holder}");
+    let nic_a = cloud.emu.nic_settled("nic-appliance-a").expect("a");
+    assert!(
+        nic_a.to_string().contains("pip-floating"),
+        "public IP re-attached"
+    );
+}
+
+/// PUT a NIC document straight to the emulator (what an operator's `az` call would do) and wait.
+async fn put_nic(cloud: &Cloud, name: &str, doc: &serde_json::Value) {
+    let token = cloud.emu.issue_token("vm-appliance-a").expect("token");
+    let url = format!(
+        "{}{}?api-version=2024-05-01",
+        cloud.url(),
+        cloud.emu.nic_id(name)
+    );
+    let client = reqwest::Client::new();
+    let r = client
+        .put(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(doc.to_string())
+        .send()
+        .await
+        .expect("put");
+    assert!(r.status().is_success(), "{}", r.status());
+    for _ in 0..100 {
+        if cloud.emu.operations_in_progress() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("operation never finished");
+}
+
+use cloudha_provider_core::ProgressReporter;
