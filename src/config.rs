@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cloudha_provider_azure::{AzureConfig, ResourceId};
 use cloudha_provider_core::{FloatingIp, NextHop, RouteSpec};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
@@ -138,12 +139,15 @@ impl Default for StatusConfig {
 pub enum ProviderKind {
     /// On premises: the address on a local interface plus gratuitous ARP.
     Local,
+    /// Azure: ipConfigurations and route next hops through Azure Resource Manager.
+    Azure,
 }
 
 impl fmt::Display for ProviderKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProviderKind::Local => f.write_str("local"),
+            ProviderKind::Azure => f.write_str("azure"),
         }
     }
 }
@@ -156,6 +160,8 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// `[provider.local]`, required when `kind = "local"`.
     pub local: Option<LocalProviderConfig>,
+    /// `[provider.azure]`, required when `kind = "azure"`.
+    pub azure: Option<AzureConfig>,
 }
 
 /// `[provider.local]`.
@@ -179,6 +185,9 @@ pub struct FailoverConfig {
     /// Longest wait between takeover retries.
     #[serde(default = "default_retry_max")]
     pub retry_max: ConfigDuration,
+    /// How often the cloud state is read back (and, on the active node, drift repaired).
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval: ConfigDuration,
 }
 
 impl Default for FailoverConfig {
@@ -187,6 +196,7 @@ impl Default for FailoverConfig {
             deadline: default_deadline(),
             retry_initial: default_retry_initial(),
             retry_max: default_retry_max(),
+            reconcile_interval: default_reconcile_interval(),
         }
     }
 }
@@ -200,6 +210,12 @@ pub struct FloatingIpConfig {
     /// Prefix length of its subnet (the local provider adds `address/prefix_len`).
     #[serde(default = "default_prefix_len")]
     pub prefix_len: u8,
+    /// Azure: name of the ipConfiguration when it must be created from scratch (no NIC holds it).
+    #[serde(default)]
+    pub ip_config_name: Option<String>,
+    /// Azure: ARM id of the public IP that goes with it (re-attached if it must be recreated).
+    #[serde(default)]
+    pub public_ip: Option<String>,
 }
 
 /// `[[route]]`.
@@ -289,6 +305,9 @@ fn default_retry_initial() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(1))
 }
 fn default_retry_max() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_reconcile_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(30))
 }
 fn default_prefix_len() -> u8 {
@@ -452,6 +471,7 @@ impl Config {
         }
 
         match self.provider.kind {
+            ProviderKind::Azure => self.validate_azure(&mut problem),
             ProviderKind::Local => {
                 match &self.provider.local {
                     None => problem(
@@ -498,6 +518,32 @@ impl Config {
             );
         }
         problems
+    }
+
+    fn validate_azure(&self, problem: &mut impl FnMut(&str, String)) {
+        match &self.provider.azure {
+            None => problem(
+                "provider.azure",
+                "kind = \"azure\" needs a [provider.azure] table with at least peer_nic = \"/subscriptions/.../networkInterfaces/<peer's LAN NIC>\"".into(),
+            ),
+            Some(azure) => {
+                for (field, message) in azure.problems() {
+                    problem(&format!("provider.azure.{field}"), message);
+                }
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Err(e) = ResourceId::parse(&route.table, "routeTables") {
+                problem(&format!("route[{i}].table"), e);
+            }
+        }
+        for (i, ip) in self.floating_ips.iter().enumerate() {
+            if let Some(pip) = &ip.public_ip {
+                if let Err(e) = ResourceId::parse(pip, "publicIPAddresses") {
+                    problem(&format!("floating_ip[{i}].public_ip"), e);
+                }
+            }
+        }
     }
 
     fn validate_paths(&self, problem: &mut impl FnMut(&str, String)) {
@@ -596,6 +642,18 @@ impl Config {
             .map(|ip| FloatingIp {
                 address: ip.address,
                 prefix_len: ip.prefix_len,
+            })
+            .collect()
+    }
+
+    /// The floating IPs with their Azure settings.
+    pub fn azure_floating_ips(&self) -> Vec<cloudha_provider_azure::FloatingIpConfig> {
+        self.floating_ips
+            .iter()
+            .map(|ip| cloudha_provider_azure::FloatingIpConfig {
+                address: ip.address,
+                ip_config_name: ip.ip_config_name.clone(),
+                public_ip: ip.public_ip.clone(),
             })
             .collect()
     }

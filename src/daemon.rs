@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cloudha_provider_core::{ProgressEvent, Provider};
+use cloudha_provider_core::{Holder, Observation, ProgressEvent, Provider, ProviderError};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -21,9 +21,15 @@ use crate::keepalive::link::{self, LinkIdentity, Links, PathSpec, Received};
 use crate::keepalive::packet::Keepalive;
 use crate::provider_worker::{ProviderWorker, WorkerEvent};
 use crate::status::{
-    EventRecord, FailoverRecord, Indicator, OperationRecord, PathStatus, PeerStatus,
+    CloudStatus, EventRecord, FailoverRecord, Indicator, OperationRecord, PathStatus, PeerStatus,
     PendingOperation, StatusSnapshot, TakeoverStatus, TransitionRecord,
 };
+
+/// A finished cloud read, tagged with the takeover generation it started in.
+struct ObserveResult {
+    generation: u64,
+    result: Result<Observation, ProviderError>,
+}
 
 /// This build's version, sent in every keepalive.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -33,6 +39,8 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 const RECENT_EVENTS: usize = 20;
 /// Longest wait between two loop turns (refreshes elapsed times in status).
 const MAX_IDLE: Duration = Duration::from_millis(500);
+/// A cloud read that takes longer than this is abandoned (and reported).
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +175,8 @@ pub async fn run(
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
     tokio::spawn(watch_health(provider.clone(), health_tx));
 
+    let (observe_tx, mut observe_rx) = mpsc::unbounded_channel::<ObserveResult>();
+
     let (status_tx, status_rx) = watch::channel(StatusSnapshot::default());
     let (command_tx, mut command_rx) = mpsc::channel::<CommandRequest>(16);
     tokio::spawn(control::serve(listener, status_rx, command_tx));
@@ -199,6 +209,12 @@ pub async fn run(
         peer_heard_unix_ms: 0,
         provider_health: Ok(()),
         pending_command: None,
+        provider: provider.clone(),
+        observe_tx,
+        observing: false,
+        next_observe: tokio::time::Instant::now(),
+        generation: 0,
+        cloud: None,
     };
     daemon.publish();
 
@@ -219,6 +235,11 @@ pub async fn run(
             Some((command, reply)) = command_rx.recv() => {
                 daemon.pending_command = Some(reply);
                 Some(Event::Operator(command))
+            }
+            Some(observed) = observe_rx.recv() => daemon.on_observed(observed),
+            _ = tokio::time::sleep_until(daemon.next_observe), if !daemon.observing => {
+                daemon.start_observe();
+                None
             }
             _ = tokio::time::sleep(wake) => Some(Event::Tick),
         };
@@ -295,6 +316,13 @@ struct Daemon {
     peer_heard_unix_ms: u64,
     provider_health: Result<(), String>,
     pending_command: Option<tokio::sync::oneshot::Sender<Response>>,
+    provider: Arc<dyn Provider>,
+    observe_tx: mpsc::UnboundedSender<ObserveResult>,
+    observing: bool,
+    next_observe: tokio::time::Instant,
+    /// Bumped whenever a takeover starts or ends: a cloud read that straddles one is stale.
+    generation: u64,
+    cloud: Option<(Instant, Result<Observation, String>)>,
 }
 
 impl Daemon {
@@ -311,6 +339,63 @@ impl Daemon {
             role: self.fsm.role().as_str().to_string(),
             message,
         });
+    }
+
+    /// Read the cloud in the background (reconcile); the result comes back through the loop.
+    fn start_observe(&mut self) {
+        self.observing = true;
+        let provider = self.provider.clone();
+        let tx = self.observe_tx.clone();
+        let generation = self.generation;
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(OBSERVE_TIMEOUT, provider.observe())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProviderError::Transient {
+                        operation: "observe".into(),
+                        message: format!("no answer within {OBSERVE_TIMEOUT:?}"),
+                        retry_after: None,
+                    })
+                });
+            let _ = tx.send(ObserveResult { generation, result });
+        });
+    }
+
+    fn on_observed(&mut self, observed: ObserveResult) -> Option<Event> {
+        self.observing = false;
+        self.next_observe = tokio::time::Instant::now() + self.config.failover.reconcile_interval.0;
+        let fresh = observed.generation == self.generation;
+        let event = match &observed.result {
+            Ok(obs) if fresh => {
+                let off: Vec<String> = obs
+                    .resources
+                    .iter()
+                    .filter(|r| !matches!(r.holder, Holder::Me | Holder::Unknown))
+                    .map(|r| format!("{} held by {:?}", r.resource, r.holder).to_lowercase())
+                    .collect();
+                let peer_holds = obs
+                    .resources
+                    .iter()
+                    .any(|r| r.resource.starts_with("ip ") && r.holder == Holder::Peer);
+                let drift = !off.is_empty();
+                if drift
+                    && self.fsm.role() == Role::Active
+                    && self.fsm.takeover() == TakeoverState::Done
+                {
+                    let text = format!("reconcile found drift, repairing: {}", off.join(", "));
+                    warn!("{text}");
+                    self.record_event(text);
+                }
+                Some(Event::Observed { drift, peer_holds })
+            }
+            Ok(_) => None,
+            Err(e) => {
+                warn!("reading the cloud state failed: {e}");
+                None
+            }
+        };
+        self.cloud = Some((Instant::now(), observed.result.map_err(|e| e.to_string())));
+        event
     }
 
     fn on_keepalive(&mut self, received: Received) -> Option<Event> {
@@ -362,6 +447,9 @@ impl Daemon {
                 }
                 self.current_attempt = None;
                 self.pending.clear();
+                self.generation += 1;
+                // Read the result back soon, for status and to start the reconcile clock.
+                self.next_observe = tokio::time::Instant::now();
                 match &result {
                     Ok(report) => {
                         let total = self.failover_started.map(|t| millis(t.elapsed()));
@@ -424,9 +512,23 @@ impl Daemon {
                     });
                 }
             }
-            ProgressEvent::ApiCall { operation, .. } => {
+            ProgressEvent::ApiCall {
+                operation,
+                write,
+                duration_ms,
+                ..
+            } => {
+                let sent_ms = self
+                    .failover_started
+                    .map(|t| millis(t.elapsed()).saturating_sub(duration_ms));
                 if let Some(f) = &mut self.last_failover {
                     *f.api_calls.entry(operation).or_insert(0) += 1;
+                    if f.first_request_ms.is_none() {
+                        f.first_request_ms = sent_ms;
+                    }
+                    if write && f.first_write_ms.is_none() {
+                        f.first_write_ms = sent_ms;
+                    }
                 }
             }
             ProgressEvent::Note { message } => {
@@ -498,6 +600,7 @@ impl Daemon {
             }
             Action::Advertise => self.links.advertise_now(),
             Action::TakeOver { epoch } => {
+                self.generation += 1;
                 self.attempts += 1;
                 if let Some(f) = &mut self.last_failover {
                     f.attempts = self.attempts;
@@ -651,6 +754,19 @@ impl Daemon {
             maintenance: fsm.in_maintenance(),
             yielding: fsm.yielding().map(|y| format!("{y:?}").to_lowercase()),
             recent_events: self.events.iter().cloned().collect(),
+            fenced: fsm.fenced(),
+            cloud: self.cloud.as_ref().map(|(at, result)| CloudStatus {
+                observed_ms_ago: millis(at.elapsed()),
+                resources: result
+                    .as_ref()
+                    .map(|o| o.resources.clone())
+                    .unwrap_or_default(),
+                warnings: result
+                    .as_ref()
+                    .map(|o| o.warnings.clone())
+                    .unwrap_or_default(),
+                error: result.as_ref().err().cloned(),
+            }),
         }
     }
 
@@ -738,11 +854,25 @@ impl Daemon {
                 theirs.map(Role::as_str).unwrap_or("unknown")
             ),
         };
+        let cloud_api = Indicator {
+            name: "cloud_api".into(),
+            ok: matches!(self.cloud, Some((_, Ok(_)))),
+            detail: match &self.cloud {
+                None => "cloud state not read yet".into(),
+                Some((at, Ok(o))) => format!(
+                    "read {} resource(s) {:.1}s ago",
+                    o.resources.len(),
+                    at.elapsed().as_secs_f64()
+                ),
+                Some((_, Err(e))) => format!("reading the cloud state failed: {e}"),
+            },
+        };
         vec![
             keepalive,
             same_version,
             same_config,
             provider_healthy,
+            cloud_api,
             roles,
         ]
     }

@@ -189,6 +189,14 @@ pub enum Event {
         /// Why (shown in status).
         reason: String,
     },
+    /// Reconcile read the cloud. `drift`: something is not on this node; `peer_holds`: a
+    /// floating IP is on the peer's NIC.
+    Observed {
+        /// Some resource is held by the peer, by nobody, or by both.
+        drift: bool,
+        /// A floating IP is on the peer.
+        peer_holds: bool,
+    },
     /// An operator command.
     Operator(Command),
     /// The daemon is stopping (SIGTERM): tell the peer.
@@ -297,6 +305,9 @@ pub struct Fsm {
     takeover: TakeoverState,
     retry_delay_ms: Millis,
     leaving: bool,
+    /// Stepped down because the cloud showed the (unheard) peer holding the floating IP: it took
+    /// over across a keepalive partition. Silence no longer means "dead" until it is heard again.
+    fenced: bool,
 }
 
 impl Fsm {
@@ -321,7 +332,13 @@ impl Fsm {
             takeover: TakeoverState::Idle,
             retry_delay_ms: retry,
             leaving: false,
+            fenced: false,
         }
+    }
+
+    /// Whether the node stands by because the unheard peer took the floating IP.
+    pub fn fenced(&self) -> bool {
+        self.fenced
     }
 
     /// The current role.
@@ -415,7 +432,10 @@ impl Fsm {
         match self.role {
             Role::Init => times.push(self.started_at.saturating_add(self.config.dead_interval_ms)),
             Role::Standby => {
-                times.push(self.peer_dead_at());
+                // A fenced node does not act on silence, so silence needs no wake-up.
+                if !self.fenced {
+                    times.push(self.peer_dead_at());
+                }
                 if let Some(at) = self.preempt_at() {
                     times.push(at);
                 }
@@ -462,6 +482,9 @@ impl Fsm {
                         self.begin_leaving_active(YieldReason::Fault, &reason, now, &mut out);
                     }
                 }
+            }
+            Event::Observed { drift, peer_holds } => {
+                self.on_observed(drift, peer_holds, now, &mut out)
             }
             Event::Operator(command) => self.on_command(command, now, &mut out),
             Event::Shutdown => {
@@ -513,11 +536,47 @@ impl Fsm {
         if let Some(slot) = self.last_heard.get_mut(path) {
             *slot = Some(now);
         }
+        // Heard again: the keepalives decide from here on.
+        self.fenced = false;
         self.peer = Some(PeerView { advert, at: now });
         // Adopt the highest epoch seen so the next takeover by either node is newer still. An
         // active node keeps its own until it steps down: the both-active comparison needs it.
         if self.role != Role::Active {
             self.epoch = self.epoch.max(advert.epoch);
+        }
+    }
+
+    /// Reconcile: repair drift on a settled active node, except where the peer holds the floating
+    /// IP and claims it (alive and active: the epoch rule decides) or cannot be heard (it took
+    /// over across a partition: taking it back would start a ping-pong, so stand by instead).
+    fn on_observed(&mut self, drift: bool, peer_holds: bool, now: Millis, out: &mut Vec<Action>) {
+        if self.fenced && !peer_holds {
+            self.fenced = false;
+        }
+        if self.role != Role::Active
+            || self.takeover != TakeoverState::Done
+            || self.yielding.is_some()
+            || !drift
+        {
+            return;
+        }
+        let peer = self.peer.filter(|_| self.peer_alive(now)).map(|p| p.advert);
+        match peer {
+            Some(p) if p.role == Role::Active => {}
+            None if peer_holds => {
+                self.fenced = true;
+                self.step_down(
+                    Role::Standby,
+                    "the floating IP is on the peer's NIC and the peer is not heard: it took over across a keepalive partition; standing by until it is heard again".into(),
+                    now,
+                    out,
+                );
+            }
+            _ => {
+                self.takeover = TakeoverState::Running { since: now };
+                out.push(Action::TakeOver { epoch: self.epoch });
+                out.push(Action::Advertise);
+            }
         }
     }
 
@@ -712,7 +771,7 @@ impl Fsm {
                         out,
                     );
                 }
-            } else if now >= self.peer_dead_at() {
+            } else if now >= self.peer_dead_at() && !self.fenced {
                 let reason = format!(
                     "peer silent on all {} path(s) for the dead interval ({} ms)",
                     self.last_heard.len(),

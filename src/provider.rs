@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
+use cloudha_provider_azure::{AzureProvider, TokenSource};
 use cloudha_provider_core::Provider;
 use cloudha_provider_local::LocalProvider;
 
 use crate::config::{Config, ProviderKind};
 
-/// The provider the config asks for, or the field to fix.
+/// The provider the config asks for, or the field to fix. Call inside the tokio runtime (the
+/// Azure provider starts renewing its token in the background).
 pub fn build(config: &Config) -> Result<Arc<dyn Provider>, String> {
     match config.provider.kind {
         ProviderKind::Local => {
@@ -18,6 +20,24 @@ pub fn build(config: &Config) -> Result<Arc<dyn Provider>, String> {
                 local.interface.clone(),
                 config.floating_ips(),
             )))
+        }
+        ProviderKind::Azure => {
+            let azure = config.provider.azure.as_ref().ok_or_else(|| {
+                "provider.azure: kind = \"azure\" needs a [provider.azure] table".to_string()
+            })?;
+            let token = TokenSource::managed_identity(
+                &azure.token_resource,
+                azure.identity_client_id.as_deref(),
+            )
+            .map_err(|e| format!("provider.azure: {e}"))?;
+            let provider = AzureProvider::new(
+                azure.clone(),
+                config.azure_floating_ips(),
+                config.route_specs(),
+                Arc::new(token),
+            )?;
+            provider.start_token_renewal();
+            Ok(Arc::new(provider))
         }
     }
 }

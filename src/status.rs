@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use cloudha_provider_core::{Holder, ObservedResource};
 use serde::{Deserialize, Serialize};
 
 /// Everything `cloudha status` shows.
@@ -46,6 +47,25 @@ pub struct StatusSnapshot {
     pub yielding: Option<String>,
     /// Newest last.
     pub recent_events: Vec<EventRecord>,
+    /// Standing by because the unheard peer took the floating IP (keepalive partition).
+    #[serde(default)]
+    pub fenced: bool,
+    /// What the last reconcile read from the cloud.
+    #[serde(default)]
+    pub cloud: Option<CloudStatus>,
+}
+
+/// The cloud state as last read (who holds each floating IP and route).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CloudStatus {
+    /// Time since the read finished.
+    pub observed_ms_ago: u64,
+    /// Each resource and its holder (`me`, `peer`, `nobody`, `both`, `unknown`).
+    pub resources: Vec<ObservedResource>,
+    /// Settings that will hurt a failover, and fallbacks in use.
+    pub warnings: Vec<String>,
+    /// Why the last read failed, if it did.
+    pub error: Option<String>,
 }
 
 /// One readiness indicator.
@@ -165,6 +185,12 @@ pub struct FailoverRecord {
     pub decided_unix_ms: u64,
     /// Last keepalive from the peer -> decision, when the peer went silent.
     pub detection_ms: Option<u64>,
+    /// Decision -> first API request sent.
+    #[serde(default)]
+    pub first_request_ms: Option<u64>,
+    /// Decision -> first mutating (PUT/POST) API request sent.
+    #[serde(default)]
+    pub first_write_ms: Option<u64>,
     /// Decision -> cloud state converged (None while running).
     pub total_ms: Option<u64>,
     /// Attempts made.
@@ -195,6 +221,16 @@ pub struct EventRecord {
     pub role: String,
     /// What happened.
     pub message: String,
+}
+
+fn holder_name(h: Holder) -> &'static str {
+    match h {
+        Holder::Me => "this node",
+        Holder::Peer => "PEER",
+        Holder::Nobody => "NOBODY",
+        Holder::Both => "BOTH",
+        Holder::Unknown => "unknown",
+    }
 }
 
 fn format_unix_ms(ms: u64) -> String {
@@ -283,6 +319,35 @@ pub fn render_human(s: &StatusSnapshot) -> String {
                 .unwrap_or_default()
         );
     }
+    if s.fenced {
+        let _ = writeln!(
+            out,
+            "FENCED: the peer took the floating IP while unheard; standing by until it is heard again"
+        );
+    }
+    if let Some(c) = &s.cloud {
+        let held: Vec<String> = c
+            .resources
+            .iter()
+            .map(|r| format!("{} -> {}", r.resource, holder_name(r.holder)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Cloud (read {:.1}s ago): {}",
+            c.observed_ms_ago as f64 / 1000.0,
+            if held.is_empty() {
+                "-".into()
+            } else {
+                held.join(", ")
+            }
+        );
+        if let Some(e) = &c.error {
+            let _ = writeln!(out, "  read failed: {e}");
+        }
+        for w in &c.warnings {
+            let _ = writeln!(out, "  WARNING: {w}");
+        }
+    }
     let t = &s.takeover;
     if t.state != "idle" || t.last_error.is_some() {
         let _ = writeln!(out, "Takeover: {}", t.state);
@@ -313,10 +378,16 @@ pub fn render_human(s: &StatusSnapshot) -> String {
         let calls: u64 = f.api_calls.values().sum();
         let _ = writeln!(
             out,
-            "Last failover: epoch {}, detection {}, total {}, {} attempt(s), {} API call(s)",
+            "Last failover: epoch {}, detection {}, first API request {}, first write {}, total {}, {} attempt(s), {} API call(s)",
             f.epoch,
             f.detection_ms
                 .map(|d| format!("{d} ms"))
+                .unwrap_or_else(|| "-".into()),
+            f.first_request_ms
+                .map(|d| format!("+{d} ms"))
+                .unwrap_or_else(|| "-".into()),
+            f.first_write_ms
+                .map(|d| format!("+{d} ms"))
                 .unwrap_or_else(|| "-".into()),
             f.total_ms
                 .map(|d| format!("{d} ms"))

@@ -17,14 +17,14 @@ const INTERVAL_MS: u64 = 100;
 const DEAD_MS: u64 = 500;
 const PORT: u16 = 5405;
 /// Generous bound for anything that should happen within a few dead intervals.
-const SOON: Duration = Duration::from_secs(15);
+pub(crate) const SOON: Duration = Duration::from_secs(15);
 
 /// Per-test knobs.
 #[derive(Clone, Copy)]
-struct Options {
-    preempt: bool,
-    hold_down_ms: u64,
-    dead_ms: u64,
+pub(crate) struct Options {
+    pub(crate) preempt: bool,
+    pub(crate) hold_down_ms: u64,
+    pub(crate) dead_ms: u64,
 }
 
 impl Default for Options {
@@ -39,18 +39,18 @@ impl Default for Options {
 
 /// A pair of daemons in a fresh topology. Field order matters: daemons are dropped (killed)
 /// before the topology deletes the namespaces.
-struct Pair {
+pub(crate) struct Pair {
     a: Option<Daemon>,
     b: Option<Daemon>,
-    dir: tempfile::TempDir,
-    topo: Topology,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) topo: Topology,
 }
 
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cloudha"))
 }
 
-fn name(node: Node) -> &'static str {
+pub(crate) fn name(node: Node) -> &'static str {
     match node {
         Node::A => "fw-a",
         Node::B => "fw-b",
@@ -58,7 +58,25 @@ fn name(node: Node) -> &'static str {
     }
 }
 
-fn write_config(dir: &Path, node: Node, opts: Options) -> PathBuf {
+/// The `[provider]`, `[[floating_ip]]` and `[[route]]` sections of the local-provider tests.
+fn local_provider(_node: Node) -> String {
+    format!(
+        r#"
+[provider]
+kind = "local"
+
+[provider.local]
+interface = "lan0"
+
+[[floating_ip]]
+address = "{FLOATING_IP}"
+prefix_len = {prefix}
+"#,
+        prefix = netns::PREFIX_LEN
+    )
+}
+
+fn write_config(dir: &Path, node: Node, opts: Options, provider: &str) -> PathBuf {
     let (peer, priority) = match node {
         Node::A => (Node::B, 200),
         _ => (Node::A, 100),
@@ -96,17 +114,7 @@ peer = "{peer_mgmt}:{PORT}"
 
 [status]
 socket = "{dir}/{name}.sock"
-
-[provider]
-kind = "local"
-
-[provider.local]
-interface = "lan0"
-
-[[floating_ip]]
-address = "{FLOATING_IP}"
-prefix_len = {prefix}
-"#,
+{provider}"#,
         key = dir.join("key").display(),
         name = name(node),
         peer_name = name(peer),
@@ -118,7 +126,6 @@ prefix_len = {prefix}
         peer_lan = peer.lan_ip(),
         mgmt = mgmt(node),
         peer_mgmt = mgmt(peer),
-        prefix = netns::PREFIX_LEN,
     );
     let path = dir.join(format!("{}.toml", name(node)));
     std::fs::write(&path, text).expect("write config");
@@ -127,27 +134,37 @@ prefix_len = {prefix}
 
 impl Pair {
     fn start(tag: &str, opts: Options) -> Pair {
+        let pair = Pair::prepare(tag, opts, local_provider);
+        pair.start_both()
+    }
+
+    /// A topology and both nodes' configs (with `provider`'s sections), no daemon yet.
+    pub(crate) fn prepare(tag: &str, opts: Options, provider: impl Fn(Node) -> String) -> Pair {
         netns::require_root_and_tools();
         let topo = Topology::new(tag).expect("topology");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("key"), KEY).expect("write key");
-        write_config(dir.path(), Node::A, opts);
-        write_config(dir.path(), Node::B, opts);
-        let mut pair = Pair {
+        write_config(dir.path(), Node::A, opts, &provider(Node::A));
+        write_config(dir.path(), Node::B, opts, &provider(Node::B));
+        Pair {
             a: None,
             b: None,
             dir,
             topo,
-        };
-        pair.spawn(Node::A);
-        // A starts first so it is active before B exists: the usual primary/secondary order.
-        pair.wait_role(Node::A, "active");
-        pair.spawn(Node::B);
-        pair.wait_role(Node::B, "standby");
-        pair
+        }
     }
 
-    fn spawn(&mut self, node: Node) {
+    /// Start A, wait until it is active, then B, until it is standby.
+    pub(crate) fn start_both(mut self) -> Pair {
+        // A starts first so it is active before B exists: the usual primary/secondary order.
+        self.spawn(Node::A);
+        self.wait_role(Node::A, "active");
+        self.spawn(Node::B);
+        self.wait_role(Node::B, "standby");
+        self
+    }
+
+    pub(crate) fn spawn(&mut self, node: Node) {
         let config = self.dir.path().join(format!("{}.toml", name(node)));
         let log = self.dir.path().join(format!("{}.log", name(node)));
         let daemon = self
@@ -165,7 +182,7 @@ impl Pair {
         }
     }
 
-    fn daemon(&mut self, node: Node) -> &mut Daemon {
+    pub(crate) fn daemon(&mut self, node: Node) -> &mut Daemon {
         match node {
             Node::A => self.a.as_mut(),
             _ => self.b.as_mut(),
@@ -177,7 +194,7 @@ impl Pair {
         self.dir.path().join(format!("{}.sock", name(node)))
     }
 
-    fn cli(&self, node: Node, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, node: Node, args: &[&str]) -> std::process::Output {
         Process::new(binary())
             .args(args)
             .arg("--socket")
@@ -187,7 +204,7 @@ impl Pair {
     }
 
     /// The node's status, or None while its daemon does not answer.
-    fn status(&self, node: Node) -> Option<Value> {
+    pub(crate) fn status(&self, node: Node) -> Option<Value> {
         let out = self.cli(node, &["status", "--json"]);
         if !out.status.success() {
             return None;
@@ -200,13 +217,13 @@ impl Pair {
             .and_then(|s| s["role"].as_str().map(str::to_string))
     }
 
-    fn wait_role(&self, node: Node, role: &str) -> Value {
+    pub(crate) fn wait_role(&self, node: Node, role: &str) -> Value {
         wait_until(&format!("{} to be {role}", name(node)), SOON, || {
             self.status(node).filter(|s| s["role"] == role)
         })
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         ["fw-a", "fw-b"]
             .iter()
             .map(|n| {
@@ -259,7 +276,7 @@ impl Drop for Pair {
     }
 }
 
-fn num(v: &Value) -> u64 {
+pub(crate) fn num(v: &Value) -> u64 {
     v.as_u64()
         .unwrap_or_else(|| panic!("expected a number, got {v}"))
 }

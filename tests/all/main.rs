@@ -1,6 +1,7 @@
 //! The single integration-test binary: every suite shares one build.
 
 mod cli;
+mod e2e_azure;
 mod e2e_local;
 mod fsm_properties;
 mod golden;

@@ -1,0 +1,416 @@
+//! End to end on the emulated Azure: two real `cloudha run` processes in network namespaces,
+//! each reaching "its" IMDS at 169.254.169.254 and ARM at 127.0.0.1:8080 *inside its own
+//! namespace* (served by the emulator from this test process), so the daemons run exactly the
+//! production code: discovery from IMDS, the token from `azure_identity`'s IMDS source, ARM.
+//! Nothing is sent to 169.254.169.254 outside the namespaces this test created.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloudha_azure_emulator::{Emulator, Fault, Scenario};
+use nix::sched::{setns, CloneFlags};
+use serde_json::Value;
+
+use crate::e2e_local::{num, Options, Pair, SOON};
+use crate::netns::{wait_until, Node};
+
+const FLOATING: &str = "10.10.1.100";
+const ADDR_B: &str = "10.10.1.5";
+const ARM_PORT: u16 = 8080;
+/// Bound for a failover that includes several seconds of emulated propagation.
+const FAILOVER: Duration = Duration::from_secs(60);
+
+/// The emulated cloud, served inside the pair's namespaces.
+struct Cloud {
+    emu: Arc<Emulator>,
+    // Kept alive for the listeners' tasks.
+    _rt: tokio::runtime::Runtime,
+}
+
+fn vm(node: Node) -> &'static str {
+    match node {
+        Node::A => "vm-appliance-a",
+        _ => "vm-appliance-b",
+    }
+}
+
+/// Bind `addr` inside namespace `ns` (a thread enters it; the socket stays there).
+fn bind_in_namespace(ns: &str, addr: SocketAddr) -> std::net::TcpListener {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let handle = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        setns(&handle, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        let listener = std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("bind {addr} in {path}: {e}"));
+        listener.set_nonblocking(true).expect("non-blocking");
+        listener
+    })
+    .join()
+    .expect("bind thread")
+}
+
+impl Cloud {
+    fn serve(pair: &Pair, nic_propagation_ms: u64) -> Cloud {
+        let emu = Emulator::new(&Scenario::two_appliances()).expect("scenario");
+        emu.update_settings(|s| {
+            s.nic_propagation_ms = nic_propagation_ms;
+            s.route_propagation_ms = 500;
+            s.lro_retry_after_secs = 1;
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        for node in [Node::A, Node::B] {
+            let ns = pair.topo.ns(node).to_string();
+            let out = pair
+                .topo
+                .exec(
+                    node,
+                    &["ip", "addr", "replace", "169.254.169.254/32", "dev", "lo"],
+                )
+                .expect("ip addr");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let imds = bind_in_namespace(&ns, "169.254.169.254:80".parse().expect("addr"));
+            let arm = bind_in_namespace(&ns, SocketAddr::from(([127, 0, 0, 1], ARM_PORT)));
+            let _guard = rt.enter();
+            let imds = tokio::net::TcpListener::from_std(imds).expect("tokio listener");
+            let arm = tokio::net::TcpListener::from_std(arm).expect("tokio listener");
+            let name = vm(node);
+            rt.spawn(emu.clone().serve_imds(imds, name));
+            rt.spawn(emu.clone().serve(arm));
+        }
+        Cloud { emu, _rt: rt }
+    }
+
+    fn holder(&self) -> String {
+        self.emu
+            .ip_holder(FLOATING.parse().expect("ip"))
+            .unwrap_or_else(|| "nobody".into())
+    }
+
+    fn route_next_hop(&self) -> Option<String> {
+        self.emu
+            .route("rt-workloads", "default-via-appliance")?
+            .pointer("/properties/nextHopIpAddress")?
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+/// The provider sections of a node's config: only the peer's NIC is named; this node's NIC,
+/// subscription and the token all come from the (namespace-local) IMDS.
+fn azure_provider(emu: &Emulator) -> impl Fn(Node) -> String + '_ {
+    move |node| {
+        let peer_nic = match node {
+            Node::A => "nic-appliance-b",
+            _ => "nic-appliance-a",
+        };
+        let rg = format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network",
+            emu.subscription_id(),
+            emu.resource_group()
+        );
+        format!(
+            r#"
+[failover]
+deadline = "60s"
+retry_initial = "500ms"
+retry_max = "2s"
+reconcile_interval = "1s"
+
+[provider]
+kind = "azure"
+
+[provider.azure]
+peer_nic = "{peer}"
+arm_endpoint = "http://127.0.0.1:{ARM_PORT}"
+
+[[floating_ip]]
+address = "{FLOATING}"
+public_ip = "{rg}/publicIPAddresses/pip-floating"
+
+[[route]]
+table = "{rg}/routeTables/rt-workloads"
+name = "default-via-appliance"
+prefix = "0.0.0.0/0"
+next_hop = "self_address"
+"#,
+            peer = emu.nic_id(peer_nic),
+        )
+    }
+}
+
+/// A NIC without what a move legitimately changes (etags, provisioning state, the floating
+/// ipConfiguration): must be identical before and after.
+fn stable_part(nic: &Value) -> Value {
+    let mut n = nic.clone();
+    if let Some(o) = n.as_object_mut() {
+        o.remove("etag");
+    }
+    if let Some(p) = n.get_mut("properties").and_then(Value::as_object_mut) {
+        p.remove("provisioningState");
+        if let Some(list) = p.get_mut("ipConfigurations").and_then(Value::as_array_mut) {
+            list.retain(|c| {
+                c.pointer("/properties/privateIPAddress")
+                    .and_then(Value::as_str)
+                    != Some(FLOATING)
+            });
+            for c in list.iter_mut() {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("etag");
+                }
+                if let Some(p) = c.get_mut("properties").and_then(Value::as_object_mut) {
+                    p.remove("provisioningState");
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Both daemons against a fresh emulated cloud, A active and converged, B standby.
+fn start(tag: &str, nic_propagation_ms: u64, preempt: bool) -> (Pair, Cloud) {
+    let opts = Options {
+        preempt,
+        hold_down_ms: 2000,
+        ..Options::default()
+    };
+    // The configs need the emulator's ids, the emulator needs the namespaces: ids first.
+    let ids = Emulator::new(&Scenario::two_appliances()).expect("scenario");
+    let pair = Pair::prepare(tag, opts, azure_provider(&ids));
+    let cloud = Cloud::serve(&pair, nic_propagation_ms);
+    let pair = pair.start_both();
+    wait_until("fw-a to converge and read the cloud back", SOON, || {
+        pair.status(Node::A).filter(|s| {
+            s["takeover"]["state"] == "done"
+                && s["cloud"]["resources"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["holder"] == "me"))
+        })
+    });
+    (pair, cloud)
+}
+
+#[test]
+fn e2e_azure_kill_active_moves_ip_and_route_while_keepalives_flow() {
+    let (mut pair, cloud) = start("e2eazkill", 4000, false);
+    let a_before = cloud.emu.nic_settled("nic-appliance-a").expect("nic a");
+    let b_before = cloud.emu.nic_settled("nic-appliance-b").expect("nic b");
+    assert!(cloud.holder().contains("nic-appliance-a"));
+    wait_until("HA Ready on both", SOON, || {
+        (pair.status(Node::A)?["ready"] == true && pair.status(Node::B)?["ready"] == true)
+            .then_some(())
+    });
+
+    pair.daemon(Node::A).kill9().expect("kill fw-a");
+    let killed = Instant::now();
+    // B takes over; with 4 s of propagation per NIC its operations stay pending a while.
+    let pending = wait_until("fw-b to show pending operations", SOON, || {
+        pair.status(Node::B).filter(|s| {
+            s["role"] == "active"
+                && s["takeover"]["pending"]
+                    .as_array()
+                    .is_some_and(|p| !p.is_empty())
+        })
+    });
+    let ops: Vec<&str> = pending["takeover"]["pending"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert!(ops.iter().any(|o| o.starts_with("nic.")), "{ops:?}");
+
+    // A comes back mid-takeover: it hears B's takeover in progress and does not fight it, and
+    // keepalives flow both ways while B's operations are still pending.
+    pair.spawn(Node::A);
+    let a_status = wait_until("fw-a to hear fw-b taking over", SOON, || {
+        pair.status(Node::A)
+            .filter(|s| s["peer"]["alive"] == true && s["peer"]["takeover_in_progress"] == true)
+    });
+    assert_eq!(a_status["role"], "standby", "{a_status}");
+    let received_then = num(&pair.status(Node::B).expect("status")["paths"][0]["received"]);
+    wait_until(
+        "keepalives from fw-a during fw-b's pending NIC update",
+        SOON,
+        || {
+            let s = pair.status(Node::B)?;
+            let pending = s["takeover"]["pending"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty());
+            (pending && num(&s["paths"][0]["received"]) >= received_then + 5).then_some(())
+        },
+    );
+
+    let done = wait_until("fw-b's takeover to converge", FAILOVER, || {
+        pair.status(Node::B)
+            .filter(|s| s["takeover"]["state"] == "done")
+    });
+    let converged = killed.elapsed();
+    assert!(
+        cloud.holder().contains("nic-appliance-b"),
+        "{}",
+        cloud.holder()
+    );
+    assert_eq!(cloud.route_next_hop().as_deref(), Some(ADDR_B));
+    assert_eq!(cloud.emu.operations_in_progress(), 0);
+    let a_after = cloud.emu.nic_settled("nic-appliance-a").expect("nic a");
+    let b_after = cloud.emu.nic_settled("nic-appliance-b").expect("nic b");
+    assert_eq!(
+        stable_part(&a_after),
+        stable_part(&a_before),
+        "NIC A lost a setting"
+    );
+    assert_eq!(
+        stable_part(&b_after),
+        stable_part(&b_before),
+        "NIC B lost a setting"
+    );
+    let pip = b_after.to_string();
+    assert!(
+        pip.contains("pip-floating"),
+        "public IP moved with the ipConfiguration"
+    );
+
+    // The failover record: detection, first API request, operations, calls, total.
+    let f = &done["last_failover"];
+    assert!(num(&f["detection_ms"]) >= 500, "{f}");
+    assert!(f["first_write_ms"].as_u64().is_some(), "{f}");
+    assert!(num(&f["total_ms"]) as u128 <= converged.as_millis(), "{f}");
+    let calls = &f["api_calls"];
+    assert_eq!(calls["route.put"], 1, "{calls}");
+    assert!(num(&calls["nic.put"]) >= 2, "{calls}");
+    assert!(
+        f["operations"].as_array().is_some_and(|o| o.len() >= 3),
+        "{f}"
+    );
+    // The daemons authenticated with the IMDS token endpoint inside their namespaces.
+    assert!(
+        cloud
+            .emu
+            .count_requests("GET", "/metadata/identity/oauth2/token")
+            >= 2
+    );
+    // A never became active again (preemption is off) and stays standby.
+    let a_now = pair.status(Node::A).expect("status a");
+    assert_eq!(a_now["role"], "standby");
+    assert_eq!(a_now["cloud"]["resources"][0]["holder"], "peer", "{a_now}");
+}
+
+#[test]
+fn e2e_azure_failover_survives_throttling_conflicts_and_server_errors() {
+    let (mut pair, cloud) = start("e2eazflt", 1000, true);
+    cloud.emu.push_fault(Fault::throttled(
+        "PUT",
+        "networkInterfaces/nic-appliance-a",
+        1,
+    ));
+    cloud.emu.push_fault(Fault::another_operation_in_progress(
+        "PUT",
+        "networkInterfaces/nic-appliance-b",
+    ));
+    cloud.emu.push_fault(Fault::precondition_failed(
+        "PUT",
+        "networkInterfaces/nic-appliance-b",
+    ));
+    cloud
+        .emu
+        .push_fault(Fault::internal_error("GET", "/operations/"));
+    cloud.emu.push_fault(Fault::service_unavailable(
+        "PUT",
+        "routes/default-via-appliance",
+        1,
+    ));
+    pair.daemon(Node::A).kill9().expect("kill fw-a");
+    wait_until("fw-b's takeover to converge", FAILOVER, || {
+        pair.status(Node::B)
+            .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+    });
+    assert!(
+        cloud.emu.pending_faults().is_empty(),
+        "{:?}",
+        cloud.emu.pending_faults()
+    );
+    assert!(cloud.holder().contains("nic-appliance-b"));
+    assert_eq!(cloud.route_next_hop().as_deref(), Some(ADDR_B));
+
+    // A returns and preempts back after the hold-down: the IP and route follow.
+    pair.spawn(Node::A);
+    wait_until("fw-a to preempt and converge", FAILOVER, || {
+        pair.status(Node::A)
+            .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+    });
+    assert!(cloud.holder().contains("nic-appliance-a"));
+    assert_eq!(cloud.route_next_hop().as_deref(), Some("10.10.1.4"));
+}
+
+#[test]
+fn e2e_azure_reconcile_repairs_drift_on_the_active_node() {
+    let (pair, cloud) = start("e2eazrec", 300, true);
+    // Someone points the route elsewhere behind cloudha's back.
+    let mut route = cloud
+        .emu
+        .route("rt-workloads", "default-via-appliance")
+        .expect("route");
+    route["properties"]["nextHopIpAddress"] = Value::from("10.10.1.9");
+    let token = cloud.emu.issue_token("vm-appliance-a").expect("token");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let status = rt.block_on(async {
+        let addr = cloud.emu.start().await.expect("serve on loopback");
+        let url = format!(
+            "http://{addr}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/routeTables/rt-workloads/routes/default-via-appliance?api-version=2024-05-01",
+            cloud.emu.subscription_id(),
+            cloud.emu.resource_group()
+        );
+        put(&url, &token, &route.to_string()).await
+    });
+    assert!((200..300).contains(&status), "PUT answered {status}");
+    wait_until("the drifted route to be in effect", SOON, || {
+        (cloud.route_next_hop().as_deref() == Some("10.10.1.9")).then_some(())
+    });
+    let s = wait_until("fw-a's reconcile to repair the route", SOON, || {
+        (cloud.route_next_hop().as_deref() == Some("10.10.1.4"))
+            .then(|| pair.status(Node::A))
+            .flatten()
+    });
+    assert_eq!(s["role"], "active");
+    assert!(
+        s["recent_events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("reconcile found drift")))),
+        "{s}"
+    );
+}
+
+/// A bare HTTP/1.1 PUT (what an operator's `az` call would send), returning the status.
+async fn put(url: &str, token: &str, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_at(rest.find('/').expect("path"));
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
