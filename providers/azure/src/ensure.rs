@@ -65,18 +65,31 @@ pub struct Target<'a> {
 /// Whether [`ensure`] had to write.
 pub type Changed = bool;
 
+/// Progress of the resource another one waits on (the peer's NIC, for the add to this NIC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Not written yet: the waiting side must not write.
+    Pending,
+    /// Its write was accepted (or none was needed): the waiting side may write.
+    Accepted,
+    /// Converged and verified: an address it held is free now.
+    Done,
+}
+
 /// Converge `target`: `desired` gets the current document (None if it does not exist) and
 /// returns the document to PUT, or None when nothing needs to change. Before its first write the
-/// loop waits for `gate` to turn true (the add waits until the peer's removal was accepted);
-/// `accepted` is set to true once this resource's write was accepted or found unnecessary.
+/// loop waits for `gate` to reach [`Stage::Accepted`] (the add waits until the peer's removal was
+/// accepted), and a wait after `PrivateIPAddressInUse` ends early when the gate reaches
+/// [`Stage::Done`]; `accepted` is raised to [`Stage::Accepted`] once this resource's write was
+/// accepted or found unnecessary.
 pub async fn ensure(
     arm: &ArmClient,
     log: &CallLog,
     target: &Target<'_>,
     deadline: Instant,
     mut desired: impl FnMut(Option<&Value>) -> Result<Option<Value>, String>,
-    gate: Option<watch::Receiver<bool>>,
-    accepted: Option<&watch::Sender<bool>>,
+    gate: Option<watch::Receiver<Stage>>,
+    accepted: Option<&watch::Sender<Stage>>,
 ) -> Result<Changed, ArmError> {
     let get_op = format!("{}.get", target.kind);
     let put_op = format!("{}.put", target.kind);
@@ -114,7 +127,7 @@ pub async fn ensure(
         })?;
         let Some(next) = next else {
             if let Some(tx) = accepted {
-                tx.send_replace(true);
+                raise(tx, Stage::Accepted);
             }
             return Ok(changed);
         };
@@ -132,7 +145,7 @@ pub async fn ensure(
             Ok(answer) => {
                 changed = true;
                 if let Some(tx) = accepted {
-                    tx.send_replace(true);
+                    raise(tx, Stage::Accepted);
                 }
                 if let Err(e) = arm
                     .wait_for_operation(log, &put_op, &answer, deadline)
@@ -160,7 +173,17 @@ pub async fn ensure(
                         target.label, e.code, e.message
                     ));
                 }
-                pause(&mut backoff, &e, deadline, log, target).await?;
+                match gate.as_mut().filter(|g| *g.borrow() < Stage::Done) {
+                    // Retry the moment the other NIC has let go, not at the next backoff step.
+                    Some(g) => {
+                        let wait = backoff.next_delay(e.retry_after);
+                        if sleep_within(wait, deadline, &e.operation).is_err() {
+                            return Err(e);
+                        }
+                        let _ = tokio::time::timeout(wait, g.wait_for(|s| *s >= Stage::Done)).await;
+                    }
+                    None => pause(&mut backoff, &e, deadline, log, target).await?,
+                }
             }
             Err(e) if retryable(&e) => pause(&mut backoff, &e, deadline, log, target).await?,
             Err(e) => return Err(e),
@@ -198,13 +221,23 @@ async fn pause(
     Ok(())
 }
 
+fn raise(tx: &watch::Sender<Stage>, stage: Stage) {
+    tx.send_if_modified(|s| {
+        let higher = stage > *s;
+        if higher {
+            *s = stage;
+        }
+        higher
+    });
+}
+
 async fn wait_for_gate(
-    rx: &mut watch::Receiver<bool>,
+    rx: &mut watch::Receiver<Stage>,
     deadline: Instant,
     operation: &str,
 ) -> Result<(), ArmError> {
     let left = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(left, rx.wait_for(|open| *open)).await {
+    match tokio::time::timeout(left, rx.wait_for(|s| *s >= Stage::Accepted)).await {
         Ok(Ok(_)) => Ok(()),
         // The sender is gone: its side finished one way or another; go ahead.
         Ok(Err(_)) => Ok(()),

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::arm::{ArmClient, ArmError, CallLog, ErrorClass, MOVE_API_VERSION, NETWORK_API_VERSION};
 use crate::config::{vnet_of_subnet, FloatingIpConfig};
-use crate::ensure::{ensure, Target};
+use crate::ensure::{ensure, Stage, Target};
 use crate::nic::{self, Template};
 
 /// The NICs a move works on.
@@ -83,7 +83,7 @@ pub async fn two_step(
     deadline: Instant,
 ) -> Result<bool, ArmError> {
     let ips: Vec<Ipv4Addr> = floating.iter().map(|f| f.address).collect();
-    let (removal_accepted, gate) = watch::channel(false);
+    let (removal, gate) = watch::channel(Stage::Pending);
     let peer_target = Target {
         id: nics.peer,
         api_version: NETWORK_API_VERSION,
@@ -116,9 +116,12 @@ pub async fn two_step(
                 }
             },
             None,
-            Some(&removal_accepted),
+            Some(&removal),
         )
         .await;
+        if result.is_ok() {
+            removal.send_replace(Stage::Done);
+        }
         op.finish(&result);
         result
     };
