@@ -13,12 +13,15 @@ fn cloudha(args: &[&str]) -> Output {
 
 /// The shipped example config, with its key file pointed into `dir`.
 fn example_in(dir: &Path) -> (String, PathBuf) {
+    shipped_in(dir, "deploy/cloudha.example.toml")
+}
+
+/// A shipped config file, with its key file pointed into `dir`.
+fn shipped_in(dir: &Path, file: &str) -> (String, PathBuf) {
     let key = dir.join("key");
     std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("write key");
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/cloudha.example.toml"),
-    )
-    .expect("example config");
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .expect("example config");
     let text = example.replace("/etc/cloudha/key", &key.display().to_string());
     (text, dir.join("cloudha.toml"))
 }
@@ -39,6 +42,46 @@ fn example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (node fw-a, peer fw-b, 2 path(s)"));
+}
+
+#[test]
+fn azure_example_config_is_valid_and_its_ids_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (text, path) = shipped_in(dir.path(), "deploy/cloudha.azure.example.toml");
+    let out = check(&text, &path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "networkInterfaces/fw-b-lan",
+            "virtualNetworks/fw-b-lan",
+            "provider.azure.peer_nic",
+        ),
+        ("routeTables/rt-workloads", "rt-workloads", "route[0].table"),
+        (
+            "publicIPAddresses/pip-fw",
+            "networkInterfaces/pip-fw",
+            "floating_ip[0].public_ip",
+        ),
+        (
+            "move_mode = \"atomic\"",
+            "move_mode = \"fast\"",
+            "move_mode",
+        ),
+        ("[provider.azure]", "[provider.azur]", "provider.azur"),
+    ];
+    for (from, to, field) in cases {
+        let broken = text
+            .replacen(from, to, 1)
+            .replace("# move_mode", "move_mode");
+        let out = check(&broken, &path);
+        assert_eq!(out.status.code(), Some(2), "{to}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field), "{to}: {err}");
+    }
 }
 
 #[test]

@@ -167,3 +167,85 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azure_core::credentials::{AccessToken, TokenRequestOptions};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Issues numbered tokens that live `life`.
+    #[derive(Debug)]
+    struct Counting {
+        calls: AtomicU32,
+        life: azure_core::time::Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Counting {
+        async fn get_token(
+            &self,
+            _scopes: &[&str],
+            _options: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(AccessToken::new(
+                format!("token-{n}"),
+                azure_core::time::OffsetDateTime::now_utc() + self.life,
+            ))
+        }
+    }
+
+    fn source(life_secs: i64) -> (Arc<Counting>, Arc<TokenSource>) {
+        let cred = Arc::new(Counting {
+            calls: AtomicU32::new(0),
+            life: azure_core::time::Duration::seconds(life_secs),
+        });
+        let source = Arc::new(TokenSource::with_credential(
+            cred.clone(),
+            "https://management.azure.com/",
+        ));
+        (cred, source)
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_reused_while_it_has_life_left() {
+        let (cred, source) = source(3600);
+        assert_eq!(source.token().await.expect("token"), "token-1");
+        assert_eq!(source.token().await.expect("token"), "token-1");
+        assert_eq!(cred.calls.load(Ordering::SeqCst), 1);
+        source.invalidate().await;
+        assert_eq!(source.token().await.expect("token"), "token-2");
+    }
+
+    #[tokio::test]
+    async fn a_token_close_to_expiry_is_replaced_before_use() {
+        let (cred, source) = source(60);
+        source.token().await.expect("token");
+        // 60 s left is under MIN_REMAINING: a failover would not be handed it.
+        assert_eq!(source.token().await.expect("token"), "token-2");
+        assert_eq!(cred.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewal_runs_in_the_background_ahead_of_expiry() {
+        let (cred, source) = source(200);
+        source.spawn_renewal();
+        // 200 s of life is inside RENEW_AHEAD: the task fetches at once and again after RENEW_RETRY.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(cred.calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(RENEW_RETRY + Duration::from_millis(1)).await;
+        assert_eq!(cred.calls.load(Ordering::SeqCst), 2);
+        // The failover path finds the renewed token in the cache without a call of its own.
+        assert_eq!(source.token().await.expect("token"), "token-2");
+        assert_eq!(cred.calls.load(Ordering::SeqCst), 2);
+        assert!(source
+            .remaining()
+            .await
+            .is_some_and(|d| d > Duration::from_secs(150)));
+        // Dropping the source ends the task.
+        drop(source);
+        tokio::time::sleep(RENEW_RETRY * 3).await;
+        assert_eq!(cred.calls.load(Ordering::SeqCst), 2);
+    }
+}
