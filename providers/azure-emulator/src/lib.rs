@@ -376,3 +376,33 @@ impl Emulator {
             .unwrap_or_default()
     }
 }
+
+/// A NIC document without what a move of the ipConfiguration holding `ip` legitimately changes
+/// (ETags, provisioning states, that ipConfiguration itself). Tests compare a NIC this way before
+/// and after a failover: every other setting must have survived.
+pub fn nic_settings_apart_from(nic: &Value, ip: Ipv4Addr) -> Value {
+    let ip = ip.to_string();
+    let mut n = nic.clone();
+    if let Some(o) = n.as_object_mut() {
+        o.remove("etag");
+    }
+    if let Some(p) = n.get_mut("properties").and_then(Value::as_object_mut) {
+        p.remove("provisioningState");
+        if let Some(list) = p.get_mut("ipConfigurations").and_then(Value::as_array_mut) {
+            list.retain(|c| {
+                c.pointer("/properties/privateIPAddress")
+                    .and_then(Value::as_str)
+                    != Some(ip.as_str())
+            });
+            for c in list.iter_mut() {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("etag");
+                }
+                if let Some(p) = c.get_mut("properties").and_then(Value::as_object_mut) {
+                    p.remove("provisioningState");
+                }
+            }
+        }
+    }
+    n
+}

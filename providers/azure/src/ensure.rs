@@ -21,6 +21,9 @@ use crate::nic;
 const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 /// Longest wait between two attempts (unless ARM asks for longer with `Retry-After`).
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// While the peer's NIC update is still running, an add refused with `PrivateIPAddressInUse`
+/// waits for that update rather than retrying; this bounds the wait in case the news is lost.
+const RELEASE_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// Jittered exponential backoff.
 #[derive(Debug)]
@@ -60,6 +63,10 @@ pub struct Target<'a> {
     pub kind: &'static str,
     /// Human label for notes (`NIC nic-a`, `route rt/default`).
     pub label: String,
+    /// Progress operation id (`nic.remove nic-a`), reported with its start, outcome and duration.
+    pub operation: String,
+    /// What the operation changes, for status.
+    pub description: String,
 }
 
 /// Whether [`ensure`] had to write.
@@ -83,6 +90,23 @@ pub enum Stage {
 /// [`Stage::Done`]; `accepted` is raised to [`Stage::Accepted`] once this resource's write was
 /// accepted or found unnecessary.
 pub async fn ensure(
+    arm: &ArmClient,
+    log: &CallLog,
+    target: &Target<'_>,
+    deadline: Instant,
+    desired: impl FnMut(Option<&Value>) -> Result<Option<Value>, String>,
+    gate: Option<watch::Receiver<Stage>>,
+    accepted: Option<&watch::Sender<Stage>>,
+) -> Result<Changed, ArmError> {
+    let op = log
+        .progress()
+        .operation(target.operation.clone(), target.description.clone());
+    let result = converge(arm, log, target, deadline, desired, gate, accepted).await;
+    op.finish(&result);
+    result
+}
+
+async fn converge(
     arm: &ArmClient,
     log: &CallLog,
     target: &Target<'_>,
@@ -174,13 +198,16 @@ pub async fn ensure(
                     ));
                 }
                 match gate.as_mut().filter(|g| *g.borrow() < Stage::Done) {
-                    // Retry the moment the other NIC has let go, not at the next backoff step.
+                    // The other NIC is still letting go (up to minutes on Azure): retry the
+                    // moment its update completes instead of spending writes on a backoff.
                     Some(g) => {
-                        let wait = backoff.next_delay(e.retry_after);
-                        if sleep_within(wait, deadline, &e.operation).is_err() {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let wait = RELEASE_WAIT_MAX.min(left);
+                        let released =
+                            tokio::time::timeout(wait, g.wait_for(|s| *s >= Stage::Done)).await;
+                        if released.is_err() && Instant::now() >= deadline {
                             return Err(e);
                         }
-                        let _ = tokio::time::timeout(wait, g.wait_for(|s| *s >= Stage::Done)).await;
                     }
                     None => pause(&mut backoff, &e, deadline, log, target).await?,
                 }

@@ -89,19 +89,18 @@ pub async fn two_step(
         api_version: NETWORK_API_VERSION,
         kind: "nic",
         label: format!("peer NIC {}", short(nics.peer)),
+        operation: format!("nic.remove {}", short(nics.peer)),
+        description: format!("remove {} from peer NIC {}", list(&ips), short(nics.peer)),
     };
     let own_target = Target {
         id: nics.own,
         api_version: NETWORK_API_VERSION,
         kind: "nic",
         label: format!("own NIC {}", short(nics.own)),
+        operation: format!("nic.add {}", short(nics.own)),
+        description: format!("add {} to own NIC {}", list(&ips), short(nics.own)),
     };
-    let progress = log.progress().clone();
     let remove = async {
-        let op = progress.operation(
-            format!("nic.remove {}", short(nics.peer)),
-            format!("remove {} from peer NIC {}", list(&ips), short(nics.peer)),
-        );
         let result = ensure(
             arm,
             log,
@@ -122,39 +121,29 @@ pub async fn two_step(
         if result.is_ok() {
             removal.send_replace(Stage::Done);
         }
-        op.finish(&result);
         result
     };
-    let add = async {
-        let op = progress.operation(
-            format!("nic.add {}", short(nics.own)),
-            format!("add {} to own NIC {}", list(&ips), short(nics.own)),
-        );
-        let result = ensure(
-            arm,
-            log,
-            &own_target,
-            deadline,
-            |current| match current {
-                None => Err(format!(
-                    "own NIC {} does not exist; check provider.azure.own_nic",
-                    nics.own
-                )),
-                Some(doc) => {
-                    let wanted: Vec<(Ipv4Addr, Template)> = floating
-                        .iter()
-                        .map(|f| (f.address, templates.for_ip(f, nics.own_subnet)))
-                        .collect();
-                    nic::with_addresses(doc, &wanted)
-                }
-            },
-            Some(gate.clone()),
-            None,
-        )
-        .await;
-        op.finish(&result);
-        result
-    };
+    let add = ensure(
+        arm,
+        log,
+        &own_target,
+        deadline,
+        |current| match current {
+            None => Err(format!(
+                "own NIC {} does not exist; check provider.azure.own_nic",
+                nics.own
+            )),
+            Some(doc) => {
+                let wanted: Vec<(Ipv4Addr, Template)> = floating
+                    .iter()
+                    .map(|f| (f.address, templates.for_ip(f, nics.own_subnet)))
+                    .collect();
+                nic::with_addresses(doc, &wanted)
+            }
+        },
+        Some(gate.clone()),
+        None,
+    );
     let (removed, added) = tokio::try_join!(remove, add)?;
     Ok(removed || added)
 }

@@ -124,17 +124,15 @@ async fn update_one(
 ) -> Result<bool, ArmError> {
     let id = route_id(route);
     let label = format!("route {}/{}", short(&route.table), route.name);
-    let op = log.progress().operation(
-        format!("route.put {}/{}", short(&route.table), route.name),
-        format!("{label}: {} via {hop}", route.prefix),
-    );
     let target = Target {
         id: &id,
         api_version: NETWORK_API_VERSION,
         kind: "route",
+        operation: format!("route.put {}/{}", short(&route.table), route.name),
+        description: format!("{label}: {} via {hop}", route.prefix),
         label,
     };
-    let result = ensure(
+    ensure(
         arm,
         log,
         &target,
@@ -143,9 +141,7 @@ async fn update_one(
         None,
         None,
     )
-    .await;
-    op.finish(&result);
-    result
+    .await
 }
 
 /// Await every future, in parallel, keeping each result (tokio has no join_all of its own).

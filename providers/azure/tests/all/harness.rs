@@ -10,7 +10,6 @@ use azure_core::time::OffsetDateTime;
 use cloudha_azure_emulator::{Emulator, Scenario};
 use cloudha_provider_azure::{AzureConfig, AzureProvider, FloatingIpConfig, MoveMode, TokenSource};
 use cloudha_provider_core::{NextHop, ProgressEvent, ProgressReporter, RouteSpec};
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 /// The floating address of the scenario.
@@ -181,34 +180,6 @@ impl Recorder {
         }
         out
     }
-}
-
-/// A NIC document with the fields that legitimately change on any write removed, and the
-/// floating ipConfiguration dropped: what must be identical before and after a move.
-pub fn stable_part(nic: &Value) -> Value {
-    let mut n = nic.clone();
-    if let Some(o) = n.as_object_mut() {
-        o.remove("etag");
-    }
-    if let Some(p) = n.get_mut("properties").and_then(Value::as_object_mut) {
-        p.remove("provisioningState");
-        if let Some(list) = p.get_mut("ipConfigurations").and_then(Value::as_array_mut) {
-            list.retain(|c| {
-                c.pointer("/properties/privateIPAddress")
-                    .and_then(Value::as_str)
-                    != Some(FLOATING)
-            });
-            for c in list.iter_mut() {
-                if let Some(o) = c.as_object_mut() {
-                    o.remove("etag");
-                }
-                if let Some(p) = c.get_mut("properties").and_then(Value::as_object_mut) {
-                    p.remove("provisioningState");
-                }
-            }
-        }
-    }
-    n
 }
 
 /// Calls by operation from the progress events.
