@@ -267,3 +267,48 @@ async fn put_nic(cloud: &Cloud, name: &str, doc: &serde_json::Value) {
 }
 
 use cloudha_provider_core::ProgressReporter;
+
+#[tokio::test]
+async fn several_floating_ips_move_in_one_put_per_nic() {
+    let cloud = Cloud::start(200).await;
+    // The scenario's floating IP, plus a second one no NIC holds yet.
+    let mut floating = cloud.floating();
+    floating.push(cloudha_provider_azure::FloatingIpConfig {
+        address: ip("10.10.1.101"),
+        ip_config_name: Some("floating-2".into()),
+        public_ip: None,
+    });
+    let b = cloudha_provider_azure::AzureProvider::new(
+        cloud.config("b"),
+        floating,
+        cloud.routes(),
+        cloud.token_source("vm-appliance-b"),
+    )
+    .expect("provider");
+    b.take_over(&request(), &ProgressReporter::discard())
+        .await
+        .expect("takeover");
+    let accepted_puts = |nic: &str| {
+        cloud
+            .emu
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path.ends_with(nic) && r.status < 300)
+            .count()
+    };
+    assert_eq!(accepted_puts("nic-appliance-a"), 1);
+    assert_eq!(accepted_puts("nic-appliance-b"), 1);
+    let nic_b = cloud.emu.nic_settled("nic-appliance-b").expect("nic b");
+    let text = nic_b.to_string();
+    assert!(
+        text.contains("10.10.1.100") && text.contains("10.10.1.101"),
+        "{text}"
+    );
+    assert!(text.contains("floating-2"));
+    let obs = b.observe().await.expect("observe");
+    assert_eq!(obs.resources.len(), 3);
+    assert!(
+        obs.resources.iter().all(|r| r.holder == Holder::Me),
+        "{obs:?}"
+    );
+}
