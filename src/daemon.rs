@@ -382,7 +382,7 @@ impl Daemon {
                     && self.fsm.role() == Role::Active
                     && self.fsm.takeover() == TakeoverState::Done
                 {
-                    let text = format!("reconcile found drift, repairing: {}", off.join(", "));
+                    let text = format!("reconcile found drift: {}", off.join(", "));
                     warn!("{text}");
                     self.record_event(text);
                 }
@@ -557,7 +557,12 @@ impl Daemon {
         // Detection time is measured before the state machine sees the tick that decides.
         let last_heard = self.fsm.last_heard().iter().flatten().max().copied();
         let peer_was_alive = self.fsm.peer_alive(now);
+        let from_reconcile = matches!(event, Event::Observed { .. });
         let actions = self.fsm.step(event, now);
+        if from_reconcile && actions.iter().any(|a| matches!(a, Action::TakeOver { .. })) {
+            info!("reconcile: repairing drift");
+            self.record_event("reconcile: taking over again to repair the drift".into());
+        }
         let _ = self.advert_tx.send_replace(self.fsm.advert());
         for action in actions {
             self.execute(action, now, last_heard, peer_was_alive);

@@ -366,7 +366,7 @@ fn e2e_azure_reconcile_repairs_drift_on_the_active_node() {
             .as_array()
             .is_some_and(|e| e.iter().any(|x| x["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("reconcile found drift")))),
+                .is_some_and(|m| m.contains("repair the drift")))),
         "{s}"
     );
 }
