@@ -108,21 +108,21 @@ pub(crate) async fn enis(calls: &Calls<'_>, own: &str, peer: &str) -> Result<Eni
     })
 }
 
-/// Describe `own` alone.
-pub(crate) async fn own_eni(calls: &Calls<'_>, own: &str) -> Result<Eni, Failed> {
+/// Describe the ENI `id` alone (an unknown id is an error).
+pub(crate) async fn eni(calls: &Calls<'_>, id: &str) -> Result<Eni, Failed> {
     let out = calls
         .send("DescribeNetworkInterfaces", || {
             calls
                 .client
                 .describe_network_interfaces()
-                .network_interface_ids(own)
+                .network_interface_ids(id)
                 .send()
         })
         .await?;
     Ok(out
         .network_interfaces()
         .iter()
-        .find(|e| e.network_interface_id() == Some(own))
+        .find(|e| e.network_interface_id() == Some(id))
         .map(Eni::from_sdk)
         .unwrap_or_default())
 }

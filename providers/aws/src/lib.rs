@@ -185,7 +185,7 @@ impl AwsProvider {
         let peer_subnet = if interfaces.len() > 1 {
             let progress = ProgressReporter::discard();
             let calls = self.check_calls(&progress);
-            let peer = describe::own_eni(&calls, &self.identity.peer_eni).await?;
+            let peer = describe::eni(&calls, &self.identity.peer_eni).await?;
             peer.subnet
         } else {
             None
@@ -209,7 +209,7 @@ impl AwsProvider {
     pub async fn source_dest_check_enabled(&self) -> Result<bool, ProviderError> {
         let progress = ProgressReporter::discard();
         let calls = self.check_calls(&progress);
-        let eni = describe::own_eni(&calls, &self.identity.own_eni).await?;
+        let eni = describe::eni(&calls, &self.identity.own_eni).await?;
         // EC2 always reports it; if it ever did not, assume the default, which is on.
         Ok(eni.source_dest_check.unwrap_or(true))
     }
@@ -347,7 +347,7 @@ impl Provider for AwsProvider {
         self.check_credentials().await?;
         let progress = ProgressReporter::discard();
         let calls = self.check_calls(&progress);
-        let eni = describe::own_eni(&calls, &self.identity.own_eni).await?;
+        let eni = describe::eni(&calls, &self.identity.own_eni).await?;
         if let (Some(attached), Some(me)) = (&eni.instance, &self.identity.instance_id) {
             if attached != me {
                 return Err(ProviderError::Permanent {

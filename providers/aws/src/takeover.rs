@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cloudha_provider_core::{FloatingIp, Holder, ProviderError};
 
-use crate::call::{Calls, Failed};
+use crate::call::Calls;
 use crate::config::ElasticIp;
 use crate::describe::{self, Enis};
 use crate::observe::{eip_in_place, ip_holder};
@@ -196,21 +196,22 @@ async fn unassign_from_peer(
         .await;
     let result = match result {
         Ok(_) => Ok(()),
-        // EC2 finished the move between our read and the unassign: the goal is reached.
-        Err(f) if is_not_assigned(&f) => {
-            calls
-                .progress
-                .note(format!("{} already gone from {}", join(ips), pair.peer));
+        // EC2 refuses to unassign an address the ENI no longer has: it finished the move
+        // between our read and the unassign. The caller reads the ENIs again either way, so a
+        // refusal for another reason still ends in an error there, not in a false success.
+        Err(f) if f.is("InvalidParameterValue") => {
+            calls.progress.note(format!(
+                "{} not unassigned from {} ({}); reading the ENIs again",
+                join(ips),
+                pair.peer,
+                f.error
+            ));
             Ok(())
         }
         Err(f) => Err(ProviderError::from(f)),
     };
     op.finish(&result);
     result
-}
-
-fn is_not_assigned(f: &Failed) -> bool {
-    f.is("InvalidParameterValue") && f.says("not assigned")
 }
 
 /// Associate every configured Elastic IP with `pair.own` at its floating IP. `ours` keeps the

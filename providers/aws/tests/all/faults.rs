@@ -196,3 +196,28 @@ async fn permission_denied_is_permanent_with_a_fix_and_not_retried() {
     assert!(!err.is_retryable());
     assert_eq!(proxy.counts()["AssignPrivateIpAddresses"], 1);
 }
+
+#[tokio::test]
+async fn a_refused_unassign_is_checked_by_reading_the_enis_again() {
+    let world = World::new().await;
+    let proxy = Proxy::start(world.moto.port).await;
+    // What EC2 answers when the peer ENI lost the addresses between our read and the unassign.
+    proxy.inject(
+        "UnassignPrivateIpAddresses",
+        Fault::Error {
+            status: 400,
+            code: "InvalidParameterValue",
+        },
+        1,
+    );
+    let a = world.provider(&proxy, &world.eni_a, &world.eni_b).await;
+    let report = a
+        .take_over(&request(DEADLINE), &ProgressReporter::discard())
+        .await
+        .unwrap();
+    // moto still shows them on b after the refusal, so the second unassign really removes them.
+    assert_eq!(report.api_calls["UnassignPrivateIpAddresses"], 2);
+    assert_eq!(report.api_calls["DescribeNetworkInterfaces"], 4);
+    let on_b = world.addresses(&world.eni_b).await;
+    assert!(!on_b.contains(&FIP_1) && !on_b.contains(&FIP_2), "{on_b:?}");
+}
