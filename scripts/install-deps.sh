@@ -1,7 +1,32 @@
 #!/usr/bin/env bash
-# Installs (as root, with apt) the tools the demo and the tests use, if any is missing.
-# Usage: scripts/install-deps.sh
+# Installs (as root, with apt and pip) the tools the demo and the tests use, if any is missing.
+# Quiet when everything is already there. Usage: scripts/install-deps.sh
 set -euo pipefail
+
+# moto, the EC2 API server the AWS provider's tests run against. Pinned: its quirks are documented
+# in providers/aws/README.md and the tests depend on them.
+MOTO_VERSION=5.2.5
+# A venv, because Debian's python3 is "externally managed" (PEP 668) and refuses a global pip
+# install. The tests look for moto_server here (or wherever CLOUDHA_MOTO_SERVER points).
+MOTO_VENV=/opt/cloudha-venv
+
+need_root() {
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: missing $*; run as root to install it" >&2
+    exit 1
+  fi
+}
+
+apt_updated=false
+apt_install() {
+  need_root "$@"
+  echo "installing: $*"
+  if [[ $apt_updated == false ]]; then
+    apt-get update -qq
+    apt_updated=true
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 # command:package pairs.
 missing=()
@@ -10,14 +35,35 @@ for pair in ip:iproute2 tc:iproute2 ping:iputils-ping arping:iputils-arping nft:
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]} > 0)); then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "install-deps: missing ${missing[*]}; run as root to install them" >&2
-    exit 1
-  fi
-  echo "installing: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 fi
+
+moto_installed() {
+  [[ -x $MOTO_VENV/bin/moto_server ]] &&
+    "$MOTO_VENV/bin/python" - "$MOTO_VERSION" <<'PY' 2>/dev/null
+import importlib.metadata, sys
+sys.exit(0 if importlib.metadata.version("moto") == sys.argv[1] else 1)
+PY
+}
+if ! moto_installed; then
+  need_root "moto $MOTO_VERSION in $MOTO_VENV"
+  # Debian's own interpreter when there is one: the venv must not depend on a user's pyenv.
+  python=/usr/bin/python3
+  [[ -x $python ]] || python=$(command -v python3)
+  # Debian splits venv and pip out of python3.
+  if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    apt_install python3-venv python3-pip
+  fi
+  echo "installing: moto[server]==$MOTO_VERSION in $MOTO_VENV"
+  "$python" -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "moto[server]==$MOTO_VERSION"
+  moto_installed || {
+    echo "install-deps: moto $MOTO_VERSION did not install into $MOTO_VENV" >&2
+    exit 1
+  }
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: needs a Rust toolchain with cargo (https://rustup.rs)" >&2
   exit 1
