@@ -141,6 +141,8 @@ pub enum ProviderKind {
     Local,
     /// Azure: ipConfigurations and route next hops through Azure Resource Manager.
     Azure,
+    /// AWS: secondary private IPs, Elastic IPs and route targets through the EC2 API.
+    Aws,
 }
 
 impl fmt::Display for ProviderKind {
@@ -148,6 +150,7 @@ impl fmt::Display for ProviderKind {
         match self {
             ProviderKind::Local => f.write_str("local"),
             ProviderKind::Azure => f.write_str("azure"),
+            ProviderKind::Aws => f.write_str("aws"),
         }
     }
 }
@@ -162,6 +165,8 @@ pub struct ProviderConfig {
     pub local: Option<LocalProviderConfig>,
     /// `[provider.azure]`, required when `kind = "azure"`.
     pub azure: Option<AzureConfig>,
+    /// `[provider.aws]`, required when `kind = "aws"`.
+    pub aws: Option<cloudha_provider_aws::AwsConfig>,
 }
 
 /// `[provider.local]`.
@@ -216,6 +221,9 @@ pub struct FloatingIpConfig {
     /// Azure: ARM id of the public IP that goes with it (re-attached if it must be recreated).
     #[serde(default)]
     pub public_ip: Option<String>,
+    /// AWS: allocation id (`eipalloc-...`) of the Elastic IP associated with this address.
+    #[serde(default)]
+    pub elastic_ip: Option<String>,
 }
 
 /// `[[route]]`.
@@ -472,6 +480,7 @@ impl Config {
 
         match self.provider.kind {
             ProviderKind::Azure => self.validate_azure(&mut problem),
+            ProviderKind::Aws => self.validate_aws(&mut problem),
             ProviderKind::Local => {
                 match &self.provider.local {
                     None => problem(
@@ -542,6 +551,39 @@ impl Config {
                 if let Err(e) = ResourceId::parse(pip, "publicIPAddresses") {
                     problem(&format!("floating_ip[{i}].public_ip"), e);
                 }
+            }
+        }
+    }
+
+    fn validate_aws(&self, problem: &mut impl FnMut(&str, String)) {
+        let Some(aws) = &self.provider.aws else {
+            problem(
+                "provider.aws",
+                "kind = \"aws\" needs a [provider.aws] table with at least peer_eni = \"eni-...\" (the peer's ENI)".into(),
+            );
+            return;
+        };
+        let checked = cloudha_provider_aws::validate(
+            aws,
+            &self.floating_ips(),
+            &self.aws_elastic_ips(),
+            &self.route_specs(),
+        );
+        if let Err(cloudha_provider_core::ProviderError::Permanent {
+            operation,
+            message,
+            fix,
+        }) = checked
+        {
+            let field = operation.trim_start_matches("config ");
+            problem(field, format!("{message}; {fix}"));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !route.table.starts_with("rtb-") {
+                problem(
+                    &format!("route[{i}].table"),
+                    format!("{:?} is not a route table id; write the rtb-... id shown by `aws ec2 describe-route-tables`", route.table),
+                );
             }
         }
     }
@@ -654,6 +696,21 @@ impl Config {
                 address: ip.address,
                 ip_config_name: ip.ip_config_name.clone(),
                 public_ip: ip.public_ip.clone(),
+            })
+            .collect()
+    }
+
+    /// The Elastic IPs that follow the floating IPs (AWS).
+    pub fn aws_elastic_ips(&self) -> Vec<cloudha_provider_aws::ElasticIp> {
+        self.floating_ips
+            .iter()
+            .filter_map(|ip| {
+                ip.elastic_ip
+                    .as_ref()
+                    .map(|allocation_id| cloudha_provider_aws::ElasticIp {
+                        private_ip: ip.address,
+                        allocation_id: allocation_id.clone(),
+                    })
             })
             .collect()
     }

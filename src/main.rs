@@ -238,7 +238,7 @@ async fn run(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let provider = match cloudha::provider::build(&config) {
+    let provider = match cloudha::provider::build(&config).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");

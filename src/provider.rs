@@ -2,15 +2,17 @@
 
 use std::sync::Arc;
 
+use cloudha_provider_aws::AwsProvider;
 use cloudha_provider_azure::{AzureProvider, TokenSource};
 use cloudha_provider_core::Provider;
 use cloudha_provider_local::LocalProvider;
 
 use crate::config::{Config, ProviderKind};
 
-/// The provider the config asks for, or the field to fix. Call inside the tokio runtime (the
-/// Azure provider starts renewing its token in the background).
-pub fn build(config: &Config) -> Result<Arc<dyn Provider>, String> {
+/// The provider the config asks for, or the field to fix. Runs inside the tokio runtime: the
+/// Azure provider starts renewing its token in the background, the AWS provider discovers
+/// through IMDSv2 what the config leaves out.
+pub async fn build(config: &Config) -> Result<Arc<dyn Provider>, String> {
     match config.provider.kind {
         ProviderKind::Local => {
             let local = config.provider.local.as_ref().ok_or_else(|| {
@@ -37,6 +39,20 @@ pub fn build(config: &Config) -> Result<Arc<dyn Provider>, String> {
                 Arc::new(token),
             )?;
             provider.start_token_renewal();
+            Ok(Arc::new(provider))
+        }
+        ProviderKind::Aws => {
+            let aws = config.provider.aws.as_ref().ok_or_else(|| {
+                "provider.aws: kind = \"aws\" needs a [provider.aws] table".to_string()
+            })?;
+            let provider = AwsProvider::new(
+                aws.clone(),
+                config.floating_ips(),
+                config.aws_elastic_ips(),
+                config.route_specs(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             Ok(Arc::new(provider))
         }
     }

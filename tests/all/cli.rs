@@ -85,6 +85,30 @@ fn azure_example_config_is_valid_and_its_ids_are_checked() {
 }
 
 #[test]
+fn aws_example_config_is_valid_and_its_ids_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (text, path) = shipped_in(dir.path(), "deploy/cloudha.aws.example.toml");
+    let out = check(&text, &path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        ("eni-0123456789abcdef1", "nic-1", "provider.aws.peer_eni"),
+        ("rtb-0123456789abcdef0", "rt-1", "route[0].table"),
+        ("eipalloc-0123456789abcdef0", "eip-1", "elastic_ip.allocation_id"),
+        ("[provider.aws]", "[provider.aws2]", "provider.aws2"),
+    ];
+    for (from, to, field) in cases {
+        let out = check(&text.replacen(from, to, 1), &path);
+        assert_eq!(out.status.code(), Some(2), "{to}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field), "{to}: {err}");
+    }
+}
+
+#[test]
 fn broken_configs_exit_2_and_name_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (good, path) = example_in(dir.path());

@@ -175,14 +175,17 @@ impl<'a> Calls<'a> {
         }
     }
 
-    fn record(&self, operation: &str, status: u16) {
+    fn record(&self, operation: &str, status: u16, started: Instant) {
         let mut counts = match self.counts.lock() {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
         *counts.entry(operation.to_string()).or_default() += 1;
         drop(counts);
-        self.progress.api_call(operation, status);
+        // Describe* reads; every other action the provider sends changes cloud state.
+        let write = !operation.starts_with("Describe");
+        self.progress
+            .api_call_timed(operation, status, write, started.elapsed());
     }
 
     /// Send one EC2 request (`operation` is its action name), retrying transient failures.
@@ -210,17 +213,17 @@ impl<'a> Calls<'a> {
             let failure = match tokio::time::timeout_at(attempt_end, attempt()).await {
                 Ok(Ok(value)) => {
                     // The SDK hands back only the parsed output; every EC2 success is a 200.
-                    self.record(operation, 200);
+                    self.record(operation, 200, started);
                     return Ok(value);
                 }
                 Ok(Err(e)) => Failure::from_sdk(&e),
                 Err(_) if attempt_end >= self.budget.until => {
-                    self.record(operation, 0);
+                    self.record(operation, 0, started);
                     return Err(deadline(&self.budget));
                 }
                 Err(_) => Failure::timed_out(self.policy.attempt_timeout),
             };
-            self.record(operation, failure.status.unwrap_or(0));
+            self.record(operation, failure.status.unwrap_or(0), started);
             let classified = classify(operation, &failure);
             if !classified.error.is_retryable() || attempts >= self.policy.max_attempts {
                 return Err(Failed {

@@ -53,7 +53,7 @@ fn invalid(field: &str, message: String, fix: &str) -> ProviderError {
 }
 
 /// Refuse a configuration that cannot work, before any call to IMDS or EC2.
-pub(crate) fn validate(
+pub fn validate(
     config: &AwsConfig,
     floating_ips: &[FloatingIp],
     elastic_ips: &[ElasticIp],

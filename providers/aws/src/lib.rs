@@ -46,7 +46,7 @@ mod takeover;
 
 pub use aws_sdk_ec2::config::Credentials;
 pub use call::RetryPolicy;
-pub use config::{AwsConfig, ElasticIp};
+pub use config::{validate, AwsConfig, ElasticIp};
 
 use call::{Budget, Calls};
 use error::{classify, Failure};
@@ -340,7 +340,17 @@ impl Provider for AwsProvider {
                 holder: observe::route_holder(target, pair.own, pair.peer),
             });
         }
-        Ok(Observation { resources })
+        let mut warnings = Vec::new();
+        if self.source_dest_check_enabled().await.unwrap_or(false) {
+            warnings.push(format!(
+                "source/destination check is on for {}: EC2 drops traffic the appliance forwards; turn it off (aws ec2 modify-network-interface-attribute --network-interface-id {} --no-source-dest-check)",
+                self.identity.own_eni, self.identity.own_eni
+            ));
+        }
+        Ok(Observation {
+            resources,
+            warnings,
+        })
     }
 
     async fn health(&self) -> Result<(), ProviderError> {

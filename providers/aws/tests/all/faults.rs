@@ -59,7 +59,9 @@ async fn throttling_and_server_errors_are_retried_until_the_takeover_succeeds() 
     let mut notes = Vec::new();
     while let Ok(event) = rx.try_recv() {
         match event {
-            ProgressEvent::ApiCall { operation, status } => statuses.push((operation, status)),
+            ProgressEvent::ApiCall {
+                operation, status, ..
+            } => statuses.push((operation, status)),
             ProgressEvent::Note { message } => notes.push(message),
             _ => {}
         }
