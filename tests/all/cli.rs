@@ -97,7 +97,11 @@ fn aws_example_config_is_valid_and_its_ids_are_checked() {
     let cases: &[(&str, &str, &str)] = &[
         ("eni-0123456789abcdef1", "nic-1", "provider.aws.peer_eni"),
         ("rtb-0123456789abcdef0", "rt-1", "route[0].table"),
-        ("eipalloc-0123456789abcdef0", "eip-1", "elastic_ip.allocation_id"),
+        (
+            "eipalloc-0123456789abcdef0",
+            "eip-1",
+            "elastic_ip.allocation_id",
+        ),
         ("[provider.aws]", "[provider.aws2]", "provider.aws2"),
     ];
     for (from, to, field) in cases {
