@@ -31,16 +31,37 @@ fn check(text: &str, path: &Path) -> Output {
     cloudha(&["config", "check", path.to_str().expect("utf-8")])
 }
 
-#[test]
-fn example_config_is_valid() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (text, path) = example_in(dir.path());
-    let out = check(&text, &path);
+fn assert_valid(text: &str, path: &Path) -> Output {
+    let out = check(text, path);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Each `(from, to, field)` breaks `good` by replacing `from` with `to`: `config check` must exit 2
+/// and name `field`.
+fn assert_breaks_name_their_fields(good: &str, path: &Path, cases: &[(&str, &str, &str)]) {
+    for (from, to, field) in cases {
+        assert!(good.contains(from), "example lacks {from:?}");
+        let out = check(&good.replacen(from, to, 1), path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{to:?}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "{to:?}: error does not name {field}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn example_config_is_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (text, path) = example_in(dir.path());
+    let out = assert_valid(&text, &path);
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (node fw-a, peer fw-b, 2 path(s)"));
 }
 
@@ -48,12 +69,9 @@ fn example_config_is_valid() {
 fn azure_example_config_is_valid_and_its_ids_are_checked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (text, path) = shipped_in(dir.path(), "deploy/cloudha.azure.example.toml");
-    let out = check(&text, &path);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The optional move_mode, uncommented, so that it can be broken too.
+    let text = text.replace("# move_mode", "move_mode");
+    assert_valid(&text, &path);
     let cases: &[(&str, &str, &str)] = &[
         (
             "networkInterfaces/fw-b-lan",
@@ -73,27 +91,14 @@ fn azure_example_config_is_valid_and_its_ids_are_checked() {
         ),
         ("[provider.azure]", "[provider.azur]", "provider.azur"),
     ];
-    for (from, to, field) in cases {
-        let broken = text
-            .replacen(from, to, 1)
-            .replace("# move_mode", "move_mode");
-        let out = check(&broken, &path);
-        assert_eq!(out.status.code(), Some(2), "{to}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(field), "{to}: {err}");
-    }
+    assert_breaks_name_their_fields(&text, &path, cases);
 }
 
 #[test]
 fn aws_example_config_is_valid_and_its_ids_are_checked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (text, path) = shipped_in(dir.path(), "deploy/cloudha.aws.example.toml");
-    let out = check(&text, &path);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_valid(&text, &path);
     let cases: &[(&str, &str, &str)] = &[
         ("eni-0123456789abcdef1", "nic-1", "provider.aws.peer_eni"),
         ("rtb-0123456789abcdef0", "rt-1", "route[0].table"),
@@ -104,12 +109,7 @@ fn aws_example_config_is_valid_and_its_ids_are_checked() {
         ),
         ("[provider.aws]", "[provider.aws2]", "provider.aws2"),
     ];
-    for (from, to, field) in cases {
-        let out = check(&text.replacen(from, to, 1), &path);
-        assert_eq!(out.status.code(), Some(2), "{to}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(field), "{to}: {err}");
-    }
+    assert_breaks_name_their_fields(&text, &path, cases);
 }
 
 #[test]
@@ -143,17 +143,7 @@ fn broken_configs_exit_2_and_name_the_field() {
         ("name = \"fw-b\"", "name = \"fw-a\"", "peer.name"),
         ("[cluster]", "[cluster", "line 5"),
     ];
-    for (from, to, field) in cases {
-        assert!(good.contains(from), "example lacks {from:?}");
-        let out = check(&good.replacen(from, to, 1), &path);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{to:?}: {stderr}");
-        assert!(
-            stderr.contains(field),
-            "{to:?}: error does not name {field}: {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    }
+    assert_breaks_name_their_fields(&good, &path, cases);
     let out = cloudha(&["config", "check", "/nonexistent/cloudha.toml"]);
     assert_eq!(out.status.code(), Some(2));
 }
