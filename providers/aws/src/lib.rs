@@ -41,6 +41,7 @@ mod describe;
 mod error;
 mod imds;
 mod observe;
+pub mod permissions;
 mod routes;
 mod takeover;
 

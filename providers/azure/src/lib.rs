@@ -26,6 +26,7 @@ pub mod ensure;
 pub mod imds;
 pub mod moves;
 pub mod nic;
+pub mod permissions;
 pub mod routes;
 pub mod token;
 
