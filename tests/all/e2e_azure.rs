@@ -37,7 +37,7 @@ fn vm(node: Node) -> &'static str {
 }
 
 /// Bind `addr` inside namespace `ns` (a thread enters it; the socket stays there).
-fn bind_in_namespace(ns: &str, addr: SocketAddr) -> std::net::TcpListener {
+pub(crate) fn bind_in_namespace(ns: &str, addr: SocketAddr) -> std::net::TcpListener {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let handle = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));

@@ -1,6 +1,12 @@
 //! The single integration-test binary: every suite shares one build.
 
+// The AWS provider's own harness (moto server, fault proxy, fake IMDS, VPC setup), shared with
+// the end-to-end tests here; not every helper is used from this binary.
+#[allow(dead_code)]
+#[path = "../../providers/aws/tests/all/common/mod.rs"]
+mod aws_harness;
 mod cli;
+mod e2e_aws;
 mod e2e_azure;
 mod e2e_local;
 mod fsm_properties;

@@ -318,7 +318,15 @@ impl Topology {
             .create(true)
             .append(true)
             .open(log_file)?;
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        // The daemons get no AWS settings from whoever runs the tests: the AWS end-to-end
+        // tests prove that credentials and region come from the namespace's own IMDS.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .args(["netns", "exec", self.ns(node)])
             .arg(program)
             .args(args)
