@@ -377,3 +377,27 @@ fn e2e_aws_reconcile_repairs_a_route_pointed_elsewhere() {
     let b: Value = pair.status(Node::B).expect("status b");
     assert_eq!(b["role"], "standby", "{b}");
 }
+
+/// The README's AWS walk-through, as written: moto, a VPC from the AWS CLI, two daemons on
+/// loopback, the active killed, the resources read back through the API.
+#[test]
+fn aws_walkthrough_from_the_readme_passes() {
+    crate::netns::require_root_and_tools();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join("scripts/aws-walkthrough.sh"))
+        .env("CLOUDHA_BIN", env!("CARGO_BIN_EXE_cloudha"))
+        .output()
+        .expect("run scripts/aws-walkthrough.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("PASS: the floating IP, its Elastic IP and the route follow fw-b"));
+    let total: u32 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("total")?.trim().parse().ok())
+        .expect("the API call total");
+    assert!((4..=20).contains(&total), "{stdout}");
+}
