@@ -99,6 +99,9 @@ peer = "$5:5405"
 [status]
 socket = "$WORK/$1.sock"
 
+[metrics]
+listen = "$4:9465"
+
 [provider]
 kind = "aws"
 

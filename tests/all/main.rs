@@ -9,6 +9,7 @@ mod cli;
 mod e2e_aws;
 mod e2e_azure;
 mod e2e_local;
+mod e2e_ops;
 mod fsm_properties;
 mod golden;
 mod netns;

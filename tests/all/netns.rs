@@ -314,6 +314,18 @@ impl Topology {
         args: &[&str],
         log_file: &Path,
     ) -> io::Result<Daemon> {
+        self.spawn_env(node, program, args, log_file, &[])
+    }
+
+    /// [`Topology::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        &self,
+        node: Node,
+        program: &Path,
+        args: &[&str],
+        log_file: &Path,
+        env: &[(&str, &str)],
+    ) -> io::Result<Daemon> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -326,6 +338,7 @@ impl Topology {
                 command.env_remove(name);
             }
         }
+        command.envs(env.iter().copied());
         let child = command
             .args(["netns", "exec", self.ns(node)])
             .arg(program)
