@@ -58,7 +58,7 @@ fn config_path(pair: &Pair, node: Node) -> PathBuf {
 }
 
 /// The node's journal through `cloudha events --json`.
-fn events(pair: &Pair, node: Node) -> Vec<Value> {
+pub(crate) fn events(pair: &Pair, node: Node) -> Vec<Value> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudha"))
         .args(["events", "--json", "--journal"])
         // By path: the tests below break the config file on purpose.
