@@ -208,6 +208,9 @@ pub struct FailoverRecord {
     pub operations: Vec<OperationRecord>,
     /// API requests by operation.
     pub api_calls: BTreeMap<String, u64>,
+    /// Time spent waiting for API answers, by operation (ms, summed over its calls).
+    #[serde(default)]
+    pub api_call_ms: BTreeMap<String, u64>,
 }
 
 /// A finished operation.

@@ -579,12 +579,17 @@ impl Daemon {
                     .failover_started
                     .map(|t| millis(t.elapsed()).saturating_sub(duration_ms));
                 if let Some(f) = &mut self.last_failover {
+                    *f.api_call_ms.entry(operation.clone()).or_insert(0) += duration_ms;
                     *f.api_calls.entry(operation).or_insert(0) += 1;
-                    if f.first_request_ms.is_none() {
-                        f.first_request_ms = sent_ms;
-                    }
-                    if write && f.first_write_ms.is_none() {
-                        f.first_write_ms = sent_ms;
+                    // Calls run in parallel and report when they end: the earliest send
+                    // wins, not the first answer.
+                    let earliest = |a: Option<u64>, b: Option<u64>| match (a, b) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    f.first_request_ms = earliest(f.first_request_ms, sent_ms);
+                    if write {
+                        f.first_write_ms = earliest(f.first_write_ms, sent_ms);
                     }
                 }
             }
