@@ -133,6 +133,13 @@ check_node_name "$NAME_A" --name-a
 check_node_name "$NAME_B" --name-b
 [[ $NAME_A != "$NAME_B" ]] || die "--name-a and --name-b are both \"$NAME_A\"; each node needs its own name"
 [[ $NIC_A != "$NIC_B" ]] || die "--nic-a and --nic-b are both \"$NIC_A\"; give each VM's LAN NIC"
+# These names go into JMESPath filters and the role file: no quotes or sed metacharacters.
+[[ $IDENTITY_NAME =~ ^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$ ]] ||
+  die "--identity-name: \"$IDENTITY_NAME\" is not a managed identity name (3-128 of A-Za-z0-9_-)"
+for role in "$ROLE_NAME" "$OPS_ROLE_NAME"; do
+  [[ $role =~ ^[A-Za-z0-9][A-Za-z0-9\ ._()-]{0,63}$ ]] ||
+    die "role name \"$role\": use letters, digits, spaces and . _ ( ) - (--role-name, --operations-role-name)"
+done
 [[ $CLUSTER_ID =~ ^[0-9]{1,9}$ ]] || die "--cluster-id: \"$CLUSTER_ID\" is not a number (0..999999999)"
 if ! [[ $PORT =~ ^[0-9]{1,5}$ ]] || ((PORT < 1 || PORT > 65535)); then
   die "--port: \"$PORT\" is not a UDP port (1..65535)"

@@ -796,7 +796,31 @@ fn azure_role_with_other_actions_is_updated_to_the_shared_list() {
 #[test]
 fn setup_scripts_refuse_bad_flags_before_calling_the_cloud() {
     let cloud = FakeCloud::new(azure_world());
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 6] = [
+        (
+            "setup-azure.sh",
+            &[
+                "--resource-group",
+                "rg",
+                "--vm-a",
+                "a",
+                "--vm-b",
+                "b",
+                "--nic-a",
+                "na",
+                "--nic-b",
+                "nb",
+                "--vnet",
+                "v",
+                "--subnet",
+                "s",
+                "--floating-ip",
+                "10.0.1.100",
+                "--role-name",
+                "x'] || true",
+            ],
+            "role name \"x'] || true\": use letters",
+        ),
         (
             "setup-azure.sh",
             &["--resource-group", "rg"],
