@@ -6,6 +6,7 @@
 #[path = "../../providers/aws/tests/all/common/mod.rs"]
 mod aws_harness;
 mod cli;
+mod deploy_kit;
 mod e2e_aws;
 mod e2e_azure;
 mod e2e_local;
@@ -14,3 +15,4 @@ mod fsm_properties;
 mod golden;
 mod netns;
 mod netns_selftest;
+mod setup_scripts;
