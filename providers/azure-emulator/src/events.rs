@@ -218,8 +218,8 @@ impl ScheduledEvents {
         }
         let before = self.events.len();
         self.events.retain(|e| {
-            !e.started_at
-                .is_some_and(|at| now.saturating_duration_since(at) >= impact)
+            e.started_at
+                .is_none_or(|at| now.saturating_duration_since(at) < impact)
         });
         if changed || self.events.len() != before {
             self.incarnation += 1;
