@@ -52,6 +52,40 @@ async fn get(client: &Client, path: &str) -> Result<String, ProviderError> {
     }
 }
 
+/// How a read of an optional metadata document went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OptionalReadError {
+    /// No answer (unreachable, timed out, no session token): nothing is known.
+    NoAnswer(String),
+    /// IMDS answered with an error status other than 404.
+    BadAnswer(String),
+}
+
+/// Read a full metadata path that is absent (404) when there is nothing to tell, such as the
+/// spot `instance-action`.
+pub(crate) async fn get_optional(
+    client: &Client,
+    full_path: &str,
+) -> Result<Option<String>, OptionalReadError> {
+    match client.get(full_path).await {
+        Ok(value) => Ok(Some(value.as_ref().to_string())),
+        Err(ImdsError::ErrorResponse(response)) => {
+            let status = response.response().status().as_u16();
+            if status == 404 {
+                Ok(None)
+            } else {
+                Err(OptionalReadError::BadAnswer(format!(
+                    "IMDS answered HTTP {status} for {full_path}"
+                )))
+            }
+        }
+        Err(e) => Err(OptionalReadError::NoAnswer(format!(
+            "IMDS did not answer {full_path}: {}",
+            aws_sdk_ec2::error::DisplayErrorContext(&e)
+        ))),
+    }
+}
+
 /// The instance's id (`i-...`).
 pub(crate) async fn instance_id(client: &Client) -> Result<String, ProviderError> {
     get(client, "instance-id").await

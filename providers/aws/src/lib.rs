@@ -23,15 +23,17 @@
 //! - `describe.rs`: reading ENIs, Elastic IPs and route tables by id.
 //! - `takeover.rs`: floating IPs and Elastic IPs; `routes.rs`: routes.
 //! - `observe.rs`: who holds what, from what EC2 reported.
+//! - `maintenance.rs`: spot interruption notices and scheduled events from IMDSv2.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_sdk_ec2::config::{ProvideCredentials, SharedCredentialsProvider};
+use cloudha_provider_core::maintenance::now_unix_ms;
 use cloudha_provider_core::{
-    FloatingIp, Observation, ObservedResource, ProgressReporter, Provider, ProviderError,
-    RouteSpec, TakeoverReport, TakeoverRequest,
+    FloatingIp, Maintenance, Observation, ObservedResource, ProgressReporter, Provider,
+    ProviderError, RouteSpec, TakeoverReport, TakeoverRequest,
 };
 
 mod call;
@@ -40,6 +42,7 @@ mod config;
 mod describe;
 mod error;
 mod imds;
+mod maintenance;
 mod observe;
 pub mod permissions;
 mod routes;
@@ -88,6 +91,12 @@ pub struct AwsProvider {
     policy: RetryPolicy,
     /// Association ids of the Elastic IP associations this provider made, by allocation id.
     associations: Mutex<BTreeMap<String, String>>,
+    /// The IMDS client maintenance notices are read with; `None` when IMDS is not in use here
+    /// (region and own ENI configured, no `imds_endpoint`), so nothing is sent to an address
+    /// that may not be IMDS.
+    maintenance_imds: Option<aws_config::imds::Client>,
+    /// Why maintenance notices are unknown right now (shown in status until the next answer).
+    maintenance_problem: Mutex<Option<String>>,
 }
 
 impl AwsProvider {
@@ -124,6 +133,13 @@ impl AwsProvider {
         let budget = Budget::new(DISCOVERY_DEADLINE);
         let imds = imds::client(config.imds_endpoint.as_deref())?;
         let needs_imds = config.region.is_none() || config.own_eni.is_none();
+        let watch_maintenance = watches_maintenance(
+            &config,
+            std::env::var_os("AWS_EC2_METADATA_SERVICE_ENDPOINT").is_some(),
+        );
+        if !watch_maintenance {
+            tracing::info!("scheduled maintenance is not watched: region and own_eni are configured and no imds_endpoint; set provider.aws.imds_endpoint = \"http://169.254.169.254\" on EC2 to watch it");
+        }
         let instance_id = if needs_imds {
             Some(
                 budget
@@ -156,6 +172,8 @@ impl AwsProvider {
             routes,
             policy: RetryPolicy::default(),
             associations: Mutex::new(BTreeMap::new()),
+            maintenance_imds: watch_maintenance.then(|| imds.clone()),
+            maintenance_problem: Mutex::new(None),
         };
         if config.own_eni.is_none() {
             let own = budget
@@ -246,6 +264,43 @@ impl AwsProvider {
         Ok(addresses? | routes?)
     }
 
+    /// Remember why maintenance notices are unknown (`Some`), or that they are known again.
+    fn set_maintenance_problem(&self, problem: Option<String>) {
+        if let Ok(mut slot) = self.maintenance_problem.lock() {
+            if let Some(text) = &problem {
+                // Once per distinct problem, not at every poll.
+                if slot.as_deref() != Some(text.as_str()) {
+                    tracing::warn!("{text}");
+                }
+            }
+            *slot = problem;
+        }
+    }
+
+    /// One optional IMDS document, parsed; no answer counts as none (and is remembered).
+    async fn maintenance_document<T: Default>(
+        &self,
+        client: &aws_config::imds::Client,
+        path: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        problems: &mut Vec<String>,
+    ) -> Result<T, ProviderError> {
+        let transient = |message: String| ProviderError::Transient {
+            operation: format!("imds {path}"),
+            message,
+            retry_after: None,
+        };
+        match imds::get_optional(client, path).await {
+            Ok(Some(body)) => parse(&body).map_err(transient),
+            Ok(None) => Ok(T::default()),
+            Err(imds::OptionalReadError::NoAnswer(message)) => {
+                problems.push(format!("{message}; no maintenance assumed"));
+                Ok(T::default())
+            }
+            Err(imds::OptionalReadError::BadAnswer(message)) => Err(transient(message)),
+        }
+    }
+
     /// Resolve credentials once, to tell "no credentials" from "no permission".
     async fn check_credentials(&self) -> Result<(), ProviderError> {
         let budget = Budget::new(CHECK_DEADLINE);
@@ -259,6 +314,17 @@ impl AwsProvider {
             })
             .await
     }
+}
+
+/// Whether maintenance notices are read from IMDS: only where IMDS is known to be in use, i.e.
+/// it serves discovery (region or own ENI left out), or the operator pointed at it
+/// (`imds_endpoint`, or `AWS_EC2_METADATA_SERVICE_ENDPOINT`). Outside EC2 (moto, a lab) the
+/// link-local address is left alone.
+fn watches_maintenance(config: &AwsConfig, endpoint_in_environment: bool) -> bool {
+    config.region.is_none()
+        || config.own_eni.is_none()
+        || config.imds_endpoint.is_some()
+        || endpoint_in_environment
 }
 
 #[async_trait::async_trait]
@@ -342,6 +408,9 @@ impl Provider for AwsProvider {
             });
         }
         let mut warnings = Vec::new();
+        if let Some(problem) = self.maintenance_problem.lock().ok().and_then(|p| p.clone()) {
+            warnings.push(problem);
+        }
         if self.source_dest_check_enabled().await.unwrap_or(false) {
             warnings.push(format!(
                 "source/destination check is on for {}: EC2 drops traffic the appliance forwards; turn it off (aws ec2 modify-network-interface-attribute --network-interface-id {} --no-source-dest-check)",
@@ -375,5 +444,66 @@ impl Provider for AwsProvider {
             tracing::warn!(eni = %self.identity.own_eni, "source/destination check is on: forwarded traffic will be dropped");
         }
         Ok(())
+    }
+
+    async fn scheduled_maintenance(&self) -> Result<Vec<Maintenance>, ProviderError> {
+        let Some(client) = &self.maintenance_imds else {
+            return Ok(Vec::new());
+        };
+        let now = now_unix_ms();
+        let mut problems = Vec::new();
+        let result = async {
+            let spot = self
+                .maintenance_document(
+                    client,
+                    maintenance::SPOT_PATH,
+                    |body| maintenance::parse_spot(body, now),
+                    &mut problems,
+                )
+                .await?;
+            let scheduled = self
+                .maintenance_document(
+                    client,
+                    maintenance::SCHEDULED_PATH,
+                    |body| maintenance::parse_scheduled(body, now),
+                    &mut problems,
+                )
+                .await?;
+            Ok(spot.into_iter().chain(scheduled).collect())
+        }
+        .await;
+        match &result {
+            Err(e) => self.set_maintenance_problem(Some(format!("maintenance notices: {e}"))),
+            Ok(_) if problems.is_empty() => self.set_maintenance_problem(None),
+            Ok(_) => self.set_maintenance_problem(Some(problems.join("; "))),
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_is_watched_only_where_imds_is_in_use() {
+        let named = AwsConfig {
+            region: Some("eu-west-1".into()),
+            own_eni: Some("eni-0a".into()),
+            peer_eni: "eni-0b".into(),
+            ..AwsConfig::default()
+        };
+        assert!(!watches_maintenance(&named, false), "moto, a lab: no IMDS");
+        assert!(watches_maintenance(&named, true));
+        let pointed = AwsConfig {
+            imds_endpoint: Some("http://169.254.169.254".into()),
+            ..named.clone()
+        };
+        assert!(watches_maintenance(&pointed, false));
+        let discovered = AwsConfig {
+            own_eni: None,
+            ..named
+        };
+        assert!(watches_maintenance(&discovered, false));
     }
 }

@@ -90,6 +90,9 @@ pub struct Settings {
     pub throttle: ThrottleLimits,
     /// VM whose IMDS answers un-prefixed `/metadata/...` requests on the main listener.
     pub default_imds_vm: Option<String>,
+    /// Time a started scheduled event stays in the IMDS document before it completes and is
+    /// removed (ms). The docs' rough guideline is ten minutes.
+    pub scheduled_event_impact_ms: u64,
 }
 
 impl Default for Settings {
@@ -106,6 +109,7 @@ impl Default for Settings {
             token_lifetime_secs: 86_399,
             throttle: ThrottleLimits::default(),
             default_imds_vm: None,
+            scheduled_event_impact_ms: 600_000,
         }
     }
 }

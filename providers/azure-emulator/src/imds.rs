@@ -68,7 +68,9 @@ pub(crate) fn handle(
         ("GET", ["metadata", "instance", rest @ ..]) => {
             instance(st, req, forced_vm, &segs[2..2 + rest.len()])
         }
-        ("GET" | "POST", ["metadata", "scheduledevents"]) => scheduled_events(st, req, forced_vm),
+        ("GET" | "POST", ["metadata", "scheduledevents"]) => {
+            scheduled_events(st, clock, req, forced_vm)
+        }
         _ => Resp::json(404, &json!({"error": "Not found"})),
     }
 }
@@ -333,43 +335,24 @@ fn app_service_token(st: &mut State, clock: &dyn Clock, req: &Req, forced: Optio
     )
 }
 
-/// `GET|POST /metadata/scheduledevents`.
-fn scheduled_events(st: &mut State, req: &Req, forced: Option<&str>) -> Resp {
+/// `GET|POST /metadata/scheduledevents` (see [`crate::events`]).
+fn scheduled_events(st: &mut State, clock: &dyn Clock, req: &Req, forced: Option<&str>) -> Resp {
     if !metadata_ok(req) {
         return bad_request("Required metadata header not specified");
     }
     if req.query("api-version").is_none() {
         return bad_request("api-version was not specified in the request. For more information refer to aka.ms/azureimds");
     }
-    let Some(vm_key) = resolve_vm(st, req, forced).map(|v| crate::ids::key(&v.id)) else {
+    let Some(vm) = resolve_vm(st, req, forced).map(|v| v.name.clone()) else {
         return no_vm();
     };
-    let Some(vm) = st.vms.get_mut(&vm_key) else {
-        return no_vm();
-    };
+    let impact = std::time::Duration::from_millis(st.settings.scheduled_event_impact_ms);
+    st.scheduled.advance(clock.now(), clock.unix_now(), impact);
     if req.method == "GET" {
-        return Resp::json(
-            200,
-            &json!({"DocumentIncarnation": vm.events_incarnation, "Events": vm.scheduled_events}),
-        );
+        return Resp::json(200, &st.scheduled.document());
     }
-    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-    let Some(starts) = body.get("StartRequests").and_then(Value::as_array) else {
-        return bad_request("The request body must contain StartRequests.");
-    };
-    let ids: Vec<String> = starts
-        .iter()
-        .filter_map(|s| s.get("EventId").and_then(Value::as_str).map(str::to_string))
-        .collect();
-    let before = vm.scheduled_events.len();
-    vm.scheduled_events.retain(|e| {
-        !e.get("EventId")
-            .and_then(Value::as_str)
-            .is_some_and(|id| ids.iter().any(|a| a == id))
-    });
-    if vm.scheduled_events.len() != before {
-        vm.events_incarnation += 1;
+    match st.scheduled.approve(&vm, &req.body) {
+        Ok(()) => Resp::empty(200),
+        Err(message) => bad_request(&message),
     }
-    vm.acked_events.extend(ids);
-    Resp::empty(200)
 }

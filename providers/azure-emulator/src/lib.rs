@@ -27,6 +27,7 @@ mod arm_vnet;
 mod auth;
 pub mod clock;
 pub mod config;
+mod events;
 pub mod faults;
 mod http;
 mod ids;
@@ -41,6 +42,7 @@ mod validate;
 
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use config::{ConflictMode, MoveIpMode, Settings, ThrottleLimits};
+pub use events::{AcknowledgedEvent, EventSpec};
 pub use faults::{Fault, FaultKind};
 pub use reqlog::LoggedRequest;
 pub use scenario::{Scenario, ScenarioError};
@@ -87,7 +89,15 @@ impl Emulator {
         scenario: &Scenario,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, ScenarioError> {
-        let state = scenario.build()?;
+        let mut state = scenario.build()?;
+        for vm in &scenario.virtual_machines {
+            for raw in &vm.scheduled_events {
+                state
+                    .scheduled
+                    .schedule_raw(&vm.name, raw, clock.now(), clock.unix_now())
+                    .map_err(ScenarioError)?;
+            }
+        }
         Ok(Arc::new(Self {
             state: Mutex::new(state),
             clock,
@@ -350,30 +360,52 @@ impl Emulator {
         self.lock().log.clear();
     }
 
-    /// Replaces a VM's IMDS scheduled events (raw IMDS event objects) and bumps
-    /// `DocumentIncarnation`. Returns false if the VM does not exist.
-    pub fn set_scheduled_events(&self, vm: &str, events: Vec<Value>) -> bool {
-        let mut st = self.lock();
-        match st
-            .vms
-            .values_mut()
-            .find(|v| v.name.eq_ignore_ascii_case(vm))
-        {
-            Some(v) => {
-                v.scheduled_events = events;
-                v.events_incarnation += 1;
-                true
-            }
-            None => false,
-        }
+    /// Schedules a platform event of `event_type` (`Freeze`, `Reboot`, `Redeploy`, `Preempt`,
+    /// `Terminate`) for `vm`, `NotBefore` being `not_before` from now. Returns its `EventId`.
+    /// Every VM of the scenario sees it (one availability set); `Resources` names `vm`.
+    pub fn schedule_event(&self, vm: &str, event_type: &str, not_before: Duration) -> String {
+        self.schedule_event_with(EventSpec::new(vm, event_type, not_before))
     }
 
-    /// EventIds a VM acknowledged through `POST /metadata/scheduledevents`.
+    /// Schedules an event described in full (several VMs, `User` source, already started...).
+    pub fn schedule_event_with(&self, spec: EventSpec) -> String {
+        let mut st = self.events_advanced();
+        st.scheduled
+            .schedule(spec, self.clock.now(), self.clock.unix_now())
+    }
+
+    /// Cancels an event as Azure does when it calls a maintenance off: it leaves the document.
+    /// False if no such event is current.
+    pub fn cancel_event(&self, event_id: &str) -> bool {
+        self.events_advanced().scheduled.cancel(event_id)
+    }
+
+    /// The scheduled events document IMDS would answer now (the same for every VM).
+    pub fn scheduled_events(&self) -> Value {
+        self.events_advanced().scheduled.document()
+    }
+
+    /// Every approval received through `POST /metadata/scheduledevents`, in order.
+    pub fn acknowledged_events(&self) -> Vec<AcknowledgedEvent> {
+        self.lock().scheduled.acknowledged().to_vec()
+    }
+
+    /// EventIds `vm` approved through `POST /metadata/scheduledevents`.
     pub fn acked_events(&self, vm: &str) -> Vec<String> {
-        self.lock()
-            .vm_by_name(vm)
-            .map(|v| v.acked_events.clone())
-            .unwrap_or_default()
+        self.acknowledged_events()
+            .into_iter()
+            .filter(|a| a.vm.eq_ignore_ascii_case(vm))
+            .map(|a| a.event_id)
+            .collect()
+    }
+
+    /// The state with scheduled events started and completed as of now.
+    fn events_advanced(&self) -> MutexGuard<'_, State> {
+        let mut st = self.lock();
+        let impact = Duration::from_millis(st.settings.scheduled_event_impact_ms);
+        st.scheduled
+            .advance(self.clock.now(), self.clock.unix_now(), impact);
+        st
     }
 }
 

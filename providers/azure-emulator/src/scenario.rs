@@ -245,7 +245,8 @@ pub struct VmSpec {
     /// The identity's role; [`DEFAULT_ACTIONS`] at subscription scope if absent.
     #[serde(default)]
     pub permissions: Option<PermissionsSpec>,
-    /// Initial IMDS scheduled events (raw IMDS event objects).
+    /// Initial IMDS scheduled events (raw IMDS event objects; `Resources` defaults to this VM,
+    /// a blank `NotBefore` of a `Scheduled` event to now).
     #[serde(default)]
     pub scheduled_events: Vec<Value>,
 }
@@ -526,9 +527,6 @@ impl Scenario {
                         .clone()
                         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
                     imds_source_ips,
-                    events_incarnation: 1,
-                    scheduled_events: v.scheduled_events.clone(),
-                    acked_events: Vec::new(),
                 },
             );
         }

@@ -9,6 +9,7 @@
 //! IP move (`PrivateIPAddressInUse`) until the first half has propagated.
 
 use crate::config::Settings;
+use crate::events::ScheduledEvents;
 use crate::faults::FaultQueue;
 use crate::ids::{self, ArmId};
 use crate::reqlog::LoggedRequest;
@@ -201,11 +202,6 @@ pub(crate) struct Vm {
     pub identity_header: String,
     /// Source addresses whose un-prefixed IMDS requests are this VM's.
     pub imds_source_ips: Vec<IpAddr>,
-    /// Scheduled events document version.
-    pub events_incarnation: u64,
-    pub scheduled_events: Vec<Value>,
-    /// EventIds the VM acknowledged with POST StartRequests.
-    pub acked_events: Vec<String>,
 }
 
 /// A managed identity and its role.
@@ -278,6 +274,8 @@ pub(crate) struct State {
     pub faults: FaultQueue,
     pub log: Vec<LoggedRequest>,
     pub throttle: Throttle,
+    /// IMDS scheduled events, shared by the scenario's VMs (one availability set).
+    pub scheduled: ScheduledEvents,
 }
 
 impl State {
@@ -299,6 +297,7 @@ impl State {
             faults: FaultQueue::default(),
             log: Vec::new(),
             throttle,
+            scheduled: ScheduledEvents::default(),
         }
     }
 

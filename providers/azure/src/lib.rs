@@ -14,6 +14,7 @@
 //! - [`arm`]: requests, error classes, long-running operations; [`budget`]: ARM's write bucket.
 //! - [`ensure`]: read / decide / PUT with `If-Match` / follow the operation / verify, with retries.
 //! - [`nic`]: JSON edits of a NIC; [`moves`]: two-step and atomic moves; [`routes`]: route PUTs.
+//! - [`events`]: Scheduled Events (maintenance announced through IMDS) and their approval.
 //!
 //! A takeover runs the NIC move and the route updates side by side (a route update applies in
 //! seconds, a NIC update can take minutes), under one deadline, and returns once both converged
@@ -23,6 +24,7 @@ pub mod arm;
 pub mod budget;
 pub mod config;
 pub mod ensure;
+pub mod events;
 pub mod imds;
 pub mod moves;
 pub mod nic;
@@ -32,11 +34,11 @@ pub mod token;
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cloudha_provider_core::{
-    Holder, NextHop, Observation, ObservedResource, ProgressReporter, Provider, ProviderError,
-    RouteSpec, TakeoverReport, TakeoverRequest,
+    Holder, Maintenance, NextHop, Observation, ObservedResource, ProgressReporter, Provider,
+    ProviderError, RouteSpec, TakeoverReport, TakeoverRequest,
 };
 use tokio::sync::OnceCell;
 use tracing::warn;
@@ -65,6 +67,14 @@ pub struct AzureProvider {
     templates: Templates,
     /// Set when the atomic move turned out to be unavailable: why (shown in status).
     atomic_unavailable: Mutex<Option<String>>,
+    /// The client for Scheduled Events (no proxy: IMDS is link-local).
+    imds_http: reqwest::Client,
+    /// Time allowed to one Scheduled Events request.
+    events_timeout: Duration,
+    /// This VM's name from the IMDS instance document, which `Resources` of an event names.
+    vm_name: OnceCell<String>,
+    /// Why scheduled events are not known right now (shown in status until the next answer).
+    events_problem: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for AzureProvider {
@@ -93,6 +103,11 @@ impl AzureProvider {
             );
         }
         let arm = ArmClient::new(&config.arm_endpoint, token)?;
+        // IMDS must never go through a proxy (it is link-local, and Azure refuses proxied requests).
+        let imds_http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("building the IMDS client: {e}"))?;
         Ok(Self {
             config,
             floating,
@@ -101,7 +116,40 @@ impl AzureProvider {
             context: OnceCell::new(),
             templates: Templates::default(),
             atomic_unavailable: Mutex::new(None),
+            imds_http,
+            events_timeout: events::DEFAULT_TIMEOUT,
+            vm_name: OnceCell::new(),
+            events_problem: Mutex::new(None),
         })
+    }
+
+    /// Allow each Scheduled Events request `timeout` instead of [`events::DEFAULT_TIMEOUT`].
+    pub fn with_scheduled_events_timeout(mut self, timeout: Duration) -> Self {
+        self.events_timeout = timeout;
+        self
+    }
+
+    /// Remember why scheduled events are unknown (`Some`), or that they are known again.
+    fn set_events_problem(&self, problem: Option<String>) {
+        if let Ok(mut slot) = self.events_problem.lock() {
+            if let Some(text) = &problem {
+                // Once per distinct problem, not at every poll.
+                if slot.as_deref() != Some(text.as_str()) {
+                    warn!("{text}");
+                }
+            }
+            *slot = problem;
+        }
+    }
+
+    async fn vm_name(&self) -> Result<&String, String> {
+        self.vm_name
+            .get_or_try_init(|| async {
+                imds::instance(&self.config.imds_endpoint)
+                    .await
+                    .map(|i| i.vm_name)
+            })
+            .await
     }
 
     /// Start renewing the token in the background (call once the runtime is up).
@@ -239,6 +287,9 @@ impl AzureProvider {
         }
         if let Some(reason) = self.atomic_reason() {
             out.push(reason);
+        }
+        if let Some(problem) = self.events_problem.lock().ok().and_then(|p| p.clone()) {
+            out.push(problem);
         }
         out
     }
@@ -386,5 +437,78 @@ impl Provider for AzureProvider {
         // make an active node give up a data path that still works.
         let log = CallLog::new(ProgressReporter::discard());
         self.context(&log).await.map(|_| ())
+    }
+
+    async fn scheduled_maintenance(&self) -> Result<Vec<Maintenance>, ProviderError> {
+        let vm_name = match self.vm_name().await {
+            Ok(name) => name,
+            Err(e) => {
+                self.set_events_problem(Some(format!(
+                    "scheduled events not watched yet: this VM's name is unknown ({e})"
+                )));
+                return Ok(Vec::new());
+            }
+        };
+        let endpoint = &self.config.imds_endpoint;
+        match events::fetch(&self.imds_http, endpoint, self.events_timeout).await {
+            Ok(document) => {
+                let mine = events::for_vm(&document, vm_name).map_err(|message| {
+                    self.set_events_problem(Some(format!("scheduled events: {message}")));
+                    ProviderError::Transient {
+                        operation: "imds.scheduledevents".into(),
+                        message,
+                        retry_after: None,
+                    }
+                })?;
+                self.set_events_problem(None);
+                Ok(mine)
+            }
+            Err(events::FetchError::NoAnswer(message)) => {
+                self.set_events_problem(Some(message));
+                Ok(Vec::new())
+            }
+            Err(events::FetchError::BadAnswer(message)) => {
+                self.set_events_problem(Some(message.clone()));
+                Err(ProviderError::Transient {
+                    operation: "imds.scheduledevents".into(),
+                    message,
+                    retry_after: None,
+                })
+            }
+        }
+    }
+
+    async fn acknowledge_maintenance(&self, event_id: &str) -> Result<(), ProviderError> {
+        let endpoint = &self.config.imds_endpoint;
+        let transient = |message: String| ProviderError::Transient {
+            operation: "imds.scheduledevents.approve".into(),
+            message,
+            retry_after: None,
+        };
+        let (status, body) =
+            match events::approve(&self.imds_http, endpoint, self.events_timeout, event_id).await {
+                Ok(answer) => answer,
+                Err(events::FetchError::NoAnswer(m) | events::FetchError::BadAnswer(m)) => {
+                    return Err(transient(m))
+                }
+            };
+        match status {
+            200..=299 => Ok(()),
+            // IMDS refuses an id it no longer lists: an event that is over needs no approval.
+            400 => match events::fetch(&self.imds_http, endpoint, self.events_timeout).await {
+                Ok(document) if !events::lists(&document, event_id) => Ok(()),
+                Ok(_) => Err(ProviderError::Permanent {
+                    operation: "imds.scheduledevents.approve".into(),
+                    message: format!("IMDS refused the approval of event {event_id}: {body}"),
+                    fix: "check that the Metadata service at provider.azure.imds_endpoint is Azure's (http://169.254.169.254)".into(),
+                }),
+                Err(events::FetchError::NoAnswer(m) | events::FetchError::BadAnswer(m)) => {
+                    Err(transient(m))
+                }
+            },
+            _ => Err(transient(format!(
+                "IMDS answered {status} to the approval of event {event_id}: {body}"
+            ))),
+        }
     }
 }

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub mod maintenance;
+pub use maintenance::Maintenance;
+
 /// A floating IP the active node must own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FloatingIp {
@@ -308,6 +311,24 @@ pub trait Provider: Send + Sync + 'static {
 
     /// A cheap check that the provider can work (credentials, interface present).
     async fn health(&self) -> Result<(), ProviderError>;
+
+    /// Maintenance the platform has scheduled for this VM (empty when none or unsupported).
+    ///
+    /// Cheap enough to call every few seconds. A metadata service that is slow or unreachable
+    /// yields an empty list (and a warning in [`Provider::observe`]), never an error that could
+    /// make the daemon give up a working role; see [`Maintenance`] for which events call for a
+    /// handover.
+    async fn scheduled_maintenance(&self) -> Result<Vec<Maintenance>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    /// Tell the platform this node is ready for `event_id` (Azure: `StartRequests`, which lets the
+    /// event start before its `NotBefore`; AWS: nothing to acknowledge). Call it only once the
+    /// handover has completed. Acknowledging an event that has already started or ended is not
+    /// an error.
+    async fn acknowledge_maintenance(&self, _event_id: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -6,5 +6,6 @@ mod common;
 mod discovery;
 mod errors;
 mod faults;
+mod maintenance;
 mod routes;
 mod takeover;

@@ -1,6 +1,7 @@
 //! IMDS instance metadata, token shape and scheduled events.
 
 use crate::common::*;
+use cloudha_azure_emulator::{AcknowledgedEvent, Emulator, Scenario};
 use serde_json::json;
 
 const INSTANCE: &str = "/metadata/instance?api-version=2021-02-01";
@@ -144,30 +145,181 @@ async fn imds_token_has_the_real_shape() {
     );
 }
 
+const EVENTS: &str = "/metadata/scheduledevents?api-version=2020-07-01";
+
+async fn events_of(env: &Env, vm: &str) -> serde_json::Value {
+    let r = call(
+        env.addr,
+        "GET",
+        &format!("/vms/{vm}{EVENTS}"),
+        &[("metadata", "true")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
 #[tokio::test]
-async fn scheduled_events_list_and_ack() {
+async fn scheduled_event_is_seen_by_both_vms_and_starts_once_approved() {
     let env = Env::manual().await;
-    let path = "/metadata/scheduledevents?api-version=2020-07-01";
-    let r = call(env.addr, "GET", path, &[("metadata", "true")], None).await;
-    assert_eq!(r.body, json!({"DocumentIncarnation": 1, "Events": []}));
-    let event = json!({
-        "EventId": "602d9444-d2cd-49c7-8624-8643e7171297", "EventStatus": "Scheduled",
-        "EventType": "Freeze", "ResourceType": "VirtualMachine", "Resources": [VM_A],
-        "NotBefore": "Mon, 19 Sep 2016 18:29:47 GMT", "Description": "", "EventSource": "Platform",
-        "DurationInSeconds": 5
-    });
-    assert!(env.emu.set_scheduled_events(VM_A, vec![event.clone()]));
-    let r = call(env.addr, "GET", path, &[("metadata", "true")], None).await;
-    assert_eq!(r.body, json!({"DocumentIncarnation": 2, "Events": [event]}));
-    let ack = json!({"StartRequests": [{"EventId": "602d9444-d2cd-49c7-8624-8643e7171297"}]});
-    let r = call(env.addr, "POST", path, &[("metadata", "true")], Some(&ack)).await;
-    assert_eq!(r.status, 200);
+    env.emu
+        .update_settings(|s| s.scheduled_event_impact_ms = 5_000);
     assert_eq!(
-        env.emu.acked_events(VM_A),
-        vec!["602d9444-d2cd-49c7-8624-8643e7171297"]
+        events_of(&env, VM_A).await,
+        json!({"DocumentIncarnation": 1, "Events": []})
     );
-    let r = call(env.addr, "GET", path, &[("metadata", "true")], None).await;
-    assert_eq!(r.body, json!({"DocumentIncarnation": 3, "Events": []}));
-    let r = call(env.addr, "GET", path, &[], None).await;
-    assert_eq!(r.status, 400);
+    let id = env
+        .emu
+        .schedule_event(VM_A, "Freeze", std::time::Duration::from_secs(900));
+    let scheduled = json!({"DocumentIncarnation": 2, "Events": [{
+        "EventId": id, "EventStatus": "Scheduled", "EventType": "Freeze",
+        "ResourceType": "VirtualMachine", "Resources": [VM_A],
+        // The manual clock starts at Unix 1_800_000_000; 900 s later:
+        "NotBefore": "Fri, 15 Jan 2027 08:15:00 GMT",
+        "Description": "Virtual machine is being paused because of a memory-preserving Live Migration operation.",
+        "EventSource": "Platform", "DurationInSeconds": 5
+    }]});
+    assert_eq!(events_of(&env, VM_A).await, scheduled);
+    // One availability set: B sees A's event too; `Resources` says whom it affects.
+    assert_eq!(events_of(&env, VM_B).await, scheduled);
+
+    // B approves it (any VM of the set may): it starts, for A, with a blank NotBefore.
+    let ack = json!({"StartRequests": [{"EventId": id}]});
+    let path_b = format!("/vms/{VM_B}{EVENTS}");
+    let r = call(
+        env.addr,
+        "POST",
+        &path_b,
+        &[("metadata", "true")],
+        Some(&ack),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        env.emu.acknowledged_events(),
+        vec![AcknowledgedEvent {
+            vm: VM_B.into(),
+            event_id: id.clone()
+        }]
+    );
+    assert_eq!(env.emu.acked_events(VM_A), Vec::<String>::new());
+    let started = events_of(&env, VM_A).await;
+    assert_eq!(started["DocumentIncarnation"], 3);
+    assert_eq!(started["Events"][0]["EventStatus"], "Started");
+    assert_eq!(started["Events"][0]["NotBefore"], "");
+    // Approving a started event again is still 200, as the docs say.
+    let r = call(
+        env.addr,
+        "POST",
+        &path_b,
+        &[("metadata", "true")],
+        Some(&ack),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(events_of(&env, VM_A).await["DocumentIncarnation"], 3);
+
+    // Once it completes it leaves the document.
+    env.advance_ms(4_999);
+    assert_eq!(
+        events_of(&env, VM_A).await["Events"][0]["EventStatus"],
+        "Started"
+    );
+    env.advance_ms(1);
+    assert_eq!(
+        events_of(&env, VM_A).await,
+        json!({"DocumentIncarnation": 4, "Events": []})
+    );
+    // Now the id is unknown.
+    let r = call(
+        env.addr,
+        "POST",
+        &path_b,
+        &[("metadata", "true")],
+        Some(&ack),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}
+
+#[tokio::test]
+async fn scheduled_event_starts_by_itself_at_not_before() {
+    let env = Env::manual().await;
+    env.emu
+        .schedule_event(VM_B, "Reboot", std::time::Duration::from_secs(60));
+    env.advance_ms(59_000);
+    assert_eq!(
+        events_of(&env, VM_B).await["Events"][0]["EventStatus"],
+        "Scheduled"
+    );
+    env.advance_ms(1_000);
+    let doc = events_of(&env, VM_B).await;
+    assert_eq!(doc["Events"][0]["EventStatus"], "Started");
+    assert_eq!(doc["DocumentIncarnation"], 3);
+    assert!(env.emu.acknowledged_events().is_empty());
+    let id = doc["Events"][0]["EventId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert!(env.emu.cancel_event(&id));
+    assert_eq!(
+        env.emu.scheduled_events(),
+        json!({"DocumentIncarnation": 4, "Events": []})
+    );
+}
+
+#[tokio::test]
+async fn scheduled_events_refuse_malformed_requests() {
+    let env = Env::manual().await;
+    let r = call(env.addr, "GET", EVENTS, &[], None).await;
+    assert_eq!(r.status, 400, "the Metadata header is required");
+    let r = call(
+        env.addr,
+        "GET",
+        "/metadata/scheduledevents",
+        &[("metadata", "true")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400, "api-version is required");
+    for body in [
+        json!({}),
+        json!({"StartRequests": [{}]}),
+        json!({"StartRequests": [{"EventId": "not-an-event"}]}),
+    ] {
+        let r = call(
+            env.addr,
+            "POST",
+            EVENTS,
+            &[("metadata", "true")],
+            Some(&body),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+    }
+    assert!(env.emu.acknowledged_events().is_empty());
+}
+
+#[tokio::test]
+async fn scenario_events_are_loaded_with_defaults() {
+    let mut scenario = Scenario::two_appliances();
+    scenario.virtual_machines[0].scheduled_events = vec![json!({
+        "EventId": "602D9444-D2CD-49C7-8624-8643E7171297", "EventType": "Redeploy",
+        "NotBefore": "Mon, 19 Sep 2016 18:29:47 GMT", "EventStatus": "Started"
+    })];
+    let emu = Emulator::with_clock(
+        &scenario,
+        std::sync::Arc::new(cloudha_azure_emulator::ManualClock::new(1_474_309_000)),
+    )
+    .expect("scenario");
+    let doc = emu.scheduled_events();
+    let e = &doc["Events"][0];
+    assert_eq!(e["EventId"], "602D9444-D2CD-49C7-8624-8643E7171297");
+    assert_eq!(e["Resources"], json!([scenario.virtual_machines[0].name]));
+    assert_eq!(e["EventSource"], "Platform");
+    scenario.virtual_machines[0].scheduled_events =
+        vec![json!({"EventType": "Freeze", "NotBefore": "soon"})];
+    let err = Emulator::new(&scenario).expect_err("bad date");
+    assert!(err.to_string().contains("NotBefore"), "{err}");
 }

@@ -33,6 +33,7 @@ pub struct FakeImds {
     /// Its base URL, to give the provider as `imds_endpoint`.
     pub url: String,
     seen: Arc<Mutex<Seen>>,
+    values: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 impl FakeImds {
@@ -47,11 +48,12 @@ impl FakeImds {
     pub fn serve(listener: TcpListener, values: BTreeMap<String, String>) -> Self {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let values = Arc::new(values);
+        let values = Arc::new(Mutex::new(values));
         let recorded = seen.clone();
+        let served = values.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (seen, values) = (recorded.clone(), values.clone());
+                let (seen, values) = (recorded.clone(), served.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let answer = answer(&seen, &values, &req);
@@ -63,7 +65,17 @@ impl FakeImds {
                 });
             }
         });
-        FakeImds { url, seen }
+        FakeImds { url, seen, values }
+    }
+
+    /// Serve `body` at `path` from now on, or answer 404 there (`None`), as EC2 does when a
+    /// spot notice or a maintenance event appears or goes.
+    pub fn set(&self, path: &str, body: Option<&str>) {
+        let mut values = self.values.lock().unwrap();
+        match body {
+            Some(b) => values.insert(path.to_string(), b.to_string()),
+            None => values.remove(path),
+        };
     }
 
     /// What it saw so far.
@@ -74,7 +86,7 @@ impl FakeImds {
 
 fn answer(
     seen: &Mutex<Seen>,
-    values: &BTreeMap<String, String>,
+    values: &Mutex<BTreeMap<String, String>>,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let mut seen = seen.lock().unwrap();
@@ -100,7 +112,7 @@ fn answer(
         return reply(StatusCode::UNAUTHORIZED, "");
     }
     seen.paths.push(path.clone());
-    match values.get(&path) {
+    match values.lock().unwrap().get(&path) {
         Some(body) => reply(StatusCode::OK, body),
         None => reply(StatusCode::NOT_FOUND, ""),
     }
