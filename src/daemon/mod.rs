@@ -29,6 +29,7 @@ use crate::status::{
     PendingOperation, StatusSnapshot, TakeoverStatus, TransitionRecord,
 };
 
+mod maintenance;
 mod ops;
 
 /// A finished cloud read, tagged with the takeover generation it started in.
@@ -188,6 +189,14 @@ pub async fn run(
     let (command_tx, mut command_rx) = mpsc::channel::<CommandRequest>(16);
     tokio::spawn(control::serve(listener, status_rx.clone(), command_tx));
 
+    let (maintenance_tx, mut maintenance_rx) = mpsc::unbounded_channel();
+    if config.maintenance_events.enabled && provider.kind() != "local" {
+        tokio::spawn(maintenance::poll(
+            provider.clone(),
+            config.maintenance_events.poll_interval.0,
+            maintenance_tx.clone(),
+        ));
+    }
     let (hook_tx, mut hook_rx) = mpsc::unbounded_channel();
     let metrics = Metrics::new();
     let mut ops = ops::Ops::start(&config, Hooks::start(hook_tx), metrics.clone());
@@ -239,6 +248,7 @@ pub async fn run(
         generation: 0,
         cloud: None,
         ops,
+        maintenance: maintenance::MaintenanceState::default(),
     };
     let started = format!(
         "cloudha {VERSION} started (incarnation {incarnation}, provider {})",
@@ -272,6 +282,10 @@ pub async fn run(
                 Some(Event::Operator(command))
             }
             Some(observed) = observe_rx.recv() => daemon.on_observed(observed),
+            Some(report) = maintenance_rx.recv() => {
+                daemon.on_maintenance_report(report, &maintenance_tx);
+                None
+            }
             Some(result) = hook_rx.recv() => {
                 daemon.on_hook_result(result);
                 None
@@ -373,6 +387,7 @@ struct Daemon {
     generation: u64,
     cloud: Option<(Instant, Result<Observation, String>)>,
     ops: ops::Ops,
+    maintenance: maintenance::MaintenanceState,
 }
 
 impl Daemon {
@@ -845,7 +860,7 @@ impl Daemon {
             fenced: fsm.fenced(),
             alarms: Vec::new(),
             daemon_warnings: self.ops.warnings.clone(),
-            scheduled_maintenance: Vec::new(),
+            scheduled_maintenance: self.maintenance_lines(),
             cloud: self.cloud.as_ref().map(|(at, result)| CloudStatus {
                 observed_ms_ago: millis(at.elapsed()),
                 resources: result

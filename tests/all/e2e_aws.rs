@@ -176,6 +176,9 @@ retry_initial = "500ms"
 retry_max = "2s"
 reconcile_interval = "{reconcile}"
 
+[maintenance_events]
+poll_interval = "1s"
+
 [provider]
 kind = "aws"
 
@@ -376,6 +379,38 @@ fn e2e_aws_reconcile_repairs_a_route_pointed_elsewhere() {
     assert!(cloud.all_on(Node::A));
     let b: Value = pair.status(Node::B).expect("status b");
     assert_eq!(b["role"], "standby", "{b}");
+}
+
+#[test]
+fn e2e_aws_spot_interruption_notice_hands_over_first() {
+    let (pair, cloud) = start("e2eawsspot", "600s");
+    wait_until("HA Ready on both", SOON, || {
+        (pair.status(Node::A)?["ready"] == true && pair.status(Node::B)?["ready"] == true)
+            .then_some(())
+    });
+    let notice = "/latest/meta-data/spot/instance-action";
+    cloud.imds[0].set(
+        notice,
+        Some(r#"{"action": "terminate", "time": "2099-01-01T00:00:00Z"}"#),
+    );
+    wait_until("fw-b active and converged", FAILOVER, || {
+        pair.status(Node::B)
+            .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+    });
+    assert!(cloud.all_on(Node::B), "{:?}", cloud.route_targets());
+    let a = pair.status(Node::A).expect("status a");
+    assert_eq!(a["role"], "maintenance", "{a}");
+    assert!(
+        a["scheduled_maintenance"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("spot-terminate")))),
+        "{a}"
+    );
+    // The notice is withdrawn: fw-a leaves maintenance (as standby first).
+    cloud.imds[0].set(notice, None);
+    wait_until("fw-a standby after the notice", SOON, || {
+        pair.status(Node::A).filter(|s| s["role"] == "standby")
+    });
 }
 
 /// The README's AWS walk-through, as written: moto, a VPC from the AWS CLI, two daemons on

@@ -126,6 +126,9 @@ retry_initial = "500ms"
 retry_max = "2s"
 reconcile_interval = "1s"
 
+[maintenance_events]
+poll_interval = "1s"
+
 [provider]
 kind = "azure"
 
@@ -447,5 +450,86 @@ fn e2e_azure_restart_mid_takeover_continues_it_from_the_journal() {
                 .as_str()
                 .is_some_and(|m| m.contains("interrupted by the last stop is continued")))),
         "{s}"
+    );
+}
+
+#[test]
+fn e2e_azure_scheduled_reboot_hands_over_first_and_acknowledges_after() {
+    let (pair, cloud) = start("e2eazsev", 300, true);
+    // The reboot "takes" 3 s once approved.
+    cloud
+        .emu
+        .update_settings(|s| s.scheduled_event_impact_ms = 3000);
+    wait_until("HA Ready on both", SOON, || {
+        (pair.status(Node::A)?["ready"] == true && pair.status(Node::B)?["ready"] == true)
+            .then_some(())
+    });
+    let id = cloud
+        .emu
+        .schedule_event("vm-appliance-a", "Reboot", Duration::from_secs(300));
+
+    // fw-a hands over to fw-b before the reboot and waits in maintenance.
+    wait_until("fw-b active and converged", FAILOVER, || {
+        pair.status(Node::B)
+            .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+    });
+    assert!(
+        cloud.holder().contains("nic-appliance-b"),
+        "{}",
+        cloud.holder()
+    );
+    let a = pair.status(Node::A).expect("status a");
+    assert_eq!(a["role"], "maintenance", "{a}");
+    assert!(
+        a["scheduled_maintenance"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains(&id)))),
+        "{a}"
+    );
+    // The event is approved only once the handover has completed.
+    wait_until("fw-a to acknowledge the event", SOON, || {
+        cloud
+            .emu
+            .acked_events("vm-appliance-a")
+            .contains(&id)
+            .then_some(())
+    });
+    let b_done = crate::e2e_ops::events(&pair, Node::B)
+        .into_iter()
+        .filter(|e| e["kind"] == "takeover_done")
+        .map(|e| num(&e["at_unix_ms"]))
+        .max()
+        .expect("fw-b's takeover in its journal");
+    let a_journal = crate::e2e_ops::events(&pair, Node::A);
+    let acked = a_journal
+        .iter()
+        .find(|e| e["kind"] == "maintenance" && e["data"]["acknowledged"] == true)
+        .unwrap_or_else(|| panic!("no acknowledgement in {a_journal:#?}"));
+    assert!(
+        num(&acked["at_unix_ms"]) >= b_done,
+        "acknowledged before the handover completed"
+    );
+    assert_eq!(
+        pair.status(Node::A).expect("status a")["role"],
+        "maintenance"
+    );
+
+    // Once the platform is done, fw-a leaves maintenance and (preempt on) takes the role back.
+    wait_until("fw-a active again after the maintenance", FAILOVER, || {
+        pair.status(Node::A)
+            .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+    });
+    assert!(
+        cloud.holder().contains("nic-appliance-a"),
+        "{}",
+        cloud.holder()
+    );
+    assert!(
+        crate::e2e_ops::events(&pair, Node::A)
+            .iter()
+            .any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("maintenance is over"))),
+        "journal"
     );
 }
