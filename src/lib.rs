@@ -15,6 +15,7 @@
 //! - [`provider`]: builds the configured provider (crates under `providers/`).
 //! - [`status`]: the snapshot served to `cloudha status`.
 //! - [`control`]: the local Unix-socket endpoint for status and operator commands.
+//! - [`selftest`]: `cloudha selftest`, every failover prerequisite checked on a healthy pair.
 
 pub mod config;
 pub mod control;
@@ -23,4 +24,5 @@ pub mod fsm;
 pub mod keepalive;
 pub mod provider;
 pub mod provider_worker;
+pub mod selftest;
 pub mod status;
