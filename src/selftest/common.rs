@@ -11,12 +11,8 @@ use crate::control::{self, Request, Response};
 
 /// Parse and validate the config; `Err` (exit code 2) when it cannot be used at all.
 pub fn load_config(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "cannot read {}: {e}; pass --config PATH",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}; pass --config PATH", path.display()))?;
     let config = Config::parse(&text)
         .map_err(|(field, message)| format!("config {}: {field}: {message}", path.display()))?;
     let problems = config.validate();
@@ -75,10 +71,7 @@ pub fn key_file_check(config: &Config) -> Check {
                 "{} has mode {mode:03o}: other users can read the cluster key and forge keepalives",
                 path.display()
             ),
-            format!(
-                "chmod 600 {} (readable by its owner only)",
-                path.display()
-            ),
+            format!("chmod 600 {} (readable by its owner only)", path.display()),
         );
     }
     Check::pass(
@@ -210,7 +203,10 @@ pub fn local_checks(config: &Config) -> Vec<Check> {
     } else {
         vec![Check::fail(
             "interface",
-            format!("interface {} does not exist in this network namespace", local.interface),
+            format!(
+                "interface {} does not exist in this network namespace",
+                local.interface
+            ),
             "set provider.local.interface to the LAN interface (ip -br link)",
         )]
     }

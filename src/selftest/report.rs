@@ -58,12 +58,7 @@ impl Report {
             "cloudha selftest: node {}, provider {}, config {}\n",
             self.node, self.provider, self.config
         );
-        let width = self
-            .checks
-            .iter()
-            .map(|c| c.name.len())
-            .max()
-            .unwrap_or(0);
+        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
         for c in &self.checks {
             let tag = match c.outcome {
                 Outcome::Pass => "PASS",

@@ -23,6 +23,7 @@
 //! - `describe.rs`: reading ENIs, Elastic IPs and route tables by id.
 //! - `takeover.rs`: floating IPs and Elastic IPs; `routes.rs`: routes.
 //! - `observe.rs`: who holds what, from what EC2 reported.
+//! - [`selftest`]: `cloudha selftest`'s checks: reads, `DryRun` writes, policy simulation.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -43,6 +44,7 @@ mod imds;
 mod observe;
 pub mod permissions;
 mod routes;
+pub mod selftest;
 mod takeover;
 
 pub use aws_sdk_ec2::config::Credentials;

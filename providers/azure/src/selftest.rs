@@ -67,7 +67,10 @@ pub async fn run(input: &Input) -> Vec<Check> {
             };
             match found {
                 Ok(id) => {
-                    out.push(Check::pass("discovery", format!("this node's LAN NIC is {id} (found by MAC address)")));
+                    out.push(Check::pass(
+                        "discovery",
+                        format!("this node's LAN NIC is {id} (found by MAC address)"),
+                    ));
                     id
                 }
                 Err(e) => {
@@ -78,19 +81,45 @@ pub async fn run(input: &Input) -> Vec<Check> {
             }
         }
         (None, None) => {
-            out.push(skipped("this node's NIC (no own_nic and no metadata service)"));
+            out.push(skipped(
+                "this node's NIC (no own_nic and no metadata service)",
+            ));
             return out;
         }
     };
-    let own = read(&arm, &log, "read_own_nic", "this node's NIC", &own_nic, &mut out).await;
-    let peer = read(&arm, &log, "read_peer_nic", "the peer's NIC", &input.config.peer_nic, &mut out).await;
+    let own = read(
+        &arm,
+        &log,
+        "read_own_nic",
+        "this node's NIC",
+        &own_nic,
+        &mut out,
+    )
+    .await;
+    let peer = read(
+        &arm,
+        &log,
+        "read_peer_nic",
+        "the peer's NIC",
+        &input.config.peer_nic,
+        &mut out,
+    )
+    .await;
     let mut tables = BTreeMap::new();
     for route in &input.routes {
         let key = route.table.to_ascii_lowercase();
         if tables.contains_key(&key) {
             continue;
         }
-        let doc = read(&arm, &log, "read_route_table", "route table", &route.table, &mut out).await;
+        let doc = read(
+            &arm,
+            &log,
+            "read_route_table",
+            "route table",
+            &route.table,
+            &mut out,
+        )
+        .await;
         tables.insert(key, doc);
     }
     let (Some(own), Some(peer)) = (own, peer) else {
@@ -178,7 +207,11 @@ async fn check_api(endpoint: &str, out: &mut Vec<Check>) -> bool {
     {
         Ok(c) => c,
         Err(e) => {
-            out.push(Check::fail("cloud_api", format!("building the HTTP client: {e}"), "report this as a bug"));
+            out.push(Check::fail(
+                "cloud_api",
+                format!("building the HTTP client: {e}"),
+                "report this as a bug",
+            ));
             return false;
         }
     };
@@ -190,7 +223,10 @@ async fn check_api(endpoint: &str, out: &mut Vec<Check>) -> bool {
         Ok(r) => {
             out.push(Check::pass(
                 "cloud_api",
-                format!("{endpoint} reached{via} (name resolved, connection and TLS up; HTTP {})", r.status().as_u16()),
+                format!(
+                    "{endpoint} reached{via} (name resolved, connection and TLS up; HTTP {})",
+                    r.status().as_u16()
+                ),
             ));
             true
         }
@@ -261,7 +297,10 @@ fn scopes(
     let mut by_scope: Vec<(String, Vec<&'static RequiredAction>)> = Vec::new();
     let mut add = |scope: &str, action: &'static RequiredAction| {
         let scope = scope.trim_end_matches('/').to_string();
-        match by_scope.iter_mut().find(|(s, _)| s.eq_ignore_ascii_case(&scope)) {
+        match by_scope
+            .iter_mut()
+            .find(|(s, _)| s.eq_ignore_ascii_case(&scope))
+        {
             Some((_, list)) => list.push(action),
             None => by_scope.push((scope, vec![action])),
         }
@@ -287,7 +326,10 @@ fn scopes(
     let nsgs = dedup(
         [own, peer]
             .iter()
-            .filter_map(|d| d.pointer("/properties/networkSecurityGroup/id").and_then(Value::as_str))
+            .filter_map(|d| {
+                d.pointer("/properties/networkSecurityGroup/id")
+                    .and_then(Value::as_str)
+            })
             .map(str::to_string)
             .collect(),
     );
@@ -367,7 +409,12 @@ pub fn grants(permissions: &Value, action: &str) -> bool {
         entry
             .get(key)
             .and_then(Value::as_array)
-            .map(|l| l.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     permissions
@@ -376,7 +423,9 @@ pub fn grants(permissions: &Value, action: &str) -> bool {
         .is_some_and(|entries| {
             entries.iter().any(|e| {
                 list(e, "actions").iter().any(|p| action_matches(p, action))
-                    && !list(e, "notActions").iter().any(|p| action_matches(p, action))
+                    && !list(e, "notActions")
+                        .iter()
+                        .any(|p| action_matches(p, action))
             })
         })
 }
@@ -389,7 +438,10 @@ async fn check_permissions(
 ) {
     for (scope, actions) in scopes {
         let id = format!("{scope}/providers/Microsoft.Authorization/permissions");
-        let answer = match arm.get(log, "selftest.permissions", &id, PERMISSIONS_API_VERSION).await {
+        let answer = match arm
+            .get(log, "selftest.permissions", &id, PERMISSIONS_API_VERSION)
+            .await
+        {
             Ok(r) => r.body,
             Err(e) => {
                 out.push(
@@ -427,8 +479,11 @@ async fn check_permissions(
                 .map(|a| a.strip_prefix("Microsoft.").unwrap_or(a))
                 .collect();
             out.push(
-                Check::pass("permission", format!("{} granted on {scope}", names.join(", ")))
-                    .proved_by("permissions API"),
+                Check::pass(
+                    "permission",
+                    format!("{} granted on {scope}", names.join(", ")),
+                )
+                .proved_by("permissions API"),
             );
         }
     }
@@ -479,9 +534,15 @@ async fn check_nics(
     peer: &Value,
     out: &mut Vec<Check>,
 ) {
-    for (who, id, doc) in [("this node's", own_id, own), ("the peer's", input.config.peer_nic.as_str(), peer)] {
+    for (who, id, doc) in [
+        ("this node's", own_id, own),
+        ("the peer's", input.config.peer_nic.as_str(), peer),
+    ] {
         if nic::ip_forwarding(doc) == Some(true) {
-            out.push(Check::pass("ip_forwarding", format!("IP forwarding is on on {who} NIC {}", short(id))));
+            out.push(Check::pass(
+                "ip_forwarding",
+                format!("IP forwarding is on on {who} NIC {}", short(id)),
+            ));
         } else {
             out.push(Check::fail(
                 "ip_forwarding",
@@ -493,11 +554,24 @@ async fn check_nics(
     let own_subnet = nic::primary_subnet(own);
     let peer_subnet = nic::primary_subnet(peer);
     let Some(subnet_id) = own_subnet.clone() else {
-        out.push(Check::fail("same_subnet", format!("this node's NIC {} has no subnet on its primary ipConfiguration", short(own_id)), "check provider.azure.own_nic"));
+        out.push(Check::fail(
+            "same_subnet",
+            format!(
+                "this node's NIC {} has no subnet on its primary ipConfiguration",
+                short(own_id)
+            ),
+            "check provider.azure.own_nic",
+        ));
         return;
     };
-    if peer_subnet.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(&subnet_id)) {
-        out.push(Check::pass("same_subnet", format!("both NICs are in subnet {subnet_id}")));
+    if peer_subnet
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case(&subnet_id))
+    {
+        out.push(Check::pass(
+            "same_subnet",
+            format!("both NICs are in subnet {subnet_id}"),
+        ));
     } else {
         out.push(Check::fail(
             "same_subnet",
@@ -505,7 +579,10 @@ async fn check_nics(
             "put both LAN NICs in the same subnet: an ipConfiguration can only move within its subnet",
         ));
     }
-    let subnet = match arm.get(log, "selftest.subnet", &subnet_id, NETWORK_API_VERSION).await {
+    let subnet = match arm
+        .get(log, "selftest.subnet", &subnet_id, NETWORK_API_VERSION)
+        .await
+    {
         Ok(r) => Some(r.body),
         Err(e) => {
             out.push(Check::warn(
@@ -516,18 +593,29 @@ async fn check_nics(
             None
         }
     };
-    let prefix = subnet
-        .as_ref()
-        .and_then(|s| s.pointer("/properties/addressPrefix").and_then(Value::as_str).map(str::to_string));
+    let prefix = subnet.as_ref().and_then(|s| {
+        s.pointer("/properties/addressPrefix")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
     let users: Vec<String> = subnet
         .as_ref()
-        .and_then(|s| s.pointer("/properties/ipConfigurations").and_then(Value::as_array))
-        .map(|l| l.iter().filter_map(|c| c.get("id").and_then(Value::as_str).map(str::to_string)).collect())
+        .and_then(|s| {
+            s.pointer("/properties/ipConfigurations")
+                .and_then(Value::as_array)
+        })
+        .map(|l| {
+            l.iter()
+                .filter_map(|c| c.get("id").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     // The NICs other than the pair's that have an ipConfiguration in this subnet.
     let nic_of = |ipconfig: &str| {
         let lower = ipconfig.to_ascii_lowercase();
-        lower.find("/ipconfigurations/").map(|at| ipconfig[..at].to_string())
+        lower
+            .find("/ipconfigurations/")
+            .map(|at| ipconfig[..at].to_string())
     };
     let mut others: Vec<String> = Vec::new();
     for u in &users {
@@ -563,17 +651,30 @@ async fn check_nics(
             if nic::holds(doc, ip) {
                 problems.push((
                     format!("held by a third NIC {id}"),
-                    format!("remove {ip} from NIC {} (only the pair's NICs may hold it)", short(id)),
+                    format!(
+                        "remove {ip} from NIC {} (only the pair's NICs may hold it)",
+                        short(id)
+                    ),
                 ));
             }
         }
         if problems.is_empty() {
             if prefix.is_some() {
-                out.push(Check::pass("floating_ip", format!("{ip} is inside {}, not reserved, on no third NIC", prefix.as_deref().unwrap_or_default())));
+                out.push(Check::pass(
+                    "floating_ip",
+                    format!(
+                        "{ip} is inside {}, not reserved, on no third NIC",
+                        prefix.as_deref().unwrap_or_default()
+                    ),
+                ));
             }
         } else {
             for (problem, fix) in problems {
-                out.push(Check::fail("floating_ip", format!("{ip} is {problem}"), fix));
+                out.push(Check::fail(
+                    "floating_ip",
+                    format!("{ip} is {problem}"),
+                    fix,
+                ));
             }
         }
         let holder = match (nic::holds(own, ip), nic::holds(peer, ip)) {
@@ -606,12 +707,18 @@ async fn check_routes(
     let own_addr = nic::primary_address(own);
     let peer_addr = nic::primary_address(peer);
     for route in &input.routes {
-        if tables.get(&route.table.to_ascii_lowercase()).is_some_and(Option::is_none) {
+        if tables
+            .get(&route.table.to_ascii_lowercase())
+            .is_some_and(Option::is_none)
+        {
             continue; // the table read failed above
         }
         let id = routes::route_id(route);
         let label = format!("{}/{}", short(&route.table), route.name);
-        let doc = match arm.get(log, "selftest.route", &id, NETWORK_API_VERSION).await {
+        let doc = match arm
+            .get(log, "selftest.route", &id, NETWORK_API_VERSION)
+            .await
+        {
             Ok(r) => r.body,
             Err(e) if e.class == ErrorClass::NotFound => {
                 out.push(Check::warn(
@@ -638,7 +745,14 @@ async fn check_routes(
             _ => "",
         };
         if hop.is_some() && expected_here.contains(&hop) {
-            out.push(Check::pass("route", format!("{label} ({}) -> {} ({who})", route.prefix, hop.map(|h| h.to_string()).unwrap_or_default())));
+            out.push(Check::pass(
+                "route",
+                format!(
+                    "{label} ({}) -> {} ({who})",
+                    route.prefix,
+                    hop.map(|h| h.to_string()).unwrap_or_default()
+                ),
+            ));
         } else {
             let wanted = match route.next_hop {
                 NextHop::SelfAddress => "the active node's own address",
@@ -665,11 +779,26 @@ mod tests {
 
     #[test]
     fn wildcards_match_like_rbac() {
-        assert!(action_matches("*", "Microsoft.Network/networkInterfaces/write"));
-        assert!(action_matches("microsoft.network/*", "Microsoft.Network/networkInterfaces/write"));
-        assert!(action_matches("Microsoft.Network/*/read", "Microsoft.Network/routeTables/routes/read"));
-        assert!(!action_matches("Microsoft.Network/*/read", "Microsoft.Network/routeTables/write"));
-        assert!(!action_matches("Microsoft.Compute/*", "Microsoft.Network/x"));
+        assert!(action_matches(
+            "*",
+            "Microsoft.Network/networkInterfaces/write"
+        ));
+        assert!(action_matches(
+            "microsoft.network/*",
+            "Microsoft.Network/networkInterfaces/write"
+        ));
+        assert!(action_matches(
+            "Microsoft.Network/*/read",
+            "Microsoft.Network/routeTables/routes/read"
+        ));
+        assert!(!action_matches(
+            "Microsoft.Network/*/read",
+            "Microsoft.Network/routeTables/write"
+        ));
+        assert!(!action_matches(
+            "Microsoft.Compute/*",
+            "Microsoft.Network/x"
+        ));
     }
 
     #[test]
@@ -695,6 +824,8 @@ mod tests {
             let p = address_problem("10.0.1.0/24", ip(reserved)).expect("reserved");
             assert!(p.contains("reserved"), "{p}");
         }
-        assert!(address_problem("10.0.1.0/24", ip("10.0.2.4")).expect("outside").contains("outside"));
+        assert!(address_problem("10.0.1.0/24", ip("10.0.2.4"))
+            .expect("outside")
+            .contains("outside"));
     }
 }

@@ -142,7 +142,10 @@ mod tests {
 
     #[test]
     fn no_proxy_matches_hosts_and_domain_suffixes() {
-        assert_eq!(authority("https://management.azure.com"), "management.azure.com:443");
+        assert_eq!(
+            authority("https://management.azure.com"),
+            "management.azure.com:443"
+        );
         assert_eq!(authority("http://127.0.0.1:8080/x"), "127.0.0.1:8080");
         let list = "localhost, .internal,169.254.169.254";
         assert!(excluded_by_no_proxy("ec2.internal:443", list));
@@ -168,6 +171,9 @@ mod tests {
         let json = serde_json::to_value(&checks[2]).expect("serialises");
         assert_eq!(json["outcome"], "fail");
         assert_eq!(json["method"], "DryRun");
-        assert!(serde_json::to_value(&checks[0]).expect("serialises").get("fix").is_none());
+        assert!(serde_json::to_value(&checks[0])
+            .expect("serialises")
+            .get("fix")
+            .is_none());
     }
 }
