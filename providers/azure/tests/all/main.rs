@@ -4,4 +4,5 @@
 mod discovery;
 mod faults;
 mod harness;
+mod selftest;
 mod takeover;
