@@ -7,4 +7,5 @@ mod discovery;
 mod errors;
 mod faults;
 mod routes;
+mod selftest;
 mod takeover;

@@ -71,8 +71,8 @@ def _error(code, message, status):
 
 def simulate_principal_policy(self):
     source = self._get_param("PolicySourceArn")
-    actions = self._get_multi_param("ActionNames.member")
-    resources = self._get_multi_param("ResourceArns.member") or ["*"]
+    actions = self._get_param("ActionNames", [])
+    resources = self._get_param("ResourceArns", []) or ["*"]
     if not source or not actions:
         return _error(
             "InvalidInput", "PolicySourceArn and ActionNames are required.", 400
