@@ -24,6 +24,7 @@ pub use report::Report;
 /// Run every check for the node configured in `path`. `Err` is a config that cannot be used at
 /// all (exit code 2); everything else is a check in the report.
 pub async fn run(path: &Path) -> Result<Report, String> {
+    let started = std::time::Instant::now();
     let config = common::load_config(path)?;
     let mut checks = vec![common::config_check(path, &config)];
     checks.push(common::key_file_check(&config));
@@ -34,6 +35,7 @@ pub async fn run(path: &Path) -> Result<Report, String> {
         provider: config.provider.kind.to_string(),
         config: path.display().to_string(),
         checks,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }
 

@@ -14,6 +14,8 @@ pub struct Report {
     pub config: String,
     /// Every check, in the order it ran.
     pub checks: Vec<Check>,
+    /// How long the whole run took.
+    pub duration_ms: u64,
 }
 
 /// Counts by outcome, for the summary line and the JSON.
@@ -80,7 +82,7 @@ impl Report {
         }
         let s = self.summary();
         out.push_str(&format!(
-            "Result: {} ({} failed, {} warning(s), {} passed)\n",
+            "Result: {} ({} failed, {} warning(s), {} passed, {:.1} s)\n",
             if self.ok() {
                 "OK, nothing found that would stop a failover"
             } else {
@@ -88,7 +90,8 @@ impl Report {
             },
             s.failed,
             s.warnings,
-            s.passed
+            s.passed,
+            self.duration_ms as f64 / 1000.0
         ));
         out
     }
@@ -101,6 +104,7 @@ impl Report {
             "config": self.config,
             "ok": self.ok(),
             "summary": self.summary(),
+            "duration_ms": self.duration_ms,
             "checks": self.checks,
         });
         serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
@@ -117,6 +121,7 @@ mod tests {
             provider: "azure".into(),
             config: "/etc/cloudha/cloudha.toml".into(),
             checks,
+            duration_ms: 1200,
         }
     }
 
@@ -136,7 +141,10 @@ mod tests {
         assert!(text.contains("[FAIL] permission"), "{text}");
         assert!(text.contains("[permissions API]"), "{text}");
         assert!(text.contains("fix: grant x"), "{text}");
-        assert!(text.contains("1 failed, 0 warning(s), 1 passed"), "{text}");
+        assert!(
+            text.contains("1 failed, 0 warning(s), 1 passed, 1.2 s"),
+            "{text}"
+        );
         let json: serde_json::Value = serde_json::from_str(&bad.render_json()).expect("json");
         assert_eq!(json["ok"], false);
         assert_eq!(json["summary"]["failed"], 1);
