@@ -314,3 +314,79 @@ async fn a_missing_route_table_is_named() {
     let f = failure(&checks, "read_route_table", "rtb-0000000000000dead");
     assert!(f.fix.contains("does not exist"), "{f:?}");
 }
+
+#[tokio::test]
+async fn a_dry_run_refused_by_the_callers_policy_names_the_action_and_each_route() {
+    let s = Setup::new(&all_actions(), &[]).await;
+    // The caller is an IAM user whose policy lacks ec2:ReplaceRoute: EC2 (here moto, with the
+    // DryRun authorization of cloudha_moto_server.py) answers UnauthorizedOperation.
+    let user = format!("dry-{}", s.world.eni_a);
+    let allow: Vec<&str> = all_actions()
+        .into_iter()
+        .filter(|a| *a != "ec2:ReplaceRoute")
+        .collect();
+    iam(
+        &s.world,
+        &[
+            ("Action", "CreateUser"),
+            ("Version", "2010-05-08"),
+            ("UserName", &user),
+        ],
+    )
+    .await;
+    iam(
+        &s.world,
+        &[
+            ("Action", "PutUserPolicy"),
+            ("Version", "2010-05-08"),
+            ("UserName", &user),
+            ("PolicyName", "cloudha"),
+            ("PolicyDocument", &policy(&allow, &[])),
+        ],
+    )
+    .await;
+    let key = iam(
+        &s.world,
+        &[
+            ("Action", "CreateAccessKey"),
+            ("Version", "2010-05-08"),
+            ("UserName", &user),
+        ],
+    )
+    .await;
+    let field = |tag: &str| {
+        let open = format!("<{tag}>");
+        let start = key.find(&open).expect(tag) + open.len();
+        key[start..start + key[start..].find('<').expect("close")].to_string()
+    };
+    let mut input = s.input();
+    input.credentials = Some(cloudha_provider_aws::Credentials::new(
+        field("AccessKeyId"),
+        field("SecretAccessKey"),
+        None,
+        None,
+        "iam-user",
+    ));
+    let checks = selftest::run(&input).await;
+    let denied: Vec<&Check> = failures(&checks)
+        .into_iter()
+        .filter(|c| c.detail.starts_with("ec2:ReplaceRoute denied"))
+        .collect();
+    // One per configured route, each naming its table and destination.
+    assert_eq!(denied.len(), 3, "{checks:#?}");
+    assert!(denied.iter().all(|c| c.method.as_deref() == Some("DryRun")));
+    assert!(denied[0].detail.contains(&s.world.rt_1), "{:?}", denied[0]);
+    assert!(
+        denied[0].fix.contains("allow ec2:ReplaceRoute"),
+        "{:?}",
+        denied[0]
+    );
+    assert_eq!(failures(&checks).len(), 3, "{checks:#?}");
+    // The allowed DryRun calls still pass for the same caller.
+    assert!(
+        proved(&checks, "ec2:CreateRoute")
+            .iter()
+            .all(|p| p == "Pass DryRun"),
+        "{checks:#?}"
+    );
+}

@@ -10,6 +10,11 @@
    MatchedStatements). Condition keys, permission boundaries and SCPs are not evaluated.
 2. DryRun on EC2 CreateRoute and ReplaceRoute: real EC2 supports it (DryRunOperation when
    allowed); moto 5.2.5 ignores the flag and changes the route.
+3. DryRun answers from the caller's IAM policies, as EC2 does: moto always answers
+   DryRunOperation. Here a DryRun request signed with an access key moto's IAM knows (an IAM
+   user's key, or an assumed role's) is evaluated against that principal's policies with moto's
+   own engine and refused with UnauthorizedOperation when not allowed. Keys moto's IAM does not
+   know (the tests' usual "testing") are not enforced, which is moto's default for every call.
 
 Run it like moto_server: python cloudha_moto_server.py -H 127.0.0.1 -p PORT
 """
@@ -17,8 +22,10 @@ Run it like moto_server: python cloudha_moto_server.py -H 127.0.0.1 -p PORT
 import sys
 from xml.sax.saxutils import escape
 
+from moto.ec2.exceptions import DryRunClientError, EC2ClientError
+from moto.ec2.responses._base_response import EC2BaseResponse
 from moto.ec2.responses.route_tables import RouteTables
-from moto.iam.access_control import IAMPolicy, PermissionResult
+from moto.iam.access_control import IAMPolicy, IAMRequest, PermissionResult
 from moto.iam.responses import IamResponse
 from moto.server import main
 
@@ -34,6 +41,46 @@ def _honour_dry_run(method):
     return wrapper
 
 
+class _UnknownKey(Exception):
+    pass
+
+
+class _Denied(Exception):
+    pass
+
+
+class _DryRunAuthorization(IAMRequest):
+    def _raise_invalid_access_key(self, _reason):
+        raise _UnknownKey()
+
+    def _raise_access_denied(self):
+        raise _Denied()
+
+
+def _error_on_dryrun(self):
+    if not self._get_param("DryRun", False):
+        return
+    try:
+        _DryRunAuthorization(
+            account_id=self.current_account,
+            method=self.method,
+            path=self.raw_path,
+            data=self.data,
+            body=self.raw_body,
+            headers=self.headers,
+            action=self._get_action(),
+        ).check_action_permitted("*")
+    except _UnknownKey:
+        pass
+    except _Denied:
+        raise EC2ClientError(
+            "UnauthorizedOperation",
+            "You are not authorized to perform this operation.",
+        )
+    raise DryRunClientError()
+
+
+EC2BaseResponse.error_on_dryrun = _error_on_dryrun
 RouteTables.create_route = _honour_dry_run(RouteTables.create_route)
 RouteTables.replace_route = _honour_dry_run(RouteTables.replace_route)
 
