@@ -397,3 +397,25 @@ async fn a_dry_run_refused_by_the_callers_policy_names_the_action_and_each_route
         "{checks:#?}"
     );
 }
+
+#[tokio::test]
+async fn an_instance_without_a_role_is_told_to_attach_one() {
+    let s = Setup::new(&all_actions(), &[]).await;
+    // IMDS of an instance without an instance profile: no iam/ entries at all.
+    let mut values = BTreeMap::new();
+    values.insert(
+        "/latest/meta-data/instance-id".to_string(),
+        "i-0fa4e0000000000bb".to_string(),
+    );
+    let bare = FakeImds::start(values).await;
+    let mut input = s.input();
+    input.config.imds_endpoint = Some(bare.url.clone());
+    // The production credentials chain, which ends at this IMDS.
+    input.credentials = None;
+    let checks = selftest::run(&input).await;
+    let meta = failure(&checks, "metadata_service", "names no instance role");
+    assert!(meta.fix.contains("attach an instance profile"), "{meta:?}");
+    let identity = failure(&checks, "identity", "no AWS credentials");
+    assert!(identity.fix.contains("in IAM"), "{identity:?}");
+    assert!(checks.iter().any(|c| c.name == "skipped"), "{checks:#?}");
+}
