@@ -16,6 +16,7 @@
 //! - [`status`]: the snapshot served to `cloudha status`.
 //! - [`control`]: the local Unix-socket endpoint for status and operator commands.
 //! - [`ops`]: journal, metrics, alarms, notify hooks, systemd.
+//! - [`selftest`]: `cloudha selftest`, every failover prerequisite checked on a healthy pair.
 
 pub mod config;
 pub mod control;
@@ -25,4 +26,5 @@ pub mod keepalive;
 pub mod ops;
 pub mod provider;
 pub mod provider_worker;
+pub mod selftest;
 pub mod status;

@@ -11,8 +11,8 @@ use cloudha::status::render_human;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (for `status`: the daemon answered)
-  1  the daemon failed at run time
+  0  success (for `status`: the daemon answered; for `selftest`: no check failed)
+  1  the daemon failed at run time; for `selftest`: a check failed
   2  bad usage or invalid configuration
   3  the daemon could not be reached
   4  the daemon refused the command";
@@ -62,6 +62,16 @@ enum Cmd {
         /// The journal file (overrides --config).
         #[arg(long)]
         journal: Option<PathBuf>,
+    },
+    /// Check on a healthy pair everything a failover needs (permissions, NIC settings, APIs, peer).
+    #[command(after_help = EXIT_CODES)]
+    Selftest {
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file (the daemon's).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
     },
     /// Configuration tools.
     Config {
@@ -216,6 +226,17 @@ async fn dispatch(command: Cmd) -> ExitCode {
                 }
             }
         }
+        Cmd::Selftest { json, config } => match cloudha::selftest::run(&config).await {
+            Ok(report) => {
+                if json {
+                    println!("{}", report.render_json());
+                } else {
+                    print!("{}", report.render_human());
+                }
+                ExitCode::from(report.exit_code())
+            }
+            Err(e) => usage_error(&e),
+        },
         Cmd::Switchover { target } => send_command(&target, Command::Switchover).await,
         Cmd::Maintenance {
             state,

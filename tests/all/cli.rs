@@ -184,3 +184,59 @@ fn every_command_has_help_with_exit_codes() {
     }
     assert_eq!(cloudha(&["frobnicate"]).status.code(), Some(2));
 }
+
+#[test]
+fn selftest_exit_codes_key_file_mode_and_no_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (text, path) = example_in(dir.path());
+    // The local provider on an interface this machine has, and a socket nobody listens on.
+    let text = text
+        .replace("interface = \"eth1\"", "interface = \"lo\"")
+        .replace(
+            "/run/cloudha/cloudha.sock",
+            &dir.path().join("none.sock").display().to_string(),
+        );
+    std::fs::write(&path, &text).expect("write config");
+    let key = dir.path().join("key");
+    let chmod = |mode| {
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod")
+    };
+    let config = path.to_str().expect("utf-8");
+
+    chmod(0o600);
+    let out = cloudha(&["selftest", "--config", config]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("[PASS] config"), "{stdout}");
+    assert!(stdout.contains("[PASS] key_file"), "{stdout}");
+    assert!(stdout.contains("[WARN] peer"), "{stdout}");
+    assert!(stdout.contains("daemon is not running"), "{stdout}");
+
+    chmod(0o644);
+    let out = cloudha(&["selftest", "--json", "--config", config]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["ok"], false);
+    let key_check = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "key_file")
+        .expect("key_file check")
+        .clone();
+    assert_eq!(key_check["outcome"], "fail");
+    assert!(
+        key_check["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("chmod 600"),
+        "{key_check}"
+    );
+
+    // A config that cannot be used at all is bad usage: exit code 2, the field named.
+    std::fs::write(&path, text.replace("priority = 200", "priority = 0")).expect("write");
+    let out = cloudha(&["selftest", "--config", config]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node.priority"));
+}

@@ -533,3 +533,95 @@ fn e2e_azure_scheduled_reboot_hands_over_first_and_acknowledges_after() {
         "journal"
     );
 }
+
+/// `cloudha selftest` of one node, run inside its namespace like an operator on the VM would.
+fn selftest(pair: &Pair, node: Node, json: bool) -> std::process::Output {
+    let config = pair
+        .dir
+        .path()
+        .join(format!("{}.toml", crate::e2e_local::name(node)));
+    let config = config.to_str().expect("utf-8 path");
+    let mut args = vec![
+        env!("CARGO_BIN_EXE_cloudha"),
+        "selftest",
+        "--config",
+        config,
+    ];
+    if json {
+        args.push("--json");
+    }
+    pair.topo.exec(node, &args).expect("run cloudha selftest")
+}
+
+#[test]
+fn e2e_azure_selftest_passes_on_a_running_pair_and_names_a_missing_action() {
+    let (pair, cloud) = start("e2eazself", 500, false);
+    // The shared key must be readable by its owner only.
+    let key = pair.dir.path().join("key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod key");
+    // Both daemons run; the self-test must not disturb them (it binds no keepalive port).
+    wait_until("both nodes to hear each other on every path", SOON, || {
+        pair.status(Node::B).filter(|s| {
+            s["paths"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|x| x["up"] == true))
+        })
+    });
+    for node in [Node::A, Node::B] {
+        let out = selftest(&pair, node, true);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_str(&stdout).expect("JSON report");
+        assert_eq!(report["ok"], true, "{stdout}");
+        let checks = report["checks"].as_array().expect("checks");
+        let passed = |name: &str| {
+            checks
+                .iter()
+                .filter(|c| c["name"] == name && c["outcome"] == "pass")
+                .count()
+        };
+        // IMDS discovery and the token went through the namespace's 169.254.169.254.
+        assert_eq!(passed("metadata_service"), 1, "{stdout}");
+        assert_eq!(passed("discovery"), 1, "{stdout}");
+        assert_eq!(passed("identity"), 1, "{stdout}");
+        // Peer facts from the running daemon: both keepalive paths, version, config digest.
+        assert_eq!(passed("keepalive"), 2, "{stdout}");
+        assert_eq!(passed("same_version"), 1, "{stdout}");
+        assert_eq!(passed("same_config"), 1, "{stdout}");
+        assert!(passed("permission") >= 6, "{stdout}");
+    }
+    assert_eq!(
+        pair.status(Node::A).expect("A answers")["role"],
+        "active",
+        "the self-test disturbed the pair"
+    );
+
+    // Take one action away from B's role: the text report names it, its scope and the fix.
+    let actions: Vec<&str> = cloudha_azure_emulator::scenario::DEFAULT_ACTIONS
+        .iter()
+        .copied()
+        .filter(|a| *a != "Microsoft.Network/virtualNetworks/subnets/join/action")
+        .collect();
+    assert!(cloud.emu.set_permissions("vm-appliance-b", &actions, &[]));
+    let out = selftest(&pair, Node::B, false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[FAIL] permission")
+            && text.contains(
+                "missing Microsoft.Network/virtualNetworks/subnets/join/action on /subscriptions/"
+            )
+            && text.contains("/virtualNetworks/vnet-ha/subnets/appliances")
+            && text.contains("[permissions API]")
+            && text.contains("fix: add Microsoft.Network/virtualNetworks/subnets/join/action"),
+        "{text}"
+    );
+    assert!(text.contains("Result: FAILED"), "{text}");
+    eprintln!("{text}");
+}

@@ -19,6 +19,10 @@ pub struct AwsConfig {
     /// IMDS base URL; default: `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else `http://169.254.169.254`.
     #[serde(default)]
     pub imds_endpoint: Option<String>,
+    /// IAM Query API endpoint for `cloudha selftest`'s policy simulation; default:
+    /// `AWS_ENDPOINT_URL_IAM`, else `https://iam.amazonaws.com`.
+    #[serde(default)]
+    pub iam_endpoint: Option<String>,
     /// This node's ENI (`eni-...`) that receives the floating IPs; default: discovered through IMDS.
     #[serde(default)]
     pub own_eni: Option<String>,

@@ -24,6 +24,7 @@
 //! - `takeover.rs`: floating IPs and Elastic IPs; `routes.rs`: routes.
 //! - `observe.rs`: who holds what, from what EC2 reported.
 //! - `maintenance.rs`: spot interruption notices and scheduled events from IMDSv2.
+//! - [`selftest`]: `cloudha selftest`'s checks: reads, `DryRun` writes, policy simulation.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -46,6 +47,7 @@ mod maintenance;
 mod observe;
 pub mod permissions;
 mod routes;
+pub mod selftest;
 mod takeover;
 
 pub use aws_sdk_ec2::config::Credentials;

@@ -275,6 +275,25 @@ impl Emulator {
         }
     }
 
+    /// Replaces the scopes a VM identity's role is assigned at (e.g. only its own resource
+    /// group, so a VNet in another group is out of reach). Returns false if the VM does not exist.
+    pub fn set_role_scopes(&self, vm: &str, scopes: &[&str]) -> bool {
+        let mut st = self.lock();
+        let Some(principal) = st
+            .vm_by_name(vm)
+            .map(|v| v.principal_id.to_ascii_lowercase())
+        else {
+            return false;
+        };
+        match st.identities.get_mut(&principal) {
+            Some(i) => {
+                i.scopes = scopes.iter().map(|s| s.to_string()).collect();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Current settings.
     pub fn settings(&self) -> Settings {
         self.lock().settings.clone()

@@ -165,7 +165,7 @@ pub struct NicSpec {
 pub struct IpConfigurationSpec {
     /// Name.
     pub name: String,
-    /// `"<vnet>/<subnet>"` in the NIC's resource group.
+    /// `"<vnet>/<subnet>"` in the NIC's resource group, or `"<group>/<vnet>/<subnet>"`.
     pub subnet: String,
     /// Static address; omitted means Dynamic (first free address).
     #[serde(default)]
@@ -562,15 +562,22 @@ fn build_nic(
     let mut taken: Vec<Ipv4Addr> = Vec::new();
     let mut cfgs = Vec::new();
     for (i, c) in spec.ip_configurations.iter().enumerate() {
-        let Some((vnet, subnet)) = c.subnet.split_once('/') else {
-            return err(format!(
-                "nic {}: subnet must be \"<vnet>/<subnet>\"",
-                spec.name
-            ));
+        // `<vnet>/<subnet>` in the NIC's resource group, or `<group>/<vnet>/<subnet>` for a
+        // VNet in another resource group (a common hub layout, with its own role assignments).
+        let parts: Vec<&str> = c.subnet.split('/').collect();
+        let (vnet_rg, vnet, subnet) = match parts.as_slice() {
+            [vnet, subnet] => (rg, *vnet, *subnet),
+            [group, vnet, subnet] => (*group, *vnet, *subnet),
+            _ => {
+                return err(format!(
+                    "nic {}: subnet must be \"<vnet>/<subnet>\" or \"<resource group>/<vnet>/<subnet>\"",
+                    spec.name
+                ))
+            }
         };
         let subnet_id = format!(
             "{}/subnets/{subnet}",
-            ids::resource_id(sub, rg, "Microsoft.Network/virtualNetworks", vnet)
+            ids::resource_id(sub, vnet_rg, "Microsoft.Network/virtualNetworks", vnet)
         );
         let Some(sn) = st.subnet(&subnet_id) else {
             return err(format!("nic {}: unknown subnet {}", spec.name, c.subnet));

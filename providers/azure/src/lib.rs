@@ -30,6 +30,7 @@ pub mod moves;
 pub mod nic;
 pub mod permissions;
 pub mod routes;
+pub mod selftest;
 pub mod token;
 
 use std::net::Ipv4Addr;

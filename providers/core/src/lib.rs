@@ -10,6 +10,8 @@
 //! daemon turns those reports into `status`, metrics and the event journal. The provider returns
 //! only when the cloud state has converged (verified), or when it gives up with an error.
 
+pub mod check;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub mod maintenance;
+pub use check::{any_failed, Check, Outcome};
 pub use maintenance::Maintenance;
 
 /// A floating IP the active node must own.

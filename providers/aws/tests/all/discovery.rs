@@ -105,6 +105,7 @@ async fn own_eni_region_instance_and_credentials_come_from_imds() {
         region: None,
         endpoint: Some(proxy.url.clone()),
         imds_endpoint: Some(imds.url.clone()),
+        iam_endpoint: None,
         own_eni: None,
         peer_eni: world.eni_b.clone(),
     };
@@ -167,6 +168,7 @@ async fn unreachable_imds_names_the_settings_that_make_it_unnecessary() {
         region: None,
         endpoint: Some("http://127.0.0.1:9".to_string()),
         imds_endpoint: Some(format!("http://{closed}")),
+        iam_endpoint: None,
         own_eni: None,
         peer_eni: "eni-0123456789abcdef0".to_string(),
     };

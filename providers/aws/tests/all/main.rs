@@ -8,4 +8,5 @@ mod errors;
 mod faults;
 mod maintenance;
 mod routes;
+mod selftest;
 mod takeover;

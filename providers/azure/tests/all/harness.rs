@@ -56,7 +56,12 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn start(nic_ms: u64) -> Cloud {
-        let emu = Emulator::new(&Scenario::two_appliances()).expect("scenario");
+        Self::start_with(&Scenario::two_appliances(), nic_ms).await
+    }
+
+    /// A served emulator for a scenario changed from the standard one.
+    pub async fn start_with(scenario: &Scenario, nic_ms: u64) -> Cloud {
+        let emu = Emulator::new(scenario).expect("scenario");
         emu.update_settings(|s| {
             s.nic_propagation_ms = nic_ms;
             s.route_propagation_ms = nic_ms / 2;

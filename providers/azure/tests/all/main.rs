@@ -5,4 +5,5 @@ mod discovery;
 mod faults;
 mod harness;
 mod maintenance;
+mod selftest;
 mod takeover;

@@ -1,5 +1,9 @@
-//! A real moto server (`moto_server`) on a free loopback port, shared by the tests that run at
-//! the same time and stopped when the last of them drops it.
+//! A real moto server on a free loopback port, shared by the tests that run at the same time and
+//! stopped when the last of them drops it.
+//!
+//! It is moto's own server started through `tests/moto/cloudha_moto_server.py`, which adds what
+//! `cloudha selftest` needs and moto 5.2.5 lacks: IAM `SimulatePrincipalPolicy` (evaluated from
+//! the policies in moto's IAM backend) and `DryRun` on `CreateRoute`/`ReplaceRoute`.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -50,7 +54,9 @@ impl MotoServer {
     }
 
     fn start() -> Self {
-        let program = moto_program();
+        let program = python_next_to(&moto_program());
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/cloudha_moto_server.py");
         let mut last_error = String::new();
         // A port found free can be taken before moto binds it; a fresh one then will do.
         for _ in 0..3 {
@@ -62,6 +68,7 @@ impl MotoServer {
                 .arg(WATCHDOG)
                 .arg("moto-watchdog")
                 .arg(&program)
+                .arg(&script)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(out.try_clone().expect("clone the moto log"))
@@ -141,6 +148,15 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a loopback port")
+}
+
+/// The Python interpreter of moto's installation (the one next to `moto_server`), else `python3`.
+fn python_next_to(moto_server: &Path) -> PathBuf {
+    moto_server
+        .parent()
+        .map(|dir| dir.join("python"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 /// `CLOUDHA_MOTO_SERVER`, else the venv install-deps.sh makes, else `moto_server` on PATH.

@@ -172,6 +172,7 @@ impl World {
             endpoint: Some(proxy.url.clone()),
             // Never used with region and own_eni set; a closed loopback port if it ever were.
             imds_endpoint: Some("http://127.0.0.1:9".to_string()),
+            iam_endpoint: None,
             own_eni: Some(own.to_string()),
             peer_eni: peer.to_string(),
         }
