@@ -55,8 +55,17 @@ impl MotoServer {
 
     fn start() -> Self {
         let program = python_next_to(&moto_program());
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/cloudha_moto_server.py");
+        // This harness is compiled into the AWS provider's tests and the workspace's end-to-end
+        // tests: the script is next to the provider's manifest in both cases.
+        let script = ["", "providers/aws"]
+            .iter()
+            .map(|dir| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(dir)
+                    .join("tests/moto/cloudha_moto_server.py")
+            })
+            .find(|p| p.is_file())
+            .expect("tests/moto/cloudha_moto_server.py of the AWS provider");
         let mut last_error = String::new();
         // A port found free can be taken before moto binds it; a fresh one then will do.
         for _ in 0..3 {
