@@ -16,20 +16,20 @@ use serde_json::Value;
 use crate::e2e_local::{num, Options, Pair, SOON};
 use crate::netns::{wait_until, Node};
 
-const FLOATING: &str = "10.10.1.100";
-const ADDR_B: &str = "10.10.1.5";
+pub(crate) const FLOATING: &str = "10.10.1.100";
+pub(crate) const ADDR_B: &str = "10.10.1.5";
 const ARM_PORT: u16 = 8080;
 /// Bound for a failover that includes several seconds of emulated propagation.
 const FAILOVER: Duration = Duration::from_secs(60);
 
 /// The emulated cloud, served inside the pair's namespaces.
-struct Cloud {
-    emu: Arc<Emulator>,
+pub(crate) struct Cloud {
+    pub(crate) emu: Arc<Emulator>,
     // Kept alive for the listeners' tasks.
     _rt: tokio::runtime::Runtime,
 }
 
-fn vm(node: Node) -> &'static str {
+pub(crate) fn vm(node: Node) -> &'static str {
     match node {
         Node::A => "vm-appliance-a",
         _ => "vm-appliance-b",
@@ -85,7 +85,8 @@ impl Cloud {
             let arm = tokio::net::TcpListener::from_std(arm).expect("tokio listener");
             let name = vm(node);
             rt.spawn(emu.clone().serve_imds(imds, name));
-            rt.spawn(emu.clone().serve(arm));
+            // Labelled per namespace, so the request log says which daemon sent each call.
+            rt.spawn(emu.clone().serve_as(arm, name));
         }
         Cloud { emu, _rt: rt }
     }
@@ -96,7 +97,7 @@ impl Cloud {
             .unwrap_or_else(|| "nobody".into())
     }
 
-    fn route_next_hop(&self) -> Option<String> {
+    pub(crate) fn route_next_hop(&self) -> Option<String> {
         self.emu
             .route("rt-workloads", "default-via-appliance")?
             .pointer("/properties/nextHopIpAddress")?
@@ -148,12 +149,12 @@ next_hop = "self_address"
     }
 }
 
-fn floating() -> std::net::Ipv4Addr {
+pub(crate) fn floating() -> std::net::Ipv4Addr {
     FLOATING.parse().expect("floating IP")
 }
 
 /// Both daemons against a fresh emulated cloud, A active and converged, B standby.
-fn start(tag: &str, nic_propagation_ms: u64, preempt: bool) -> (Pair, Cloud) {
+pub(crate) fn start(tag: &str, nic_propagation_ms: u64, preempt: bool) -> (Pair, Cloud) {
     let opts = Options {
         preempt,
         hold_down_ms: 2000,

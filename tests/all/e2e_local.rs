@@ -182,6 +182,29 @@ impl Pair {
         }
     }
 
+    /// Starts the node's daemon under `wrapper` (e.g. `unshare --time ...`), which must exec
+    /// it so that the pid stays the daemon's.
+    pub(crate) fn spawn_wrapped(&mut self, node: Node, wrapper: &[&str]) {
+        let config = self.dir.path().join(format!("{}.toml", name(node)));
+        let log = self.dir.path().join(format!("{}.log", name(node)));
+        let binary = binary();
+        let mut args: Vec<&str> = wrapper[1..].to_vec();
+        args.extend([
+            binary.to_str().expect("utf-8 path"),
+            "run",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ]);
+        let daemon = self
+            .topo
+            .spawn(node, Path::new(wrapper[0]), &args, &log)
+            .expect("spawn daemon");
+        match node {
+            Node::A => self.a = Some(daemon),
+            _ => self.b = Some(daemon),
+        }
+    }
+
     pub(crate) fn daemon(&mut self, node: Node) -> &mut Daemon {
         match node {
             Node::A => self.a.as_mut(),
@@ -190,7 +213,7 @@ impl Pair {
         .expect("daemon running")
     }
 
-    fn socket(&self, node: Node) -> PathBuf {
+    pub(crate) fn socket(&self, node: Node) -> PathBuf {
         self.dir.path().join(format!("{}.sock", name(node)))
     }
 
