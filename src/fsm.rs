@@ -190,11 +190,11 @@ pub enum Event {
         reason: String,
     },
     /// Reconcile read the cloud. `drift`: something is not on this node; `peer_holds`: a
-    /// floating IP is on the peer's NIC.
+    /// floating IP is on the peer's NIC or a route points at the peer.
     Observed {
         /// Some resource is held by the peer, by nobody, or by both.
         drift: bool,
-        /// A floating IP is on the peer.
+        /// A floating IP or a route is on the peer.
         peer_holds: bool,
     },
     /// An operator command.
@@ -546,8 +546,8 @@ impl Fsm {
         }
     }
 
-    /// Reconcile: repair drift on a settled active node, except where the peer holds the floating
-    /// IP and claims it (alive and active: the epoch rule decides) or cannot be heard (it took
+    /// Reconcile: repair drift on a settled active node, except where the peer holds a floating
+    /// IP or route and claims it (alive and active: the epoch rule decides) or cannot be heard (it took
     /// over across a partition: taking it back would start a ping-pong, so stand by instead).
     fn on_observed(&mut self, drift: bool, peer_holds: bool, now: Millis, out: &mut Vec<Action>) {
         if self.fenced && !peer_holds {

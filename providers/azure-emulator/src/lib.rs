@@ -380,7 +380,12 @@ impl Emulator {
 
     fn run_request_hook(&self, request: &LoggedRequest) {
         // Cloned out so the hook runs without the slot's lock (it may replace itself).
-        let hook = self.hook.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let hook = self
+            .hook
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(hook) = hook {
             hook(request);
         }

@@ -181,7 +181,10 @@ pub struct Monitor {
 impl Monitor {
     pub fn new(first: &Observation) -> Monitor {
         Monitor {
-            baseline: [first.nic_settings[0][1].clone(), first.nic_settings[1][1].clone()],
+            baseline: [
+                first.nic_settings[0][1].clone(),
+                first.nic_settings[1][1].clone(),
+            ],
             violations: Vec::new(),
             timeline: Vec::new(),
             last_description: String::new(),
@@ -266,7 +269,11 @@ impl Monitor {
             self.ip_owner = Some(now);
         }
         if let Some(now) = &obs.route_next_hop {
-            if self.route_owner.as_ref().is_some_and(|before| before != now) {
+            if self
+                .route_owner
+                .as_ref()
+                .is_some_and(|before| before != now)
+            {
                 self.route_changes += 1;
             }
             self.route_owner = Some(now.clone());

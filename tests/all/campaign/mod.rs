@@ -108,6 +108,8 @@ struct Run {
     restarts: Vec<Restart>,
     /// Per episode: convergence time and bound.
     converged: Vec<(Duration, Duration)>,
+    /// Where each mid-takeover kill fired (for the result line).
+    fired: Vec<String>,
     // Dropped in this order: the daemons (pair) before the cloud's runtime.
     pair: Pair,
     cloud: Cloud,
@@ -135,10 +137,15 @@ impl Run {
                 self.down[slot(node)] = true;
                 let by_hook = self.hook.as_ref().and_then(|(victim, h, after)| {
                     let fired = h.lock().unwrap_or_else(|e| e.into_inner()).fired.clone();
-                    (*victim == node).then_some(fired).flatten().map(|f| (f, *after))
+                    (*victim == node)
+                        .then_some(fired)
+                        .flatten()
+                        .map(|f| (f, *after))
                 });
                 match by_hook {
                     Some((at, restart_after)) => {
+                        self.fired
+                            .push(at.split(" (").next().unwrap_or(&at).to_string());
                         self.monitor
                             .note(now, format!("{} killed mid-takeover at {at}", name(node)));
                         self.restarts.push(Restart {
@@ -147,10 +154,9 @@ impl Run {
                             clock_offset_s: None,
                         });
                     }
-                    None => self.monitor.fail(
-                        now,
-                        format!("{} exited on its own ({status})", name(node)),
-                    ),
+                    None => self
+                        .monitor
+                        .fail(now, format!("{} exited on its own ({status})", name(node))),
                 }
             }
         }
@@ -443,7 +449,11 @@ fn rerun_command(seed: u64) -> String {
 }
 
 fn run_seed(seed: u64, max_episodes: usize, allow_timeouts: bool) -> Outcome {
-    let schedule = Schedule::generate(seed, max_episodes, allow_timeouts);
+    run_schedule(Schedule::generate(seed, max_episodes, allow_timeouts))
+}
+
+fn run_schedule(schedule: Schedule) -> Outcome {
+    let seed = schedule.seed;
     let started = Instant::now();
     let label = schedule.label();
     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -470,6 +480,7 @@ fn run_seed(seed: u64, max_episodes: usize, allow_timeouts: bool) -> Outcome {
             hook: None,
             restarts: Vec::new(),
             converged: Vec::new(),
+            fired: Vec::new(),
             pair,
             cloud,
         };
@@ -485,19 +496,25 @@ fn run_seed(seed: u64, max_episodes: usize, allow_timeouts: bool) -> Outcome {
             run.monitor.timeline.clone(),
             run.converged.clone(),
             run.monitor.max_nobody,
+            run.fired.clone(),
             logs,
         )
     }));
     let elapsed = started.elapsed();
     match result {
-        Ok((violations, timeline, converged, max_nobody, logs)) => {
+        Ok((violations, timeline, converged, max_nobody, fired, logs)) => {
             let conv: Vec<String> = converged
                 .iter()
                 .map(|(t, b)| format!("{:.1}/{:.0}s", t.as_secs_f64(), b.as_secs_f64()))
                 .collect();
             let passed = violations.is_empty();
+            let fired = if fired.is_empty() {
+                String::new()
+            } else {
+                format!(", killed mid-takeover at [{}]", fired.join("; "))
+            };
             let line = format!(
-                "campaign seed {seed}: {} in {:.1}s, converged [{}] (took/bound), no-NIC max {:.1}s; {label}",
+                "campaign seed {seed}: {} in {:.1}s, converged [{}] (took/bound), no-NIC max {:.1}s{fired}; {label}",
                 if passed { "ok" } else { "FAIL" },
                 elapsed.as_secs_f64(),
                 conv.join(" "),
@@ -563,7 +580,10 @@ fn tail_logs(logs: &str, lines: usize) -> String {
     let logs = strip_ansi(logs);
     let all: Vec<&str> = logs.lines().collect();
     let from = all.len().saturating_sub(lines);
-    format!("daemon logs (last {lines} lines):\n{}", all[from..].join("\n"))
+    format!(
+        "daemon logs (last {lines} lines):\n{}",
+        all[from..].join("\n")
+    )
 }
 
 /// Runs the seeds one after the other, prints one line per seed and a summary; fails if
@@ -612,6 +632,30 @@ fn env_u64(key: &str) -> Option<u64> {
 #[test]
 fn campaign_short() {
     campaign(&[1, 2, 3], 2, false);
+}
+
+/// Regression (campaign seed 4): across a keepalive partition the peer's route update lands
+/// long before its NIC move; the active node used to "repair" the route back each reconcile,
+/// ping-ponging it with the peer's retries. It must stand by (fenced) instead.
+#[test]
+fn campaign_partition_while_the_nic_move_is_slow_moves_the_route_once() {
+    let schedule = Schedule {
+        seed: 0,
+        episodes: vec![Episode {
+            faults: vec![
+                Fault::Cut {
+                    who: Who::Standby,
+                    paths: Paths::All,
+                    silent: true,
+                },
+                Fault::SlowPropagation { nic_ms: 3000 },
+            ],
+            hold_ms: 4500,
+        }],
+    };
+    let outcome = run_schedule(schedule);
+    println!("{}", outcome.line);
+    assert!(outcome.passed, "{}\n{}", outcome.line, outcome.details);
 }
 
 /// The full campaign: `CLOUDHA_CAMPAIGN_SEED=N` for one seed, else `CLOUDHA_CAMPAIGN_SEEDS`

@@ -95,7 +95,11 @@ pub enum Fault {
     /// Keepalives on `paths` dropped (`silent`: by a firewall rule, the link stays up) or
     /// the links set down (carrier loss). `Paths::All` is a partition: both nodes still
     /// reach the cloud API.
-    Cut { who: Who, paths: Paths, silent: bool },
+    Cut {
+        who: Who,
+        paths: Paths,
+        silent: bool,
+    },
     /// Random loss of `percent` of the keepalives in `direction` on every path.
     Loss {
         who: Who,
