@@ -46,8 +46,12 @@ pub(crate) struct Pair {
     pub(crate) topo: Topology,
 }
 
+/// The daemon under test: the one cargo built, or `CLOUDHA_BIN` (a long campaign runs from
+/// copies of the binaries, so that rebuilding the tree meanwhile does not swap the daemon).
 fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cloudha"))
+    std::env::var_os("CLOUDHA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cloudha")))
 }
 
 pub(crate) fn name(node: Node) -> &'static str {

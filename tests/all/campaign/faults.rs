@@ -112,6 +112,7 @@ pub fn emulator_fault(fault: CloudFault, times: usize) -> EmuFault {
 #[derive(Debug)]
 pub struct KillAtRequest {
     caller: String,
+    on_path: String,
     pid: u32,
     after_writes: u32,
     writes_started: bool,
@@ -122,16 +123,19 @@ pub struct KillAtRequest {
 
 /// Installs the hook on the emulator: the daemon `pid`, whose requests the emulator logs as
 /// `caller`, is killed on arrival of its ARM request number `after_writes` counted from its
-/// first PUT/POST. The request itself is still processed, as ARM would process a request
-/// whose client died after sending it.
+/// first PUT/POST, among those whose path contains `on_path` (case-insensitive; "" for all).
+/// The request itself is still processed, as ARM would process a request whose client died
+/// after sending it.
 pub fn arm_kill_at_request(
     emu: &Emulator,
     caller: &str,
+    on_path: &str,
     pid: u32,
     after_writes: u32,
 ) -> Arc<Mutex<KillAtRequest>> {
     let state = Arc::new(Mutex::new(KillAtRequest {
         caller: caller.to_string(),
+        on_path: on_path.to_ascii_lowercase(),
         pid,
         after_writes,
         writes_started: false,
@@ -141,7 +145,8 @@ pub fn arm_kill_at_request(
     let hook_state = state.clone();
     emu.set_request_hook(Some(Arc::new(move |req: &LoggedRequest| {
         let mut s = hook_state.lock().unwrap_or_else(|e| e.into_inner());
-        let arm = req.path.starts_with("/subscriptions/");
+        let arm = req.path.starts_with("/subscriptions/")
+            && req.path.to_ascii_lowercase().contains(&s.on_path);
         if s.fired.is_some() || !arm || req.caller.as_deref() != Some(s.caller.as_str()) {
             return;
         }

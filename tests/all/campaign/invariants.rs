@@ -176,6 +176,8 @@ pub struct Monitor {
     nobody_since: Option<Duration>,
     /// Longest time on no NIC that counted against the bound, in the whole run.
     pub max_nobody: Duration,
+    /// Longest time on no NIC, excused or not.
+    pub longest_nobody: Duration,
 }
 
 impl Monitor {
@@ -194,6 +196,7 @@ impl Monitor {
             route_changes: 0,
             nobody_since: None,
             max_nobody: Duration::ZERO,
+            longest_nobody: Duration::ZERO,
         }
     }
 
@@ -249,6 +252,7 @@ impl Monitor {
             _ => {}
         }
         if let Some(since) = self.nobody_since {
+            self.longest_nobody = self.longest_nobody.max(obs.at.saturating_sub(since));
             let counted = obs.at.saturating_sub(since.max(excused_until));
             self.max_nobody = self.max_nobody.max(counted);
             if counted > nobody_bound {

@@ -87,10 +87,12 @@ pub enum Fault {
     },
     /// `kill -9` of the active node, then of the standby in the middle of its takeover: on
     /// arrival of its ARM request number `after_writes` counted from its first write (0 = the
-    /// first PUT itself). Both restart after `restart_after_ms`.
+    /// first PUT itself), counting only requests whose path contains `on_path` if set.
+    /// Both restart after `restart_after_ms`.
     KillDuringTakeover {
         after_writes: u32,
         restart_after_ms: u64,
+        on_path: Option<&'static str>,
     },
     /// Keepalives on `paths` dropped (`silent`: by a firewall rule, the link stays up) or
     /// the links set down (carrier loss). `Paths::All` is a partition: both nodes still
@@ -299,6 +301,7 @@ fn primary(rng: &mut StdRng) -> Fault {
         28..=42 => Fault::KillDuringTakeover {
             after_writes: rng.random_range(0..=10),
             restart_after_ms: rng.random_range(2..=20) * 100,
+            on_path: None,
         },
         43..=60 => Fault::Cut {
             who: who(rng),
