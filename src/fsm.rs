@@ -299,6 +299,11 @@ pub struct Fsm {
     last_takeover_error: Option<String>,
     /// Send time of the freshest keepalive taken from the peer.
     peer_newest: Option<SentAt>,
+    /// For the peer's current incarnation: the smallest `receive time - send time` seen (µs),
+    /// i.e. the offset between the two monotonic clocks plus the fastest delivery. A keepalive
+    /// arriving much later than that sat in a queue (e.g. the sender's ARP queue while a link
+    /// was down) and says what the peer was, not what it is.
+    peer_fastest_lag: Option<(u64, i128)>,
     healthy: bool,
     maintenance: bool,
     yielding: Option<(YieldReason, Millis)>,
@@ -326,6 +331,7 @@ impl Fsm {
             peer_settled_since: None,
             last_takeover_error: None,
             peer_newest: None,
+            peer_fastest_lag: None,
             healthy: true,
             maintenance: false,
             yielding: None,
@@ -462,7 +468,10 @@ impl Fsm {
         let mut out = Vec::new();
         match event {
             Event::Keepalive { path, advert, sent } => {
-                if self.is_fresh(sent) {
+                if self.held_in_flight(sent, now) {
+                    // Neither believed nor counted as hearing the peer now: marking it alive
+                    // would have the node decide on the advert it last believed, older still.
+                } else if self.is_fresh(sent) {
                     self.on_keepalive(path, advert, now);
                 } else if self.is_recent(sent) {
                     // Late but recent: the path works, the advert is outdated.
@@ -498,6 +507,27 @@ impl Fsm {
             self.evaluate(now, &mut out);
         }
         out
+    }
+
+    /// Delivered more than a dead interval later than the fastest keepalive of the same peer
+    /// boot: a burst released after a partition heals starts with adverts from its beginning
+    /// (the peer still standby, say), which are newer than anything heard yet. Believing them
+    /// made a fenced node win an election against a peer that had long taken over.
+    fn held_in_flight(&mut self, sent: Option<SentAt>, now: Millis) -> bool {
+        let Some(sent) = sent else { return false };
+        let lag = i128::from(now) * 1000 - i128::from(sent.at_us);
+        match &mut self.peer_fastest_lag {
+            Some((incarnation, fastest)) if *incarnation == sent.incarnation => {
+                *fastest = (*fastest).min(lag);
+                lag - *fastest > i128::from(self.config.dead_interval_ms) * 1000
+            }
+            // A newer boot of the peer starts a new reference; an older one is not fresh anyway.
+            Some((incarnation, _)) if *incarnation > sent.incarnation => false,
+            _ => {
+                self.peer_fastest_lag = Some((sent.incarnation, lag));
+                false
+            }
+        }
     }
 
     /// Sent no earlier than the freshest keepalive already taken (records it if so).
@@ -567,7 +597,7 @@ impl Fsm {
                 self.fenced = true;
                 self.step_down(
                     Role::Standby,
-                    "the floating IP is on the peer's NIC and the peer is not heard: it took over across a keepalive partition; standing by until it is heard again".into(),
+                    "the floating IP or a route is on the peer and the peer is not heard: it took over across a keepalive partition; standing by until it is heard again".into(),
                     now,
                     out,
                 );

@@ -209,7 +209,8 @@ async fn request_hook_sees_each_call_with_its_caller_before_it_is_handled() {
         .expect("bind");
     let labelled = listener.local_addr().expect("addr");
     tokio::spawn(env.emu.clone().serve_as(listener, VM_A));
-    let seen: Arc<Mutex<Vec<(u64, String, Option<String>, u16)>>> = Arc::default();
+    type Seen = (u64, String, Option<String>, u16);
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let sink = seen.clone();
     env.emu.set_request_hook(Some(Arc::new(move |r| {
         let mut s = sink.lock().expect("lock");
