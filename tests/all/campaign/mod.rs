@@ -657,7 +657,8 @@ fn campaign_short() {
 #[test]
 fn campaign_partition_while_the_nic_move_is_slow_moves_the_route_once() {
     let schedule = Schedule {
-        seed: 0,
+        // Names the run and its namespaces; the schedule itself is written out here.
+        seed: 900001,
         episodes: vec![Episode {
             faults: vec![
                 Fault::Cut {
@@ -682,7 +683,8 @@ fn campaign_partition_while_the_nic_move_is_slow_moves_the_route_once() {
 #[test]
 fn campaign_carrier_partition_heals_without_a_second_move() {
     let schedule = Schedule {
-        seed: 0,
+        // Names the run and its namespaces; the schedule itself is written out here.
+        seed: 900002,
         episodes: vec![Episode {
             faults: vec![Fault::Cut {
                 who: Who::Standby,
@@ -702,7 +704,8 @@ fn campaign_carrier_partition_heals_without_a_second_move() {
 #[test]
 fn campaign_kill_at_the_first_write_leaves_the_ip_on_no_nic_only_until_a_node_is_back() {
     let schedule = Schedule {
-        seed: 0,
+        // Names the run and its namespaces; the schedule itself is written out here.
+        seed: 900003,
         episodes: vec![Episode {
             // The standby's first write to fw-a's NIC is the removal of the floating IP.
             faults: vec![Fault::KillDuringTakeover {
