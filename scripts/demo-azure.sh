@@ -128,5 +128,12 @@ story_azure() {
   say "fw-a converged $(fmt_s $(($(elapsed_us) - t0)))s after it came back (3 s hold-down included): $(facts a failover)"
   wait_for "fw-a to read the cloud back" converged a
   say "  cloud now: $(facts a cloud)"
+  say "fw-b's journal, the failover part (cloudha events; JSON lines in $WORK/b-state/journal.jsonl):"
+  "$BIN" events --journal "$WORK/b-state/journal.jsonl" |
+    grep -E 'transition|takeover_|resume' | tail -n 6 | sed 's/^/    /'
+  say "fw-a's metrics (127.0.0.1:9465/metrics in its namespace), failover lines:"
+  in_ns a "$NETNS_PYTHON" -c 'import urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:9465/metrics", timeout=5).read().decode())' |
+    grep -E '^cloudha_(failovers_total|failover_phase_seconds_sum|role\{role="active"\})' | sed 's/^/    /'
   say "demo complete"
 }

@@ -30,7 +30,11 @@ def main() -> None:
             print("F", o["id"], o["elapsed_ms"], o["outcome"], sep="\t")
     elif what == "failover":
         calls = failover.get("api_calls", {})
-        listed = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
+        waited = failover.get("api_call_ms", {})
+        listed = ", ".join(
+            f"{k} {v} in {waited[k]} ms" if k in waited else f"{k} {v}"
+            for k, v in sorted(calls.items())
+        )
         print(
             f"detection {ms('detection_ms')}, first API request {ms('first_request_ms', '+')},"
             f" first write {ms('first_write_ms', '+')}, converged {ms('total_ms', '+')}"

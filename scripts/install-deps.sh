@@ -3,9 +3,10 @@
 # Quiet when everything is already there. Usage: scripts/install-deps.sh
 set -euo pipefail
 
-# moto, the EC2 API server the AWS provider's tests run against. Pinned: its quirks are documented
-# in providers/aws/README.md and the tests depend on them.
-MOTO_VERSION=5.2.5
+# moto, the EC2 API server the AWS provider's tests run against, and the AWS CLI the AWS
+# walk-through (scripts/aws-walkthrough.sh) and the benchmark's keepalived notify script drive it
+# with, and the Prometheus project's Python text parser the metrics test scrapes with. Pinned: moto's quirks are documented in providers/aws/README.md and the tests depend on them.
+VENV_PACKAGES=("moto[server]==5.2.5" "awscli==1.46.3" "prometheus-client==0.26.0")
 # A venv, because Debian's python3 is "externally managed" (PEP 668) and refuses a global pip
 # install. The tests look for moto_server here (or wherever CLOUDHA_MOTO_SERVER points).
 MOTO_VENV=/opt/cloudha-venv
@@ -31,22 +32,26 @@ apt_install() {
 # command:package pairs.
 missing=()
 for pair in ip:iproute2 tc:iproute2 ping:iputils-ping arping:iputils-arping nft:nftables \
-  python3:python3 shellcheck:shellcheck; do
+  python3:python3 shellcheck:shellcheck systemd-analyze:systemd; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]} > 0)); then
   apt_install "${missing[@]}"
 fi
 
-moto_installed() {
-  [[ -x $MOTO_VENV/bin/moto_server ]] &&
-    "$MOTO_VENV/bin/python" - "$MOTO_VERSION" <<'PY' 2>/dev/null
+# True when every pinned package is installed in the venv at its pinned version.
+venv_complete() {
+  [[ -x $MOTO_VENV/bin/python ]] &&
+    "$MOTO_VENV/bin/python" - "${VENV_PACKAGES[@]}" <<'PY' 2>/dev/null
 import importlib.metadata, sys
-sys.exit(0 if importlib.metadata.version("moto") == sys.argv[1] else 1)
+for spec in sys.argv[1:]:
+    name, version = spec.split("==")
+    if importlib.metadata.version(name.split("[")[0]) != version:
+        sys.exit(1)
 PY
 }
-if ! moto_installed; then
-  need_root "moto $MOTO_VERSION in $MOTO_VENV"
+if ! venv_complete; then
+  need_root "${VENV_PACKAGES[*]} in $MOTO_VENV"
   # Debian's own interpreter when there is one: the venv must not depend on a user's pyenv.
   python=/usr/bin/python3
   [[ -x $python ]] || python=$(command -v python3)
@@ -54,12 +59,11 @@ if ! moto_installed; then
   if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     apt_install python3-venv python3-pip
   fi
-  echo "installing: moto[server]==$MOTO_VERSION in $MOTO_VENV"
-  "$python" -m venv "$MOTO_VENV"
-  "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "moto[server]==$MOTO_VERSION"
-  moto_installed || {
-    echo "install-deps: moto $MOTO_VERSION did not install into $MOTO_VENV" >&2
+  echo "installing: ${VENV_PACKAGES[*]} in $MOTO_VENV"
+  [[ -x $MOTO_VENV/bin/python ]] || "$python" -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${VENV_PACKAGES[@]}"
+  venv_complete || {
+    echo "install-deps: ${VENV_PACKAGES[*]} did not install into $MOTO_VENV" >&2
     exit 1
   }
 fi

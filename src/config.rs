@@ -50,6 +50,21 @@ pub struct Config {
     /// Cloud route-table routes that must point at the active node.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: crate::ops::config::MetricsConfig,
+    /// The event journal.
+    #[serde(default)]
+    pub journal: crate::ops::config::JournalConfig,
+    /// Alarm thresholds.
+    #[serde(default)]
+    pub alarms: crate::ops::config::AlarmsConfig,
+    /// Commands run on role changes.
+    #[serde(default)]
+    pub hooks: crate::ops::config::HooksConfig,
+    /// Scheduled platform maintenance (Azure Scheduled Events, AWS instance actions).
+    #[serde(default)]
+    pub maintenance_events: crate::ops::config::MaintenanceEventsConfig,
 }
 
 /// `[cluster]`: identical on both nodes.
@@ -241,12 +256,12 @@ pub struct RouteConfig {
     pub next_hop: NextHop,
 }
 
-/// A duration written as `"200ms"`, `"3s"` or `"2m"`.
+/// A duration written as `"200ms"`, `"3s"`, `"2m"` or `"1h"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConfigDuration(pub Duration);
 
 impl ConfigDuration {
-    /// Parse `"<integer><unit>"` with unit `ms`, `s` or `m`.
+    /// Parse `"<integer><unit>"` with unit `ms`, `s`, `m` or `h`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let split = text
@@ -260,6 +275,7 @@ impl ConfigDuration {
             "ms" => Duration::from_millis(value),
             "s" => Duration::from_secs(value),
             "m" => Duration::from_secs(value.saturating_mul(60)),
+            "h" => Duration::from_secs(value.saturating_mul(3600)),
             _ => {
                 return Err(format!(
                     "{text:?} has no known unit; write e.g. \"200ms\", \"3s\" or \"2m\""
@@ -419,6 +435,7 @@ impl Config {
 
         check_name("node.name", &self.node.name, &mut problem);
         check_name("peer.name", &self.peer.name, &mut problem);
+        crate::ops::config::validate(self, &mut problem);
         if self.node.name == self.peer.name {
             problem(
                 "peer.name",

@@ -15,12 +15,14 @@
 //! - [`provider`]: builds the configured provider (crates under `providers/`).
 //! - [`status`]: the snapshot served to `cloudha status`.
 //! - [`control`]: the local Unix-socket endpoint for status and operator commands.
+//! - [`ops`]: journal, metrics, alarms, notify hooks, systemd.
 
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod fsm;
 pub mod keepalive;
+pub mod ops;
 pub mod provider;
 pub mod provider_worker;
 pub mod status;

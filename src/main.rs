@@ -45,6 +45,24 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Print the event journal (works while the daemon is down).
+    Events {
+        /// Print JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new events as they are written.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print only the last N events.
+        #[arg(long, short = 'n')]
+        lines: Option<usize>,
+        /// Read journal.path (or node.state_dir) from this configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The journal file (overrides --config).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -176,6 +194,28 @@ async fn dispatch(command: Cmd) -> ExitCode {
                 other => no_answer(other),
             }
         }
+        Cmd::Events {
+            json,
+            follow,
+            lines,
+            config,
+            journal,
+        } => {
+            let path = match journal {
+                Some(path) => path,
+                None => match Config::load(&config) {
+                    Ok(c) => cloudha::ops::config::journal_path(&c),
+                    Err(e) => return usage_error(&format!("{e}; or pass --journal PATH")),
+                },
+            };
+            match cloudha::ops::events::show(&path, lines, json, follow).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: journal {}: {e}", path.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Switchover { target } => send_command(&target, Command::Switchover).await,
         Cmd::Maintenance {
             state,
@@ -245,11 +285,31 @@ async fn run(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cloudha::daemon::run(config, provider, shutdown_signal()).await {
+    let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(reload_on_sighup(path.to_path_buf(), reload_tx));
+    match cloudha::daemon::run(config, provider, shutdown_signal(), reloads).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// On each SIGHUP, load and validate the config file again and hand the result to the daemon,
+/// which applies it or keeps the running one.
+async fn reload_on_sighup(
+    path: PathBuf,
+    tx: tokio::sync::mpsc::UnboundedSender<Result<Config, String>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let loaded = Config::load(&path).map_err(|e| e.to_string());
+        if tx.send(loaded).is_err() {
+            return;
         }
     }
 }

@@ -53,6 +53,15 @@ pub struct StatusSnapshot {
     /// What the last reconcile read from the cloud.
     #[serde(default)]
     pub cloud: Option<CloudStatus>,
+    /// Raised alarms (see `ops::alarms`).
+    #[serde(default)]
+    pub alarms: Vec<crate::ops::alarms::Alarm>,
+    /// Problems of the daemon itself that do not stop it (metrics listener, journal writes).
+    #[serde(default)]
+    pub daemon_warnings: Vec<String>,
+    /// Platform maintenance scheduled for this node, and what the daemon does about it.
+    #[serde(default)]
+    pub scheduled_maintenance: Vec<String>,
 }
 
 /// The cloud state as last read (who holds each floating IP and route).
@@ -199,6 +208,9 @@ pub struct FailoverRecord {
     pub operations: Vec<OperationRecord>,
     /// API requests by operation.
     pub api_calls: BTreeMap<String, u64>,
+    /// Time spent waiting for API answers, by operation (ms, summed over its calls).
+    #[serde(default)]
+    pub api_call_ms: BTreeMap<String, u64>,
 }
 
 /// A finished operation.
@@ -318,6 +330,15 @@ pub fn render_human(s: &StatusSnapshot) -> String {
                 .map(|e| format!(", error: {e}"))
                 .unwrap_or_default()
         );
+    }
+    for a in &s.alarms {
+        let _ = writeln!(out, "ALARM {}: {}", a.name, a.detail);
+    }
+    for w in &s.daemon_warnings {
+        let _ = writeln!(out, "WARNING: {w}");
+    }
+    for m in &s.scheduled_maintenance {
+        let _ = writeln!(out, "Scheduled maintenance: {m}");
     }
     if s.fenced {
         let _ = writeln!(

@@ -37,7 +37,7 @@ pub(crate) fn vm(node: Node) -> &'static str {
 }
 
 /// Bind `addr` inside namespace `ns` (a thread enters it; the socket stays there).
-fn bind_in_namespace(ns: &str, addr: SocketAddr) -> std::net::TcpListener {
+pub(crate) fn bind_in_namespace(ns: &str, addr: SocketAddr) -> std::net::TcpListener {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let handle = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
@@ -390,4 +390,63 @@ async fn put(url: &str, token: &str, body: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+#[test]
+fn e2e_azure_restart_mid_takeover_continues_it_from_the_journal() {
+    let (mut pair, cloud) = start("e2eazres", 4000, false);
+    pair.daemon(Node::A).kill9().expect("kill fw-a");
+    wait_until("fw-b's takeover to be under way", SOON, || {
+        pair.status(Node::B).filter(|s| {
+            s["takeover"]["pending"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+        })
+    });
+    // fw-b dies between two API calls of its takeover, and comes back.
+    pair.daemon(Node::B).kill9().expect("kill fw-b");
+    let journal = crate::e2e_ops::events(&pair, Node::B);
+    let last = journal.last().expect("journal entries");
+    assert_ne!(last["kind"], "takeover_done", "{journal:#?}");
+    pair.spawn(Node::B);
+    let s = wait_until(
+        "fw-b to finish the takeover after its restart",
+        FAILOVER,
+        || {
+            pair.status(Node::B)
+                .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+        },
+    );
+    assert!(
+        cloud.holder().contains("nic-appliance-b"),
+        "{}",
+        cloud.holder()
+    );
+    assert_eq!(cloud.route_next_hop().as_deref(), Some(ADDR_B));
+    let journal = crate::e2e_ops::events(&pair, Node::B);
+    let restart = journal
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["kind"] == "start")
+        .nth(1)
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| panic!("no second start in {journal:#?}"));
+    let after_restart = &journal[restart..];
+    let resume = after_restart
+        .iter()
+        .find(|e| e["kind"] == "resume")
+        .unwrap_or_else(|| panic!("no resume entry after the restart: {journal:#?}"));
+    assert_eq!(resume["data"]["continued"], true, "{resume}");
+    assert!(
+        after_restart.iter().any(|e| e["kind"] == "takeover_done"),
+        "{journal:#?}"
+    );
+    assert!(
+        s["recent_events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("interrupted by the last stop is continued")))),
+        "{s}"
+    );
 }

@@ -63,7 +63,7 @@ pub(crate) fn name(node: Node) -> &'static str {
 }
 
 /// The `[provider]`, `[[floating_ip]]` and `[[route]]` sections of the local-provider tests.
-fn local_provider(_node: Node) -> String {
+pub(crate) fn local_provider(_node: Node) -> String {
     format!(
         r#"
 [provider]
@@ -169,15 +169,21 @@ impl Pair {
     }
 
     pub(crate) fn spawn(&mut self, node: Node) {
+        self.spawn_with_env(node, &[]);
+    }
+
+    /// Start the node's daemon with extra environment variables.
+    pub(crate) fn spawn_with_env(&mut self, node: Node, env: &[(&str, &str)]) {
         let config = self.dir.path().join(format!("{}.toml", name(node)));
         let log = self.dir.path().join(format!("{}.log", name(node)));
         let daemon = self
             .topo
-            .spawn(
+            .spawn_env(
                 node,
                 &binary(),
                 &["run", "--config", config.to_str().expect("utf-8 path")],
                 &log,
+                env,
             )
             .expect("spawn daemon");
         match node {
@@ -513,14 +519,14 @@ fn e2e_switchover_and_maintenance() {
 }
 
 /// Sends a datagram to fw-a's LAN keepalive port from the client namespace.
-fn inject(pair: &Pair, payload: &[u8]) {
+pub(crate) fn inject(pair: &Pair, payload: &[u8]) {
     let to = SocketAddr::new(Node::A.lan_ip().into(), PORT);
     pair.topo
         .send_udp(Node::Client, to, payload)
         .expect("send datagram");
 }
 
-fn forged(cluster_id: u32, node_name: &str, incarnation: u64, key: &[u8]) -> Vec<u8> {
+pub(crate) fn forged(cluster_id: u32, node_name: &str, incarnation: u64, key: &[u8]) -> Vec<u8> {
     Keepalive {
         cluster_id,
         incarnation,

@@ -1,10 +1,19 @@
 //! The single integration-test binary: every suite shares one build.
 
+// The AWS provider's own harness (moto server, fault proxy, fake IMDS, VPC setup), shared with
+// the end-to-end tests here; not every helper is used from this binary.
+#[allow(dead_code)]
+#[path = "../../providers/aws/tests/all/common/mod.rs"]
+mod aws_harness;
 mod campaign;
 mod cli;
+mod deploy_kit;
+mod e2e_aws;
 mod e2e_azure;
 mod e2e_local;
+mod e2e_ops;
 mod fsm_properties;
 mod golden;
 mod netns;
 mod netns_selftest;
+mod setup_scripts;

@@ -314,11 +314,32 @@ impl Topology {
         args: &[&str],
         log_file: &Path,
     ) -> io::Result<Daemon> {
+        self.spawn_env(node, program, args, log_file, &[])
+    }
+
+    /// [`Topology::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        &self,
+        node: Node,
+        program: &Path,
+        args: &[&str],
+        log_file: &Path,
+        env: &[(&str, &str)],
+    ) -> io::Result<Daemon> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(log_file)?;
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        // The daemons get no AWS settings from whoever runs the tests: the AWS end-to-end
+        // tests prove that credentials and region come from the namespace's own IMDS.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        command.envs(env.iter().copied());
+        let child = command
             .args(["netns", "exec", self.ns(node)])
             .arg(program)
             .args(args)

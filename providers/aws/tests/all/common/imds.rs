@@ -39,6 +39,12 @@ impl FakeImds {
     /// Serve `values` (full path such as `/latest/meta-data/instance-id` to body).
     pub async fn start(values: BTreeMap<String, String>) -> Self {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        Self::serve(listener, values)
+    }
+
+    /// Serve `values` on `listener` (e.g. one bound at 169.254.169.254 inside a test's network
+    /// namespace); call from within a tokio runtime.
+    pub fn serve(listener: TcpListener, values: BTreeMap<String, String>) -> Self {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Seen::default()));
         let values = Arc::new(values);

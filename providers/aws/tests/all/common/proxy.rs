@@ -58,6 +58,7 @@ struct State {
 pub struct Proxy {
     /// The proxy's endpoint URL, to give the provider as `endpoint`.
     pub url: String,
+    upstream: SocketAddr,
     state: Arc<Mutex<State>>,
 }
 
@@ -65,10 +66,19 @@ impl Proxy {
     /// Serve on a free loopback port, forwarding to moto on `upstream_port`.
     pub async fn start(upstream_port: u16) -> Self {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port));
-        let state = Arc::new(Mutex::new(State::default()));
-        let served = state.clone();
+        let proxy = Proxy {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            upstream: SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port)),
+            state: Arc::new(Mutex::new(State::default())),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    /// Serve on `listener` as well (e.g. one bound inside a test's network namespace), with the
+    /// same log and faults; call from within a tokio runtime.
+    pub fn serve(&self, listener: TcpListener) {
+        let (served, upstream) = (self.state.clone(), self.upstream);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = served.clone();
@@ -80,7 +90,6 @@ impl Proxy {
                 });
             }
         });
-        Proxy { url, state }
     }
 
     /// Answer the next `times` requests for `action` with `fault`.

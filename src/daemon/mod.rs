@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cloudha_provider_core::{Holder, Observation, ProgressEvent, Provider, ProviderError};
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -19,11 +20,16 @@ use crate::control::{self, CommandRequest, Response};
 use crate::fsm::{Action, Command, Event, Fsm, FsmConfig, Millis, Role, SentAt, TakeoverState};
 use crate::keepalive::link::{self, LinkIdentity, Links, PathSpec, Received};
 use crate::keepalive::packet::Keepalive;
+use crate::ops::hooks::Hooks;
+use crate::ops::journal::Kind;
+use crate::ops::metrics::{self, Metrics};
 use crate::provider_worker::{ProviderWorker, WorkerEvent};
 use crate::status::{
     CloudStatus, EventRecord, FailoverRecord, Indicator, OperationRecord, PathStatus, PeerStatus,
     PendingOperation, StatusSnapshot, TakeoverStatus, TransitionRecord,
 };
+
+mod ops;
 
 /// A finished cloud read, tagged with the takeover generation it started in.
 struct ObserveResult {
@@ -129,6 +135,7 @@ pub async fn run(
     config: Config,
     provider: Arc<dyn Provider>,
     shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::UnboundedReceiver<Result<Config, String>>,
 ) -> Result<(), DaemonError> {
     let key = config
         .read_key()
@@ -188,7 +195,23 @@ pub async fn run(
 
     let (status_tx, status_rx) = watch::channel(StatusSnapshot::default());
     let (command_tx, mut command_rx) = mpsc::channel::<CommandRequest>(16);
-    tokio::spawn(control::serve(listener, status_rx, command_tx));
+    tokio::spawn(control::serve(listener, status_rx.clone(), command_tx));
+
+    let (hook_tx, mut hook_rx) = mpsc::unbounded_channel();
+    let metrics = Metrics::new();
+    let mut ops = ops::Ops::start(&config, Hooks::start(hook_tx), metrics.clone());
+    if config.metrics.enabled {
+        match metrics::bind(config.metrics.listen).await {
+            Ok(listener) => {
+                tokio::spawn(metrics::serve(listener, metrics, status_rx));
+            }
+            Err(e) => {
+                // Monitoring must never keep the pair from failing over: say it, run on.
+                warn!("{e}");
+                ops.warnings.push(e);
+            }
+        }
+    }
 
     info!(
         node = %config.node.name,
@@ -224,7 +247,18 @@ pub async fn run(
         next_observe: tokio::time::Instant::now(),
         generation: 0,
         cloud: None,
+        ops,
     };
+    let started = format!(
+        "cloudha {VERSION} started (incarnation {incarnation}, provider {})",
+        daemon.provider_kind
+    );
+    daemon.emit(Kind::Start, started, Value::Null);
+    if let Some(epoch) = daemon.ops.interrupted {
+        let message = format!("the last run stopped during its takeover for epoch {epoch}: it is continued if this node becomes active, undone otherwise");
+        warn!("{message}");
+        daemon.emit(Kind::Note, message, json!({ "interrupted_epoch": epoch }));
+    }
     daemon.publish();
 
     tokio::pin!(shutdown);
@@ -236,6 +270,7 @@ pub async fn run(
             .map(|at| Duration::from_millis(at.saturating_sub(now)))
             .unwrap_or(MAX_IDLE)
             .min(MAX_IDLE);
+        let wake = ops::loop_wake(wake, &daemon.ops.systemd);
         let event = tokio::select! {
             _ = &mut shutdown => break,
             Some(received) = received_rx.recv() => daemon.on_keepalive(received),
@@ -246,6 +281,14 @@ pub async fn run(
                 Some(Event::Operator(command))
             }
             Some(observed) = observe_rx.recv() => daemon.on_observed(observed),
+            Some(result) = hook_rx.recv() => {
+                daemon.on_hook_result(result);
+                None
+            }
+            Some(new_config) = reloads.recv() => {
+                daemon.reload(new_config);
+                None
+            }
             _ = tokio::time::sleep_until(daemon.next_observe), if !daemon.observing => {
                 daemon.start_observe();
                 None
@@ -259,7 +302,13 @@ pub async fn run(
     }
 
     info!("shutting down: telling the peer we are leaving");
+    daemon.ops.systemd.stopping();
     daemon.step(Event::Shutdown);
+    daemon.emit(
+        Kind::Stop,
+        "stopping (SIGTERM): told the peer this node is leaving".into(),
+        Value::Null,
+    );
     // Three immediate keepalives with the leaving flag: one lost packet must not make the peer
     // wait for the dead interval.
     for _ in 0..3 {
@@ -332,6 +381,7 @@ struct Daemon {
     /// Bumped whenever a takeover starts or ends: a cloud read that straddles one is stale.
     generation: u64,
     cloud: Option<(Instant, Result<Observation, String>)>,
+    ops: ops::Ops,
 }
 
 impl Daemon {
@@ -339,15 +389,8 @@ impl Daemon {
         millis(self.start.elapsed())
     }
 
-    fn record_event(&mut self, message: String) {
-        if self.events.len() == RECENT_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(EventRecord {
-            at_unix_ms: unix_ms(),
-            role: self.fsm.role().as_str().to_string(),
-            message,
-        });
+    fn record_event(&mut self, kind: Kind, message: String) {
+        self.emit(kind, message, Value::Null);
     }
 
     /// Read the cloud in the background (reconcile); the result comes back through the loop.
@@ -390,7 +433,7 @@ impl Daemon {
                 {
                     let text = format!("reconcile found drift: {}", off.join(", "));
                     warn!("{text}");
-                    self.record_event(text);
+                    self.record_event(Kind::Drift, text);
                 }
                 Some(Event::Observed { drift, peer_holds })
             }
@@ -408,10 +451,10 @@ impl Daemon {
         let advert = received.packet.advert;
         if let Some(previous) = &self.peer_packet {
             if previous.incarnation != received.packet.incarnation {
-                self.record_event(format!(
-                    "peer {} restarted (new incarnation)",
-                    self.config.peer.name
-                ));
+                self.record_event(
+                    Kind::Note,
+                    format!("peer {} restarted (new incarnation)", self.config.peer.name),
+                );
             }
         }
         let fresher = self.peer_packet.as_ref().is_none_or(|p| {
@@ -468,14 +511,21 @@ impl Daemon {
                             changed = report.changed,
                             "takeover converged"
                         );
-                        self.record_event(format!(
-                            "takeover for epoch {epoch} converged in {} ms",
-                            millis(elapsed)
-                        ));
+                        self.record_event(
+                            Kind::TakeoverDone,
+                            format!(
+                                "takeover for epoch {epoch} converged in {} ms",
+                                millis(elapsed)
+                            ),
+                        );
+                        self.on_failover_converged();
                     }
                     Err(e) => {
                         error!(epoch, "takeover attempt failed: {e}");
-                        self.record_event(format!("takeover attempt failed: {e}"));
+                        self.record_event(
+                            Kind::TakeoverFailed,
+                            format!("takeover attempt failed: {e}"),
+                        );
                     }
                 }
                 Some(Event::TakeoverFinished {
@@ -489,7 +539,7 @@ impl Daemon {
                     Ok(()) => info!("released local resources"),
                     Err(e) => {
                         error!("release failed: {e}");
-                        self.record_event(format!("release failed: {e}"));
+                        self.record_event(Kind::Release, format!("release failed: {e}"));
                     }
                 }
                 None
@@ -510,6 +560,12 @@ impl Daemon {
             } => {
                 info!(operation = %id, elapsed_ms, "{outcome}");
                 self.pending.remove(&id);
+                self.ops.metrics.operation(&id, elapsed_ms);
+                self.emit(
+                    Kind::Operation,
+                    format!("{id}: {outcome} in {elapsed_ms} ms"),
+                    json!({ "operation": id, "elapsed_ms": elapsed_ms }),
+                );
                 if let Some(f) = &mut self.last_failover {
                     f.operations.push(OperationRecord {
                         id,
@@ -520,26 +576,32 @@ impl Daemon {
             }
             ProgressEvent::ApiCall {
                 operation,
+                status,
                 write,
                 duration_ms,
-                ..
             } => {
+                self.ops.metrics.api_call(&operation, status);
                 let sent_ms = self
                     .failover_started
                     .map(|t| millis(t.elapsed()).saturating_sub(duration_ms));
                 if let Some(f) = &mut self.last_failover {
+                    *f.api_call_ms.entry(operation.clone()).or_insert(0) += duration_ms;
                     *f.api_calls.entry(operation).or_insert(0) += 1;
-                    if f.first_request_ms.is_none() {
-                        f.first_request_ms = sent_ms;
-                    }
-                    if write && f.first_write_ms.is_none() {
-                        f.first_write_ms = sent_ms;
+                    // Calls run in parallel and report when they end: the earliest send
+                    // wins, not the first answer.
+                    let earliest = |a: Option<u64>, b: Option<u64>| match (a, b) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    f.first_request_ms = earliest(f.first_request_ms, sent_ms);
+                    if write {
+                        f.first_write_ms = earliest(f.first_write_ms, sent_ms);
                     }
                 }
             }
             ProgressEvent::Note { message } => {
                 info!("{message}");
-                self.record_event(message);
+                self.record_event(Kind::Note, message);
             }
         }
     }
@@ -554,10 +616,13 @@ impl Daemon {
             if !healthy {
                 warn!("provider unhealthy: {reason}");
             }
-            self.record_event(format!(
-                "provider {}: {reason}",
-                if *healthy { "healthy" } else { "UNHEALTHY" }
-            ));
+            self.record_event(
+                Kind::Note,
+                format!(
+                    "provider {}: {reason}",
+                    if *healthy { "healthy" } else { "UNHEALTHY" }
+                ),
+            );
         }
         let now = self.now();
         // Detection time is measured before the state machine sees the tick that decides.
@@ -567,7 +632,11 @@ impl Daemon {
         let actions = self.fsm.step(event, now);
         if from_reconcile && actions.iter().any(|a| matches!(a, Action::TakeOver { .. })) {
             info!("reconcile: repairing drift");
-            self.record_event("reconcile: taking over again to repair the drift".into());
+            self.ops.metrics.drift_repaired();
+            self.record_event(
+                Kind::Drift,
+                "reconcile: taking over again to repair the drift".into(),
+            );
         }
         let _ = self.advert_tx.send_replace(self.fsm.advert());
         for action in actions {
@@ -585,7 +654,11 @@ impl Daemon {
         match action {
             Action::Transition { from, to, reason } => {
                 info!(from = from.as_str(), to = to.as_str(), "{reason}");
-                self.record_event(format!("{} -> {}: {reason}", from.as_str(), to.as_str()));
+                self.record_event(
+                    Kind::Transition,
+                    format!("{} -> {}: {reason}", from.as_str(), to.as_str()),
+                );
+                self.on_transition(from, to, &reason);
                 self.last_transition = Some(TransitionRecord {
                     from: from.as_str().into(),
                     to: to.as_str().into(),
@@ -618,6 +691,12 @@ impl Daemon {
                 }
                 self.pending.clear();
                 self.current_attempt = Some(self.worker.take_over(epoch));
+                let attempts = self.attempts;
+                self.emit(
+                    Kind::TakeoverStarted,
+                    format!("takeover for epoch {epoch} started (attempt {attempts})"),
+                    json!({ "attempt": attempts }),
+                );
             }
             Action::CancelTakeover => {
                 self.worker.cancel_takeovers();
@@ -641,14 +720,18 @@ impl Daemon {
             _ => return,
         };
         info!("{text}");
-        self.record_event(text);
+        self.record_event(Kind::Operator, text);
         if let Some(reply) = self.pending_command.take() {
             let _ = reply.send(response);
         }
     }
 
     fn publish(&mut self) {
-        let snapshot = self.snapshot();
+        let mut snapshot = self.snapshot();
+        self.evaluate_alarms(&snapshot);
+        snapshot.alarms = self.ops.alarms.active();
+        snapshot.recent_events = self.events.iter().cloned().collect();
+        self.notify_systemd(&snapshot);
         self.status_tx.send_replace(snapshot);
     }
 
@@ -766,6 +849,9 @@ impl Daemon {
             yielding: fsm.yielding().map(|y| format!("{y:?}").to_lowercase()),
             recent_events: self.events.iter().cloned().collect(),
             fenced: fsm.fenced(),
+            alarms: Vec::new(),
+            daemon_warnings: self.ops.warnings.clone(),
+            scheduled_maintenance: Vec::new(),
             cloud: self.cloud.as_ref().map(|(at, result)| CloudStatus {
                 observed_ms_ago: millis(at.elapsed()),
                 resources: result

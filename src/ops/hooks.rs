@@ -1,0 +1,255 @@
+//! Notify hooks: an operator's command run on each role change (become active, standby, fault,
+//! maintenance), like keepalived's notify scripts.
+//!
+//! Hooks run in their own task, strictly in order and one at a time, each with a timeout after
+//! which it is killed. The event loop only queues them, so a slow or hung hook never delays a
+//! keepalive or a failover. Each result comes back to the daemon for the journal.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+/// Bytes of a hook's output kept for the journal.
+const OUTPUT_KEPT: usize = 512;
+
+/// One hook to run.
+#[derive(Debug, Clone)]
+pub struct HookRun {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// The new role (`CLOUDHA_STATE`).
+    pub state: String,
+    /// The previous role (`CLOUDHA_PREVIOUS_STATE`).
+    pub previous: String,
+    /// Why (`CLOUDHA_REASON`).
+    pub reason: String,
+    /// The epoch (`CLOUDHA_EPOCH`).
+    pub epoch: u64,
+    /// This node (`CLOUDHA_NODE`) and the peer (`CLOUDHA_PEER`).
+    pub node: String,
+    pub peer: String,
+    /// Killed after this.
+    pub timeout: Duration,
+}
+
+/// How a hook ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Exited with this code (`None`: killed by a signal).
+    Exited(Option<i32>),
+    /// Still running at the timeout: killed.
+    TimedOut,
+    /// Could not be started.
+    Failed(String),
+}
+
+/// A finished hook.
+#[derive(Debug, Clone)]
+pub struct HookResult {
+    pub run: HookRun,
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+    /// The start of its stdout and stderr.
+    pub output: String,
+}
+
+impl HookResult {
+    pub fn succeeded(&self) -> bool {
+        self.outcome == Outcome::Exited(Some(0))
+    }
+
+    /// One line for the journal and the log.
+    pub fn summary(&self) -> String {
+        let what = match &self.outcome {
+            Outcome::Exited(Some(0)) => "succeeded".to_string(),
+            Outcome::Exited(Some(code)) => format!("failed with exit code {code}"),
+            Outcome::Exited(None) => "was killed by a signal".to_string(),
+            Outcome::TimedOut => format!("timed out after {:?} and was killed", self.run.timeout),
+            Outcome::Failed(e) => format!("could not start: {e}"),
+        };
+        format!(
+            "hook for {} ({}) {what} in {} ms",
+            self.run.state,
+            self.run.command.join(" "),
+            self.elapsed.as_millis()
+        )
+    }
+}
+
+/// The queue in front of the hook task.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    tx: mpsc::UnboundedSender<HookRun>,
+}
+
+impl Hooks {
+    /// Start the hook task; results go to `results`.
+    pub fn start(results: mpsc::UnboundedSender<HookResult>) -> Hooks {
+        let (tx, mut rx) = mpsc::unbounded_channel::<HookRun>();
+        tokio::spawn(async move {
+            while let Some(run) = rx.recv().await {
+                let result = execute(run).await;
+                if results.send(result).is_err() {
+                    return;
+                }
+            }
+        });
+        Hooks { tx }
+    }
+
+    /// Queue a hook (returns at once).
+    pub fn queue(&self, run: HookRun) {
+        let _ = self.tx.send(run);
+    }
+}
+
+async fn execute(run: HookRun) -> HookResult {
+    let started = Instant::now();
+    let finish = |outcome, output| HookResult {
+        run: run.clone(),
+        outcome,
+        elapsed: started.elapsed(),
+        output,
+    };
+    let Some((program, args)) = run.command.split_first() else {
+        return finish(Outcome::Failed("empty command".into()), String::new());
+    };
+    let spawned = Command::new(program)
+        .args(args)
+        .env("CLOUDHA_STATE", &run.state)
+        .env("CLOUDHA_PREVIOUS_STATE", &run.previous)
+        .env("CLOUDHA_REASON", &run.reason)
+        .env("CLOUDHA_EPOCH", run.epoch.to_string())
+        .env("CLOUDHA_NODE", &run.node)
+        .env("CLOUDHA_PEER", &run.peer)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => return finish(Outcome::Failed(format!("{program}: {e}")), String::new()),
+    };
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let collect = async {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut out).await;
+        }
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut err).await;
+        }
+        out.extend_from_slice(&err);
+        out
+    };
+    let waited = tokio::time::timeout(run.timeout, async {
+        let output = collect.await;
+        (child.wait().await, output)
+    })
+    .await;
+    match waited {
+        Ok((status, output)) => {
+            let mut text = String::from_utf8_lossy(&output).into_owned();
+            if text.len() > OUTPUT_KEPT {
+                let mut cut = OUTPUT_KEPT;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+            }
+            let outcome = match status {
+                Ok(status) => Outcome::Exited(status.code()),
+                Err(e) => Outcome::Failed(e.to_string()),
+            };
+            finish(outcome, text.trim_end().to_string())
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            finish(Outcome::TimedOut, String::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(script: &str, state: &str, timeout_ms: u64) -> HookRun {
+        HookRun {
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            state: state.into(),
+            previous: "standby".into(),
+            reason: "peer silent".into(),
+            epoch: 7,
+            node: "fw-a".into(),
+            peer: "fw-b".into(),
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn hooks_run_in_order_one_at_a_time_with_the_state_in_the_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let hooks = Hooks::start(tx);
+        // The first hook is slow: if hooks overlapped, the second would log first.
+        let script = format!(
+            "sleep 0.$((3 - ${{#CLOUDHA_STATE}} % 3)); echo \"start $CLOUDHA_STATE $CLOUDHA_PREVIOUS_STATE $CLOUDHA_EPOCH $CLOUDHA_REASON\" >> {0}; echo end >> {0}",
+            log.display()
+        );
+        for state in ["active", "standby", "maintenance"] {
+            hooks.queue(run(&script, state, 5000));
+        }
+        for _ in 0..3 {
+            let result = rx.recv().await.expect("result");
+            assert!(result.succeeded(), "{}", result.summary());
+        }
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert_eq!(
+            text,
+            "start active standby 7 peer silent\nend\n\
+             start standby standby 7 peer silent\nend\n\
+             start maintenance standby 7 peer silent\nend\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hung_hook_is_killed_at_its_timeout_and_the_next_one_runs() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let hooks = Hooks::start(tx);
+        hooks.queue(run("sleep 30", "active", 200));
+        hooks.queue(run("echo next; exit 3", "standby", 5000));
+        let first = rx.recv().await.expect("result");
+        assert_eq!(first.outcome, Outcome::TimedOut);
+        assert!(
+            first.elapsed < Duration::from_secs(5),
+            "{:?}",
+            first.elapsed
+        );
+        let second = rx.recv().await.expect("result");
+        assert_eq!(second.outcome, Outcome::Exited(Some(3)));
+        assert_eq!(second.output, "next");
+        assert!(second.summary().contains("failed with exit code 3"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_reported_not_fatal() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let hooks = Hooks::start(tx);
+        let mut missing = run("", "fault", 1000);
+        missing.command = vec!["/nonexistent/cloudha-hook".into()];
+        hooks.queue(missing);
+        let result = rx.recv().await.expect("result");
+        assert!(
+            matches!(&result.outcome, Outcome::Failed(e) if e.contains("/nonexistent/cloudha-hook")),
+            "{result:?}"
+        );
+    }
+}
