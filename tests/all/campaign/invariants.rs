@@ -6,29 +6,12 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use cloudha_azure_emulator::{nic_settings_apart_from, Emulator};
 use serde_json::Value;
 
-use crate::e2e_azure::{floating, ADDR_B, FLOATING};
+use super::backend::{Backend, CloudView, Holder};
 use crate::netns::Node;
 
-/// LAN address of fw-a in the emulated cloud (the route's next hop while it is active).
-pub const ADDR_A: &str = "10.10.1.4";
 pub const NODES: [Node; 2] = [Node::A, Node::B];
-
-pub fn nic(node: Node) -> &'static str {
-    match node {
-        Node::A => "nic-appliance-a",
-        _ => "nic-appliance-b",
-    }
-}
-
-fn address(node: Node) -> &'static str {
-    match node {
-        Node::A => ADDR_A,
-        _ => ADDR_B,
-    }
-}
 
 fn index(node: Node) -> usize {
     match node {
@@ -55,49 +38,15 @@ pub struct Observation {
     /// Since the start of the run.
     pub at: Duration,
     pub status: [Option<Value>; 2],
-    /// The node whose NIC holds (settled or pending) the floating IP, None if no NIC does.
-    pub holder: Option<Node>,
-    /// The raw holder when it is neither appliance NIC.
-    pub foreign_holder: Option<String>,
-    /// Whether each NIC's settled document carries the floating IP.
-    pub settled_has_ip: [bool; 2],
-    pub route_next_hop: Option<String>,
-    pub operations_in_progress: usize,
-    /// Each NIC as GET shows it and as settled, apart from the floating IP.
-    pub nic_settings: [[Value; 2]; 2],
+    pub cloud: CloudView,
 }
 
 impl Observation {
-    pub fn take(emu: &Emulator, sockets: [&Path; 2], at: Duration) -> Observation {
-        let raw_holder = emu.ip_holder(floating());
-        let holder = raw_holder.as_deref().and_then(|h| {
-            NODES
-                .into_iter()
-                .find(|n| h.to_ascii_lowercase().contains(&format!("/{}/", nic(*n))))
-        });
-        let settled = NODES.map(|n| emu.nic_settled(nic(n)).unwrap_or(Value::Null));
-        let quoted = format!("\"{FLOATING}\"");
+    pub fn take(backend: &dyn Backend, sockets: [&Path; 2], at: Duration) -> Observation {
         Observation {
             at,
             status: sockets.map(status),
-            foreign_holder: raw_holder.filter(|_| holder.is_none()),
-            holder,
-            settled_has_ip: [0, 1].map(|i| settled[i].to_string().contains(&quoted)),
-            route_next_hop: emu
-                .route("rt-workloads", "default-via-appliance")
-                .and_then(|r| {
-                    r.pointer("/properties/nextHopIpAddress")?
-                        .as_str()
-                        .map(str::to_string)
-                }),
-            operations_in_progress: emu.operations_in_progress(),
-            nic_settings: [0, 1].map(|i| {
-                let current = emu.nic(nic(NODES[i])).unwrap_or(Value::Null);
-                [
-                    nic_settings_apart_from(&current, floating()),
-                    nic_settings_apart_from(&settled[i], floating()),
-                ]
-            }),
+            cloud: backend.view(),
         }
     }
 
@@ -111,7 +60,7 @@ impl Observation {
 
     /// The active node if the pair is in the stable state every fault must end in: both
     /// daemons answer, one active (its takeover done), the other standby, nobody fenced,
-    /// the floating IP settled on the active node's NIC only, the route pointing at it,
+    /// the floating IP(s) settled on the active node's NIC only, every route pointing at it,
     /// and no cloud operation running.
     pub fn converged(&self) -> Option<Node> {
         let active = NODES
@@ -125,11 +74,10 @@ impl Observation {
             && self
                 .field(active, "takeover")
                 .is_some_and(|t| t["state"] == "done")
-            && self.holder == Some(active)
-            && self.settled_has_ip[index(active)]
-            && !self.settled_has_ip[index(standby)]
-            && self.route_next_hop.as_deref() == Some(address(active))
-            && self.operations_in_progress == 0;
+            && self.cloud.holder == Holder::Node(active)
+            && self.cloud.settled_on[index(active)]
+            && self.cloud.route_owner == Some(active)
+            && self.cloud.operations_in_progress == 0;
         ok.then_some(active)
     }
 
@@ -148,27 +96,28 @@ impl Observation {
             "A {} B {} ip@{} route->{} ops {}",
             role(Node::A),
             role(Node::B),
-            match (self.holder, &self.foreign_holder) {
-                (Some(n), _) => format!("{n:?}"),
-                (None, Some(h)) => h.clone(),
-                (None, None) => "NOBODY".into(),
+            match &self.cloud.holder {
+                Holder::Node(n) => format!("{n:?}"),
+                Holder::Both => "BOTH".into(),
+                Holder::Nobody => "NOBODY".into(),
+                Holder::Other(h) => h.clone(),
             },
-            self.route_next_hop.as_deref().unwrap_or("?"),
-            self.operations_in_progress
+            self.cloud.route_desc,
+            self.cloud.operations_in_progress
         )
     }
 }
 
 /// The invariants checked on every poll, and what an episode needs to judge its own.
 pub struct Monitor {
-    /// Each NIC's settings apart from the floating IP, before any fault.
-    baseline: [Value; 2],
+    /// Each NIC's settings apart from the floating IP, before any fault (Azure).
+    baseline: Option<[Value; 2]>,
     pub violations: Vec<String>,
     /// State changes with their time, printed on failure.
     pub timeline: Vec<String>,
     last_description: String,
     ip_owner: Option<Node>,
-    route_owner: Option<String>,
+    route_owner: Option<Node>,
     /// Ownership changes in the current episode.
     pub ip_changes: u32,
     pub route_changes: u32,
@@ -183,15 +132,19 @@ pub struct Monitor {
 impl Monitor {
     pub fn new(first: &Observation) -> Monitor {
         Monitor {
-            baseline: [
-                first.nic_settings[0][1].clone(),
-                first.nic_settings[1][1].clone(),
-            ],
+            baseline: first
+                .cloud
+                .nic_settings
+                .as_ref()
+                .map(|n| [n[0][1].clone(), n[1][1].clone()]),
             violations: Vec::new(),
             timeline: Vec::new(),
             last_description: String::new(),
-            ip_owner: first.holder,
-            route_owner: first.route_next_hop.clone(),
+            ip_owner: match first.cloud.holder {
+                Holder::Node(n) => Some(n),
+                _ => None,
+            },
+            route_owner: first.cloud.route_owner,
             ip_changes: 0,
             route_changes: 0,
             nobody_since: None,
@@ -228,27 +181,28 @@ impl Monitor {
             self.note(obs.at, &description);
             self.last_description = description;
         }
-        for (i, node) in NODES.into_iter().enumerate() {
-            for (view, which) in obs.nic_settings[i].iter().zip(["as read", "settled"]) {
-                if *view != self.baseline[i] {
-                    self.violate(
-                        obs.at,
-                        format!(
-                            "NIC {} ({which}) lost or changed a setting that is not the floating IP:\n  before {}\n  now    {}",
-                            nic(node),
-                            self.baseline[i],
-                            view
-                        ),
-                    );
+        if let (Some(baseline), Some(now)) = (&self.baseline, &obs.cloud.nic_settings) {
+            let mut lost = Vec::new();
+            for (i, node) in NODES.into_iter().enumerate() {
+                for (view, which) in now[i].iter().zip(["as read", "settled"]) {
+                    if *view != baseline[i] {
+                        lost.push(format!(
+                            "NIC of {node:?} ({which}) lost or changed a setting that is not the floating IP:\n  before {}\n  now    {}",
+                            baseline[i], view
+                        ));
+                    }
                 }
             }
+            for what in lost {
+                self.violate(obs.at, what);
+            }
         }
-        if let Some(h) = &obs.foreign_holder {
-            self.violate(obs.at, format!("floating IP held by a third party {h}"));
+        if let Holder::Other(h) = &obs.cloud.holder {
+            self.violate(obs.at, format!("floating IP held by a third party: {h}"));
         }
-        match (obs.holder, self.nobody_since) {
-            (None, None) if obs.foreign_holder.is_none() => self.nobody_since = Some(obs.at),
-            (Some(_), Some(_)) => self.nobody_since = None,
+        match (&obs.cloud.holder, self.nobody_since) {
+            (Holder::Nobody, None) => self.nobody_since = Some(obs.at),
+            (Holder::Node(_) | Holder::Both, Some(_)) => self.nobody_since = None,
             _ => {}
         }
         if let Some(since) = self.nobody_since {
@@ -266,21 +220,17 @@ impl Monitor {
                 );
             }
         }
-        if let Some(now) = obs.holder {
+        if let Holder::Node(now) = obs.cloud.holder {
             if self.ip_owner.is_some_and(|before| before != now) {
                 self.ip_changes += 1;
             }
             self.ip_owner = Some(now);
         }
-        if let Some(now) = &obs.route_next_hop {
-            if self
-                .route_owner
-                .as_ref()
-                .is_some_and(|before| before != now)
-            {
+        if let Some(now) = obs.cloud.route_owner {
+            if self.route_owner.is_some_and(|before| before != now) {
                 self.route_changes += 1;
             }
-            self.route_owner = Some(now.clone());
+            self.route_owner = Some(now);
         }
     }
 

@@ -6,6 +6,7 @@
 //! `CLOUDHA_CAMPAIGN_SEEDS` seeds from `CLOUDHA_CAMPAIGN_FIRST`, or the one seed
 //! `CLOUDHA_CAMPAIGN_SEED`: `scripts/campaign.sh --seeds 1000` / `--seed N`.
 
+mod backend;
 mod faults;
 mod invariants;
 mod schedule;
@@ -14,9 +15,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::e2e_azure::{self, vm, Cloud};
 use crate::e2e_local::{name, Pair};
 use crate::netns::Node;
+use backend::{Backend, Kind};
 use faults::KillAtRequest;
 use invariants::{Monitor, Observation, NODES};
 use schedule::{Episode, Fault, Paths, Schedule, Who, BASE_NIC_PROPAGATION_MS};
@@ -112,7 +113,7 @@ struct Run {
     fired: Vec<String>,
     // Dropped in this order: the daemons (pair) before the cloud's runtime.
     pair: Pair,
-    cloud: Cloud,
+    cloud: Box<dyn Backend>,
 }
 
 fn slot(node: Node) -> usize {
@@ -162,7 +163,7 @@ impl Run {
         }
         let sockets = [self.pair.socket(Node::A), self.pair.socket(Node::B)];
         let obs = Observation::take(
-            &self.cloud.emu,
+            self.cloud.as_ref(),
             [sockets[0].as_path(), sockets[1].as_path()],
             now,
         );
@@ -252,15 +253,19 @@ impl Run {
             now,
             format!("episode {number}: {label} (active {})", name(active)),
         );
-        let emu = self.cloud.emu.clone();
-        emu.set_nic_propagation_delay(Duration::from_millis(episode.nic_propagation_ms()));
+        self.cloud.set_nic_propagation(episode.nic_propagation_ms());
         let mut cloud_faults = false;
         let mut flap = None;
         for fault in &episode.faults {
             match fault {
                 Fault::Cloud { fault, times } => {
                     cloud_faults = true;
-                    emu.push_fault(faults::emulator_fault(*fault, *times));
+                    if !self.cloud.inject(*fault, *times) {
+                        let now = self.now();
+                        let backend = self.cloud.name();
+                        self.monitor
+                            .note(now, format!("{fault:?}: not injectable on {backend}"));
+                    }
                 }
                 Fault::SlowPropagation { .. } => {}
                 Fault::Kill {
@@ -282,15 +287,11 @@ impl Run {
                     on_path,
                 } => {
                     let pid = self.pair.daemon(standby).pid();
-                    let hook = faults::arm_kill_at_request(
-                        &emu,
-                        vm(standby),
-                        on_path.unwrap_or(""),
-                        pid,
-                        *after_writes,
-                    );
                     let restart_after = Duration::from_millis(*restart_after_ms);
-                    self.hook = Some((standby, hook, restart_after));
+                    let hook =
+                        self.cloud
+                            .arm_kill(standby, on_path.unwrap_or(""), pid, *after_writes);
+                    self.hook = hook.map(|h| (standby, h, restart_after));
                     self.kill(active);
                     self.restarts.push(Restart {
                         node: active,
@@ -371,9 +372,9 @@ impl Run {
             topo.set_lan(node, true).expect("lan up");
         }
         topo.set_mgmt(true).expect("mgmt up");
-        emu.clear_faults();
-        emu.set_nic_propagation_delay(Duration::from_millis(BASE_NIC_PROPAGATION_MS));
-        emu.set_request_hook(None);
+        self.cloud.clear_faults();
+        self.cloud.set_nic_propagation(BASE_NIC_PROPAGATION_MS);
+        self.cloud.disarm();
         // A victim that the hook has killed but whose exit was not yet seen is noticed here.
         self.observe(nobody);
         self.hook = None;
@@ -450,24 +451,36 @@ struct Outcome {
     details: String,
 }
 
-fn tag(seed: u64) -> String {
-    format!("cp{}", seed % 1_000_000_000_000)
+fn tag(kind: Kind, seed: u64) -> String {
+    let prefix = match kind {
+        Kind::Azure => "cp",
+        Kind::Aws => "ca",
+    };
+    format!("{prefix}{}", seed % 1_000_000_000_000)
 }
 
-fn rerun_command(seed: u64) -> String {
-    format!("scripts/campaign.sh --seed {seed}")
+fn rerun_command(kind: Kind, seed: u64) -> String {
+    match kind {
+        Kind::Azure => format!("scripts/campaign.sh --seed {seed}"),
+        Kind::Aws => format!("scripts/campaign.sh --aws --seed {seed}"),
+    }
 }
 
-fn run_seed(seed: u64, max_episodes: usize, allow_timeouts: bool) -> Outcome {
-    run_schedule(Schedule::generate(seed, max_episodes, allow_timeouts))
+fn run_seed(kind: Kind, seed: u64, max_episodes: usize, allow_timeouts: bool) -> Outcome {
+    let schedule = Schedule::generate(seed, max_episodes, allow_timeouts);
+    let schedule = match kind {
+        Kind::Azure => schedule,
+        Kind::Aws => schedule.for_aws(),
+    };
+    run_schedule(kind, schedule)
 }
 
-fn run_schedule(schedule: Schedule) -> Outcome {
+fn run_schedule(kind: Kind, schedule: Schedule) -> Outcome {
     let seed = schedule.seed;
     let started = Instant::now();
     let label = schedule.label();
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let (pair, cloud) = e2e_azure::start(&tag(seed), BASE_NIC_PROPAGATION_MS, false);
+        let (pair, cloud) = backend::start(kind, &tag(kind, seed), BASE_NIC_PROPAGATION_MS);
         // Both daemons up, A active and converged: this is the state every episode ends in.
         let sockets = [pair.socket(Node::A), pair.socket(Node::B)];
         let settled = crate::netns::wait_until(
@@ -475,7 +488,7 @@ fn run_schedule(schedule: Schedule) -> Outcome {
             Duration::from_secs(15),
             || {
                 let o = Observation::take(
-                    &cloud.emu,
+                    cloud.as_ref(),
                     [sockets[0].as_path(), sockets[1].as_path()],
                     Duration::ZERO,
                 );
@@ -524,7 +537,7 @@ fn run_schedule(schedule: Schedule) -> Outcome {
                 format!(", killed mid-takeover at [{}]", fired.join("; "))
             };
             let line = format!(
-                "campaign seed {seed}: {} in {:.1}s, converged [{}] (took/bound), IP on no NIC {:.1}s at most ({:.1}s of it counted){fired}; {label}",
+                "campaign {kind:?} seed {seed}: {} in {:.1}s, converged [{}] (took/bound), IP on no NIC {:.1}s at most ({:.1}s of it counted){fired}; {label}",
                 if passed { "ok" } else { "FAIL" },
                 elapsed.as_secs_f64(),
                 conv.join(" "),
@@ -538,7 +551,7 @@ fn run_schedule(schedule: Schedule) -> Outcome {
                     "violations:\n  {}\n{schedule}timeline:\n{}\nrerun: {}\n{}",
                     violations.join("\n  "),
                     timeline.join("\n"),
-                    rerun_command(seed),
+                    rerun_command(kind, seed),
                     tail_logs(&logs, 150)
                 )
             };
@@ -561,10 +574,10 @@ fn run_schedule(schedule: Schedule) -> Outcome {
                 passed: false,
                 longest_nobody: Duration::ZERO,
                 line: format!(
-                    "campaign seed {seed}: FAIL (harness: {message}) in {:.1}s; {label}",
+                    "campaign {kind:?} seed {seed}: FAIL (harness: {message}) in {:.1}s; {label}",
                     elapsed.as_secs_f64()
                 ),
-                details: format!("{schedule}rerun: {}", rerun_command(seed)),
+                details: format!("{schedule}rerun: {}", rerun_command(kind, seed)),
             }
         }
     }
@@ -601,13 +614,17 @@ fn tail_logs(logs: &str, lines: usize) -> String {
 
 /// Runs the seeds one after the other, prints one line per seed and a summary; fails if
 /// any seed failed.
-fn campaign(seeds: &[u64], max_episodes: usize, allow_timeouts: bool) {
+fn campaign(kind: Kind, seeds: &[u64], max_episodes: usize, allow_timeouts: bool) {
     crate::netns::require_root_and_tools();
-    println!("campaign: {} seed(s); {}", seeds.len(), bound_formula());
+    println!(
+        "campaign on {kind:?}: {} seed(s); {}",
+        seeds.len(),
+        bound_formula()
+    );
     let started = Instant::now();
     let mut failed = Vec::new();
     for &seed in seeds {
-        let outcome = run_seed(seed, max_episodes, allow_timeouts);
+        let outcome = run_seed(kind, seed, max_episodes, allow_timeouts);
         println!("{}", outcome.line);
         if !outcome.passed {
             println!("{}", outcome.details);
@@ -628,7 +645,7 @@ fn campaign(seeds: &[u64], max_episodes: usize, allow_timeouts: bool) {
     assert!(
         failed.is_empty(),
         "campaign failures: seeds {failed:?}; rerun one with {}",
-        rerun_command(failed[0])
+        rerun_command(kind, failed[0])
     );
 }
 
@@ -648,7 +665,16 @@ fn env_u64(key: &str) -> Option<u64> {
 /// with an instance-metadata failure, after a flapping LAN.
 #[test]
 fn campaign_short() {
-    campaign(&[1, 4, 8, 16], 2, false);
+    campaign(Kind::Azure, &[1, 4, 8, 16], 2, false);
+}
+
+/// The AWS slice: moto behind the fault proxy, with the fault kinds it supports (kills,
+/// partitions and cuts, loss, flapping, throttling and server errors). Seed 6: a kill under
+/// throttling; 20: a carrier partition with throttled, failing and slow EC2 calls; 29: a kill
+/// with a clock jump, then a carrier partition with EC2 errors.
+#[test]
+fn campaign_aws_short() {
+    campaign(Kind::Aws, &[6, 20, 29], 2, false);
 }
 
 /// Regression (campaign seed 4): across a keepalive partition the peer's route update lands
@@ -671,7 +697,7 @@ fn campaign_partition_while_the_nic_move_is_slow_moves_the_route_once() {
             hold_ms: 4500,
         }],
     };
-    let outcome = run_schedule(schedule);
+    let outcome = run_schedule(Kind::Azure, schedule);
     println!("{}", outcome.line);
     assert!(outcome.passed, "{}\n{}", outcome.line, outcome.details);
 }
@@ -694,7 +720,7 @@ fn campaign_carrier_partition_heals_without_a_second_move() {
             hold_ms: 3000,
         }],
     };
-    let outcome = run_schedule(schedule);
+    let outcome = run_schedule(Kind::Azure, schedule);
     println!("{}", outcome.line);
     assert!(outcome.passed, "{}\n{}", outcome.line, outcome.details);
 }
@@ -716,7 +742,7 @@ fn campaign_kill_at_the_first_write_leaves_the_ip_on_no_nic_only_until_a_node_is
             hold_ms: 5000,
         }],
     };
-    let outcome = run_schedule(schedule);
+    let outcome = run_schedule(Kind::Azure, schedule);
     println!("{}", outcome.line);
     assert!(outcome.passed, "{}\n{}", outcome.line, outcome.details);
     assert!(
@@ -744,5 +770,10 @@ fn campaign_full() {
             (first..first.saturating_add(count)).collect()
         }
     };
-    campaign(&seeds, 4, true);
+    let kind = match std::env::var("CLOUDHA_CAMPAIGN_BACKEND").as_deref() {
+        Ok("aws") => Kind::Aws,
+        Ok("azure") | Err(_) => Kind::Azure,
+        Ok(other) => panic!("CLOUDHA_CAMPAIGN_BACKEND={other:?}: expected azure or aws"),
+    };
+    campaign(kind, &seeds, 4, true);
 }

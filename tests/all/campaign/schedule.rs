@@ -249,6 +249,43 @@ impl Schedule {
         let e: Vec<String> = self.episodes.iter().map(Episode::label).collect();
         e.join(" | ")
     }
+
+    /// The same schedule with what moto behind the fault proxy cannot do taken out: a
+    /// mid-takeover kill becomes a kill of the active node (the proxy has no request hook),
+    /// propagation delays and NIC-level cloud faults are dropped (moto applies at once).
+    pub fn for_aws(mut self) -> Schedule {
+        for e in &mut self.episodes {
+            e.faults = std::mem::take(&mut e.faults)
+                .into_iter()
+                .filter_map(|f| match f {
+                    Fault::KillDuringTakeover {
+                        restart_after_ms, ..
+                    } => Some(Fault::Kill {
+                        who: Who::Active,
+                        restart_after_ms,
+                        clock_offset_s: None,
+                    }),
+                    Fault::SlowPropagation { .. } => None,
+                    Fault::Cloud { fault, .. } if !fault.on_aws() => None,
+                    other => Some(other),
+                })
+                .collect();
+        }
+        self
+    }
+}
+
+impl CloudFault {
+    /// Whether the AWS backend injects it (through the EC2 fault proxy).
+    pub fn on_aws(self) -> bool {
+        matches!(
+            self,
+            CloudFault::Throttled
+                | CloudFault::InternalError
+                | CloudFault::Unavailable
+                | CloudFault::SlowAnswer { .. }
+        )
+    }
 }
 
 fn who(rng: &mut StdRng) -> Who {

@@ -115,6 +115,11 @@ impl Proxy {
         counts
     }
 
+    /// Drop the queued faults not yet met (a fault campaign's faults stop).
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().queue.clear();
+    }
+
     /// Forget the log (between two phases of a test).
     pub fn clear(&self) {
         self.state.lock().unwrap().log.clear();
