@@ -401,9 +401,19 @@ impl Run {
         self.cloud.clear_faults();
         self.cloud.set_nic_propagation(BASE_NIC_PROPAGATION_MS);
         self.cloud.disarm();
-        // A victim that the hook has killed but whose exit was not yet seen is noticed here.
+        // A victim that the hook has killed but whose exit was not yet seen is noticed here;
+        // one killed by a hook call still running as it was disarmed counts as killed too.
         self.observe(nobody);
-        self.hook = None;
+        if let Some((victim, hook, _)) = self.hook.take() {
+            let fired = hook.lock().unwrap_or_else(|e| e.into_inner()).fired.clone();
+            if let (Some(at), false) = (fired, self.down[slot(victim)]) {
+                self.down[slot(victim)] = true;
+                let now = self.now();
+                self.fired.push(at.clone());
+                self.monitor
+                    .note(now, format!("{} killed mid-takeover at {at}", name(victim)));
+            }
+        }
         self.due_restarts(true);
         for node in NODES {
             if self.down[slot(node)] {
