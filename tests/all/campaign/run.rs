@@ -150,6 +150,8 @@ impl Run {
                 });
                 match by_hook {
                     Some((at, restart_after)) => {
+                        // Attributed: the hook has done its one kill.
+                        self.hook = None;
                         self.fired
                             .push(at.split(" (").next().unwrap_or(&at).to_string());
                         self.monitor
@@ -409,7 +411,8 @@ impl Run {
             if let (Some(at), false) = (fired, self.down[slot(victim)]) {
                 self.down[slot(victim)] = true;
                 let now = self.now();
-                self.fired.push(at.clone());
+                self.fired
+                    .push(at.split(" (").next().unwrap_or(&at).to_string());
                 self.monitor
                     .note(now, format!("{} killed mid-takeover at {at}", name(victim)));
             }
