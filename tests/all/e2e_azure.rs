@@ -108,7 +108,7 @@ impl Cloud {
 
 /// The provider sections of a node's config: only the peer's NIC is named; this node's NIC,
 /// subscription and the token all come from the (namespace-local) IMDS.
-fn azure_provider(emu: &Emulator) -> impl Fn(Node) -> String + '_ {
+fn azure_provider<'a>(emu: &'a Emulator, move_mode: &'a str) -> impl Fn(Node) -> String + 'a {
     move |node| {
         let peer_nic = match node {
             Node::A => "nic-appliance-b",
@@ -133,6 +133,7 @@ kind = "azure"
 [provider.azure]
 peer_nic = "{peer}"
 arm_endpoint = "http://127.0.0.1:{ARM_PORT}"
+move_mode = "{move_mode}"
 
 [[floating_ip]]
 address = "{FLOATING}"
@@ -155,6 +156,16 @@ pub(crate) fn floating() -> std::net::Ipv4Addr {
 
 /// Both daemons against a fresh emulated cloud, A active and converged, B standby.
 pub(crate) fn start(tag: &str, nic_propagation_ms: u64, preempt: bool) -> (Pair, Cloud) {
+    start_with(tag, nic_propagation_ms, preempt, "two_step")
+}
+
+/// Like [`start`], with `provider.azure.move_mode` (`two_step` or `atomic`).
+pub(crate) fn start_with(
+    tag: &str,
+    nic_propagation_ms: u64,
+    preempt: bool,
+    move_mode: &str,
+) -> (Pair, Cloud) {
     let opts = Options {
         preempt,
         hold_down_ms: 2000,
@@ -162,7 +173,7 @@ pub(crate) fn start(tag: &str, nic_propagation_ms: u64, preempt: bool) -> (Pair,
     };
     // The configs need the emulator's ids, the emulator needs the namespaces: ids first.
     let ids = Emulator::new(&Scenario::two_appliances()).expect("scenario");
-    let pair = Pair::prepare(tag, opts, azure_provider(&ids));
+    let pair = Pair::prepare(tag, opts, azure_provider(&ids, move_mode));
     let cloud = Cloud::serve(&pair, nic_propagation_ms);
     let pair = pair.start_both();
     wait_until("fw-a to converge and read the cloud back", SOON, || {

@@ -66,10 +66,19 @@ pub enum Kind {
 }
 
 /// A pair of daemons on a fresh cloud of `kind`, A active and converged, B standby.
-pub fn start(kind: Kind, tag: &str, nic_propagation_ms: u64) -> (Pair, Box<dyn Backend>) {
+pub fn start(
+    kind: Kind,
+    tag: &str,
+    nic_propagation_ms: u64,
+    atomic_move: bool,
+) -> (Pair, Box<dyn Backend>) {
     match kind {
         Kind::Azure => {
-            let (pair, cloud) = e2e_azure::start(tag, nic_propagation_ms, false);
+            let mode = if atomic_move { "atomic" } else { "two_step" };
+            let (pair, cloud) = e2e_azure::start_with(tag, nic_propagation_ms, false, mode);
+            cloud
+                .emu
+                .set_move_propagation_delay(Duration::from_millis(nic_propagation_ms));
             (pair, Box::new(Azure(cloud)))
         }
         Kind::Aws => {
@@ -142,7 +151,9 @@ impl Backend for Azure {
     }
 
     fn inject(&self, fault: CloudFault, times: usize) -> bool {
-        self.0.emu.push_fault(faults::emulator_fault(fault, times));
+        for f in faults::emulator_faults(fault, times) {
+            self.0.emu.push_fault(f);
+        }
         true
     }
 

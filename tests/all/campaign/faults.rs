@@ -84,28 +84,33 @@ pub fn clear_impairment(topo: &Topology, node: Node) -> io::Result<()> {
     Ok(())
 }
 
-/// The emulator fault for one scheduled cloud fault.
-pub fn emulator_fault(fault: CloudFault, times: usize) -> EmuFault {
+/// The emulator faults for one scheduled cloud fault. Faults on NIC writes also hit the
+/// atomic move's `moveIpConfigurations` POST, the other way a NIC changes.
+pub fn emulator_faults(fault: CloudFault, times: usize) -> Vec<EmuFault> {
     const NIC: &str = "networkInterfaces/";
-    let f = match fault {
-        CloudFault::Throttled => EmuFault::throttled("PUT", NIC, 1),
-        CloudFault::Conflict => EmuFault::another_operation_in_progress("PUT", NIC),
-        CloudFault::PreconditionFailed => EmuFault::precondition_failed("PUT", NIC),
-        CloudFault::PrivateIpInUse => EmuFault::private_ip_address_in_use("PUT", NIC),
-        CloudFault::InternalError => EmuFault::internal_error("GET", "/operations/"),
-        CloudFault::Unavailable => EmuFault::service_unavailable("PUT", "/routes/", 1),
-        CloudFault::SlowAnswer { ms } => EmuFault::delay("GET", NIC, ms),
-        CloudFault::Timeout => EmuFault::delay("PUT", NIC, fault.held_ms()),
-        CloudFault::TokenFailure => EmuFault::imds_token_internal_error(),
-        CloudFault::MetadataFailure => EmuFault::imds_metadata_unavailable(),
-        CloudFault::OperationFails => EmuFault::operation_fails(
-            "PUT",
-            NIC,
-            "InternalServerError",
-            "An error occurred while the NIC update was applied.",
-        ),
+    const MOVE: &str = "/moveIpConfigurations";
+    let on_writes = |f: &dyn Fn(&str, &str) -> EmuFault| vec![f("PUT", NIC), f("POST", MOVE)];
+    let faults = match fault {
+        CloudFault::Throttled => on_writes(&|m, p| EmuFault::throttled(m, p, 1)),
+        CloudFault::Conflict => on_writes(&EmuFault::another_operation_in_progress),
+        CloudFault::PreconditionFailed => on_writes(&EmuFault::precondition_failed),
+        CloudFault::PrivateIpInUse => on_writes(&EmuFault::private_ip_address_in_use),
+        CloudFault::InternalError => vec![EmuFault::internal_error("GET", "/operations/")],
+        CloudFault::Unavailable => vec![EmuFault::service_unavailable("PUT", "/routes/", 1)],
+        CloudFault::SlowAnswer { ms } => vec![EmuFault::delay("GET", NIC, ms)],
+        CloudFault::Timeout => on_writes(&|m, p| EmuFault::delay(m, p, fault.held_ms())),
+        CloudFault::TokenFailure => vec![EmuFault::imds_token_internal_error()],
+        CloudFault::MetadataFailure => vec![EmuFault::imds_metadata_unavailable()],
+        CloudFault::OperationFails => on_writes(&|m, p| {
+            EmuFault::operation_fails(
+                m,
+                p,
+                "InternalServerError",
+                "An error occurred while the NIC update was applied.",
+            )
+        }),
     };
-    f.times(times)
+    faults.into_iter().map(|f| f.times(times)).collect()
 }
 
 /// A `kill -9` armed on a daemon's ARM call sequence (see `Fault::KillDuringTakeover`).

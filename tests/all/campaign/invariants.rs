@@ -220,7 +220,9 @@ impl Monitor {
                 );
             }
         }
-        if let Holder::Node(now) = obs.cloud.holder {
+        // Ownership is the settled holder: an update that fails and rolls back (an injected
+        // `OperationFails`) is a retry of one move, not a move back.
+        if let Some(now) = NODES.into_iter().find(|n| obs.cloud.settled_on[index(*n)]) {
             if self.ip_owner.is_some_and(|before| before != now) {
                 self.ip_changes += 1;
             }

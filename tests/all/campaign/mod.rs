@@ -60,7 +60,12 @@ fn run_schedule(kind: Kind, schedule: Schedule) -> Outcome {
     let started = Instant::now();
     let label = schedule.label();
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let (pair, cloud) = backend::start(kind, &tag(kind, seed), BASE_NIC_PROPAGATION_MS);
+        let (pair, cloud) = backend::start(
+            kind,
+            &tag(kind, seed),
+            BASE_NIC_PROPAGATION_MS,
+            schedule.atomic_move,
+        );
         // Both daemons up, A active and converged: this is the state every episode ends in.
         let sockets = [pair.socket(Node::A), pair.socket(Node::B)];
         let settled = crate::netns::wait_until(
@@ -254,6 +259,7 @@ fn campaign_partition_while_the_nic_move_is_slow_moves_the_route_once() {
     let schedule = Schedule {
         // Names the run and its namespaces; the schedule itself is written out here.
         seed: 900001,
+        atomic_move: false,
         episodes: vec![Episode {
             faults: vec![
                 Fault::Cut {
@@ -280,6 +286,7 @@ fn campaign_carrier_partition_heals_without_a_second_move() {
     let schedule = Schedule {
         // Names the run and its namespaces; the schedule itself is written out here.
         seed: 900002,
+        atomic_move: false,
         episodes: vec![Episode {
             faults: vec![Fault::Cut {
                 who: Who::Standby,
@@ -301,6 +308,7 @@ fn campaign_kill_at_the_first_write_leaves_the_ip_on_no_nic_only_until_a_node_is
     let schedule = Schedule {
         // Names the run and its namespaces; the schedule itself is written out here.
         seed: 900003,
+        atomic_move: false,
         episodes: vec![Episode {
             // The standby's first write to fw-a's NIC is the removal of the floating IP.
             faults: vec![Fault::KillDuringTakeover {

@@ -217,12 +217,24 @@ impl Episode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Schedule {
     pub seed: u64,
+    /// Azure: the daemons move the IP with the atomic `moveIpConfigurations` instead of the
+    /// two-step NIC PUTs.
+    pub atomic_move: bool,
     pub episodes: Vec<Episode>,
 }
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "schedule of seed {}:", self.seed)?;
+        writeln!(
+            f,
+            "schedule of seed {} ({} move):",
+            self.seed,
+            if self.atomic_move {
+                "atomic"
+            } else {
+                "two-step"
+            }
+        )?;
         for (i, e) in self.episodes.iter().enumerate() {
             writeln!(f, "  episode {}: hold {} ms", i + 1, e.hold_ms)?;
             for fault in &e.faults {
@@ -242,18 +254,26 @@ impl Schedule {
         let episodes = (0..count)
             .map(|_| episode(&mut rng, allow_timeouts))
             .collect();
-        Schedule { seed, episodes }
+        // Drawn last, so that adding it left every earlier seed's faults as they were.
+        let atomic_move = rng.random_bool(0.3);
+        Schedule {
+            seed,
+            atomic_move,
+            episodes,
+        }
     }
 
     pub fn label(&self) -> String {
         let e: Vec<String> = self.episodes.iter().map(Episode::label).collect();
-        e.join(" | ")
+        let atomic = if self.atomic_move { "[atomic] " } else { "" };
+        format!("{atomic}{}", e.join(" | "))
     }
 
     /// The same schedule with what moto behind the fault proxy cannot do taken out: a
     /// mid-takeover kill becomes a kill of the active node (the proxy has no request hook),
     /// propagation delays and NIC-level cloud faults are dropped (moto applies at once).
     pub fn for_aws(mut self) -> Schedule {
+        self.atomic_move = false;
         for e in &mut self.episodes {
             e.faults = std::mem::take(&mut e.faults)
                 .into_iter()
