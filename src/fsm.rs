@@ -140,6 +140,16 @@ pub struct SentAt {
     pub at_us: u64,
 }
 
+/// The delivery lag of the keepalive last taken from the peer (see `Fsm::held_in_flight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct LagReference {
+    incarnation: u64,
+    /// Receive time (ours) minus send time (the peer's), µs: clock offset plus delay.
+    lag_us: i128,
+    /// Since when keepalives have been arriving much later than that.
+    held_since: Option<Millis>,
+}
+
 /// Operator commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,11 +200,11 @@ pub enum Event {
         reason: String,
     },
     /// Reconcile read the cloud. `drift`: something is not on this node; `peer_holds`: a
-    /// floating IP is on the peer's NIC.
+    /// floating IP is on the peer's NIC or a route points at the peer.
     Observed {
         /// Some resource is held by the peer, by nobody, or by both.
         drift: bool,
-        /// A floating IP is on the peer.
+        /// A floating IP or a route is on the peer.
         peer_holds: bool,
     },
     /// An operator command.
@@ -299,6 +309,9 @@ pub struct Fsm {
     last_takeover_error: Option<String>,
     /// Send time of the freshest keepalive taken from the peer.
     peer_newest: Option<SentAt>,
+    /// How late the peer's keepalives arrive, to spot one that sat in a queue (e.g. the
+    /// sender's ARP queue while a link was down) and says what the peer was, not what it is.
+    peer_lag: Option<LagReference>,
     healthy: bool,
     maintenance: bool,
     yielding: Option<(YieldReason, Millis)>,
@@ -326,6 +339,7 @@ impl Fsm {
             peer_settled_since: None,
             last_takeover_error: None,
             peer_newest: None,
+            peer_lag: None,
             healthy: true,
             maintenance: false,
             yielding: None,
@@ -462,7 +476,10 @@ impl Fsm {
         let mut out = Vec::new();
         match event {
             Event::Keepalive { path, advert, sent } => {
-                if self.is_fresh(sent) {
+                if self.held_in_flight(sent, now) {
+                    // Neither believed nor counted as hearing the peer now: marking it alive
+                    // would have the node decide on the advert it last believed, older still.
+                } else if self.is_fresh(sent) {
                     self.on_keepalive(path, advert, now);
                 } else if self.is_recent(sent) {
                     // Late but recent: the path works, the advert is outdated.
@@ -498,6 +515,42 @@ impl Fsm {
             self.evaluate(now, &mut out);
         }
         out
+    }
+
+    /// Delivered more than a dead interval later than the keepalive last taken from the same
+    /// peer boot (comparing `receive time - send time`, which needs no clock sync): a burst
+    /// released after a partition heals starts with adverts from its beginning (the peer still
+    /// standby, say), newer than anything heard yet. Believing them made a fenced node win an
+    /// election against a peer that had long taken over. Compared with the last keepalive taken,
+    /// not the fastest ever, so that clock drift between the nodes never adds up; and a delay
+    /// that stays high for a dead interval (a slower path, not a queue) becomes the reference.
+    fn held_in_flight(&mut self, sent: Option<SentAt>, now: Millis) -> bool {
+        let Some(sent) = sent else { return false };
+        let lag_us = i128::from(now) * 1000 - i128::from(sent.at_us);
+        let dead_us = i128::from(self.config.dead_interval_ms) * 1000;
+        match &mut self.peer_lag {
+            Some(r) if r.incarnation == sent.incarnation => {
+                if lag_us - r.lag_us > dead_us {
+                    let since = *r.held_since.get_or_insert(now);
+                    if now.saturating_sub(since) <= self.config.dead_interval_ms {
+                        return true;
+                    }
+                }
+                r.lag_us = lag_us;
+                r.held_since = None;
+                false
+            }
+            // An older boot's keepalive is not fresh anyway; it does not move the reference.
+            Some(r) if r.incarnation > sent.incarnation => false,
+            _ => {
+                self.peer_lag = Some(LagReference {
+                    incarnation: sent.incarnation,
+                    lag_us,
+                    held_since: None,
+                });
+                false
+            }
+        }
     }
 
     /// Sent no earlier than the freshest keepalive already taken (records it if so).
@@ -546,8 +599,8 @@ impl Fsm {
         }
     }
 
-    /// Reconcile: repair drift on a settled active node, except where the peer holds the floating
-    /// IP and claims it (alive and active: the epoch rule decides) or cannot be heard (it took
+    /// Reconcile: repair drift on a settled active node, except where the peer holds a floating
+    /// IP or route and claims it (alive and active: the epoch rule decides) or cannot be heard (it took
     /// over across a partition: taking it back would start a ping-pong, so stand by instead).
     fn on_observed(&mut self, drift: bool, peer_holds: bool, now: Millis, out: &mut Vec<Action>) {
         if self.fenced && !peer_holds {
@@ -567,7 +620,7 @@ impl Fsm {
                 self.fenced = true;
                 self.step_down(
                     Role::Standby,
-                    "the floating IP is on the peer's NIC and the peer is not heard: it took over across a keepalive partition; standing by until it is heard again".into(),
+                    "the floating IP or a route is on the peer and the peer is not heard: it took over across a keepalive partition; standing by until it is heard again".into(),
                     now,
                     out,
                 );
@@ -979,5 +1032,69 @@ impl Fsm {
             ),
             _ => format!("{} is not heard", self.config.peer),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fsm() -> Fsm {
+        Fsm::new(
+            FsmConfig {
+                node: "fw-a".into(),
+                peer: "fw-b".into(),
+                priority: 100,
+                preempt: false,
+                hold_down_ms: 1000,
+                dead_interval_ms: 500,
+                paths: 1,
+                retry_initial_ms: 500,
+                retry_max_ms: 2000,
+            },
+            0,
+        )
+    }
+
+    fn sent(at_us: u64) -> Option<SentAt> {
+        Some(SentAt {
+            incarnation: 1,
+            at_us,
+        })
+    }
+
+    #[test]
+    fn clock_drift_between_the_nodes_never_adds_up_to_a_held_keepalive() {
+        let mut f = fsm();
+        // The peer's clock runs 1% slow: after 100 s our lag reference has moved by 1 s, in
+        // steps of 1 ms per keepalive, none of which looks held.
+        for i in 0..1000u64 {
+            let now = 1000 + i * 100;
+            assert!(!f.held_in_flight(sent(i * 99_000), now), "keepalive {i}");
+        }
+    }
+
+    #[test]
+    fn a_queued_burst_is_held_but_a_lasting_slower_path_is_adopted() {
+        let mut f = fsm();
+        assert!(!f.held_in_flight(sent(0), 1000));
+        assert!(!f.held_in_flight(sent(100_000), 1100));
+        // Sent 100 ms later, delivered 2 s later: held (a queue released).
+        assert!(f.held_in_flight(sent(200_000), 3100));
+        assert!(f.held_in_flight(sent(300_000), 3100));
+        // The fresh ones after it are taken.
+        assert!(!f.held_in_flight(sent(3_000_000), 3101));
+        // A path whose delay rises by 800 ms for good: held for a dead interval, then taken.
+        assert!(f.held_in_flight(sent(3_100_000), 3900));
+        assert!(f.held_in_flight(sent(3_200_000), 4000));
+        assert!(f.held_in_flight(sent(3_600_000), 4400));
+        assert!(!f.held_in_flight(sent(3_700_000), 4500));
+        assert!(!f.held_in_flight(sent(3_800_000), 4600));
+        // A new boot of the peer starts a new reference.
+        let reboot = Some(SentAt {
+            incarnation: 2,
+            at_us: 5,
+        });
+        assert!(!f.held_in_flight(reboot, 9000));
     }
 }

@@ -95,6 +95,15 @@ pub fn next_incarnation(state_dir: &Path) -> std::io::Result<u64> {
     Ok(next)
 }
 
+/// Whether the peer holds any shared resource, a floating IP or a route: the sign that it
+/// took over. Routes count too because they move in about a second while a NIC update takes
+/// minutes: across a keepalive partition the route is the first thing the peer takes, and an
+/// active node that "repaired" it back would ping-pong the route with the peer's retries
+/// (found by the fault campaign, seed 4).
+fn peer_holds_any(obs: &Observation) -> bool {
+    obs.resources.iter().any(|r| r.holder == Holder::Peer)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -431,10 +440,7 @@ impl Daemon {
                     .filter(|r| !matches!(r.holder, Holder::Me | Holder::Unknown))
                     .map(|r| format!("{} held by {:?}", r.resource, r.holder).to_lowercase())
                     .collect();
-                let peer_holds = obs
-                    .resources
-                    .iter()
-                    .any(|r| r.resource.starts_with("ip ") && r.holder == Holder::Peer);
+                let peer_holds = peer_holds_any(obs);
                 let drift = !off.is_empty();
                 if drift
                     && self.fsm.role() == Role::Active
@@ -1004,6 +1010,27 @@ mod tests {
         assert_eq!(first, u64::MAX - 4);
         let second = next_incarnation(dir.path()).expect("second");
         assert!(second > first);
+    }
+
+    #[test]
+    fn a_route_on_the_peer_counts_as_the_peer_holding_a_resource() {
+        let resource = |name: &str, holder| cloudha_provider_core::ObservedResource {
+            resource: name.into(),
+            holder,
+        };
+        let observed = |holders: [Holder; 2]| Observation {
+            resources: vec![
+                resource("ip 10.10.1.100", holders[0]),
+                resource("route rt-workloads/default", holders[1]),
+            ],
+            warnings: Vec::new(),
+        };
+        // Across a partition the peer's route PUT lands in a second, its NIC move much later:
+        // the route alone must fence this node, or its repair ping-pongs the route.
+        assert!(peer_holds_any(&observed([Holder::Me, Holder::Peer])));
+        assert!(peer_holds_any(&observed([Holder::Peer, Holder::Me])));
+        assert!(!peer_holds_any(&observed([Holder::Me, Holder::Nobody])));
+        assert!(!peer_holds_any(&observed([Holder::Nobody, Holder::Me])));
     }
 
     #[test]

@@ -29,15 +29,15 @@ fn role_key(node: Node) -> &'static str {
 }
 
 /// The moto world, the proxy both daemons reach, and their IMDS, served inside the namespaces.
-struct Cloud {
-    world: World,
-    proxy: Proxy,
+pub(crate) struct Cloud {
+    pub(crate) world: World,
+    pub(crate) proxy: Proxy,
     imds: Vec<FakeImds>,
-    rt: tokio::runtime::Runtime,
+    pub(crate) rt: tokio::runtime::Runtime,
 }
 
 impl Cloud {
-    fn build() -> Cloud {
+    pub(crate) fn build() -> Cloud {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -56,7 +56,7 @@ impl Cloud {
         }
     }
 
-    fn eni(&self, node: Node) -> &str {
+    pub(crate) fn eni(&self, node: Node) -> &str {
         match node {
             Node::A => &self.world.eni_a,
             _ => &self.world.eni_b,
@@ -100,7 +100,7 @@ impl Cloud {
     }
 
     /// IMDS at 169.254.169.254:80 and EC2 (the proxy) at 127.0.0.1:5000 in each namespace.
-    fn serve(&mut self, pair: &Pair) {
+    pub(crate) fn serve(&mut self, pair: &Pair) {
         for node in [Node::A, Node::B] {
             let ns = pair.topo.ns(node).to_string();
             let out = pair
@@ -125,19 +125,19 @@ impl Cloud {
         }
     }
 
-    fn addresses(&self, node: Node) -> Vec<Ipv4Addr> {
+    pub(crate) fn addresses(&self, node: Node) -> Vec<Ipv4Addr> {
         let set = self.rt.block_on(self.world.addresses(self.eni(node)));
         set.into_iter()
             .filter(|a| [FIP_1, FIP_2].contains(a))
             .collect()
     }
 
-    fn eip_eni(&self) -> Option<String> {
+    pub(crate) fn eip_eni(&self) -> Option<String> {
         self.rt.block_on(self.world.eip_eni())
     }
 
     /// The ENI each configured route points at (`None`: the route does not exist).
-    fn route_targets(&self) -> Vec<Option<String>> {
+    pub(crate) fn route_targets(&self) -> Vec<Option<String>> {
         [
             (&self.world.rt_1, DEFAULT),
             (&self.world.rt_1, ONPREM),
@@ -149,7 +149,7 @@ impl Cloud {
     }
 
     /// Everything (both IPs, the EIP, every route) on `node`'s ENI, and nothing on the other's.
-    fn all_on(&self, node: Node) -> bool {
+    pub(crate) fn all_on(&self, node: Node) -> bool {
         let other = if node == Node::A { Node::B } else { Node::A };
         let eni = self.eni(node).to_string();
         self.addresses(node).len() == 2
@@ -164,7 +164,7 @@ impl Cloud {
 
 /// The provider sections of a node's config: only the peer's ENI and the endpoint are named;
 /// region, own ENI and credentials come from the namespace's IMDS.
-fn aws_provider<'a>(cloud: &'a Cloud, reconcile: &str) -> impl Fn(Node) -> String + 'a {
+pub(crate) fn aws_provider<'a>(cloud: &'a Cloud, reconcile: &str) -> impl Fn(Node) -> String + 'a {
     let reconcile = reconcile.to_string();
     move |node| {
         let peer = if node == Node::A { Node::B } else { Node::A };

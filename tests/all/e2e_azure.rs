@@ -16,20 +16,20 @@ use serde_json::Value;
 use crate::e2e_local::{num, Options, Pair, SOON};
 use crate::netns::{wait_until, Node};
 
-const FLOATING: &str = "10.10.1.100";
-const ADDR_B: &str = "10.10.1.5";
+pub(crate) const FLOATING: &str = "10.10.1.100";
+pub(crate) const ADDR_B: &str = "10.10.1.5";
 const ARM_PORT: u16 = 8080;
 /// Bound for a failover that includes several seconds of emulated propagation.
 const FAILOVER: Duration = Duration::from_secs(60);
 
 /// The emulated cloud, served inside the pair's namespaces.
-struct Cloud {
-    emu: Arc<Emulator>,
+pub(crate) struct Cloud {
+    pub(crate) emu: Arc<Emulator>,
     // Kept alive for the listeners' tasks.
     _rt: tokio::runtime::Runtime,
 }
 
-fn vm(node: Node) -> &'static str {
+pub(crate) fn vm(node: Node) -> &'static str {
     match node {
         Node::A => "vm-appliance-a",
         _ => "vm-appliance-b",
@@ -85,7 +85,8 @@ impl Cloud {
             let arm = tokio::net::TcpListener::from_std(arm).expect("tokio listener");
             let name = vm(node);
             rt.spawn(emu.clone().serve_imds(imds, name));
-            rt.spawn(emu.clone().serve(arm));
+            // Labelled per namespace, so the request log says which daemon sent each call.
+            rt.spawn(emu.clone().serve_as(arm, name));
         }
         Cloud { emu, _rt: rt }
     }
@@ -96,7 +97,7 @@ impl Cloud {
             .unwrap_or_else(|| "nobody".into())
     }
 
-    fn route_next_hop(&self) -> Option<String> {
+    pub(crate) fn route_next_hop(&self) -> Option<String> {
         self.emu
             .route("rt-workloads", "default-via-appliance")?
             .pointer("/properties/nextHopIpAddress")?
@@ -107,7 +108,7 @@ impl Cloud {
 
 /// The provider sections of a node's config: only the peer's NIC is named; this node's NIC,
 /// subscription and the token all come from the (namespace-local) IMDS.
-fn azure_provider(emu: &Emulator) -> impl Fn(Node) -> String + '_ {
+fn azure_provider<'a>(emu: &'a Emulator, move_mode: &'a str) -> impl Fn(Node) -> String + 'a {
     move |node| {
         let peer_nic = match node {
             Node::A => "nic-appliance-b",
@@ -135,6 +136,7 @@ kind = "azure"
 [provider.azure]
 peer_nic = "{peer}"
 arm_endpoint = "http://127.0.0.1:{ARM_PORT}"
+move_mode = "{move_mode}"
 
 [[floating_ip]]
 address = "{FLOATING}"
@@ -151,12 +153,22 @@ next_hop = "self_address"
     }
 }
 
-fn floating() -> std::net::Ipv4Addr {
+pub(crate) fn floating() -> std::net::Ipv4Addr {
     FLOATING.parse().expect("floating IP")
 }
 
 /// Both daemons against a fresh emulated cloud, A active and converged, B standby.
-fn start(tag: &str, nic_propagation_ms: u64, preempt: bool) -> (Pair, Cloud) {
+pub(crate) fn start(tag: &str, nic_propagation_ms: u64, preempt: bool) -> (Pair, Cloud) {
+    start_with(tag, nic_propagation_ms, preempt, "two_step")
+}
+
+/// Like [`start`], with `provider.azure.move_mode` (`two_step` or `atomic`).
+pub(crate) fn start_with(
+    tag: &str,
+    nic_propagation_ms: u64,
+    preempt: bool,
+    move_mode: &str,
+) -> (Pair, Cloud) {
     let opts = Options {
         preempt,
         hold_down_ms: 2000,
@@ -164,7 +176,7 @@ fn start(tag: &str, nic_propagation_ms: u64, preempt: bool) -> (Pair, Cloud) {
     };
     // The configs need the emulator's ids, the emulator needs the namespaces: ids first.
     let ids = Emulator::new(&Scenario::two_appliances()).expect("scenario");
-    let pair = Pair::prepare(tag, opts, azure_provider(&ids));
+    let pair = Pair::prepare(tag, opts, azure_provider(&ids, move_mode));
     let cloud = Cloud::serve(&pair, nic_propagation_ms);
     let pair = pair.start_both();
     wait_until("fw-a to converge and read the cloud back", SOON, || {

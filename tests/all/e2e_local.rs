@@ -46,8 +46,12 @@ pub(crate) struct Pair {
     pub(crate) topo: Topology,
 }
 
+/// The daemon under test: the one cargo built, or `CLOUDHA_BIN` (a long campaign runs from
+/// copies of the binaries, so that rebuilding the tree meanwhile does not swap the daemon).
 fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cloudha"))
+    std::env::var_os("CLOUDHA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cloudha")))
 }
 
 pub(crate) fn name(node: Node) -> &'static str {
@@ -188,6 +192,29 @@ impl Pair {
         }
     }
 
+    /// Starts the node's daemon under `wrapper` (e.g. `unshare --time ...`), which must exec
+    /// it so that the pid stays the daemon's.
+    pub(crate) fn spawn_wrapped(&mut self, node: Node, wrapper: &[&str]) {
+        let config = self.dir.path().join(format!("{}.toml", name(node)));
+        let log = self.dir.path().join(format!("{}.log", name(node)));
+        let binary = binary();
+        let mut args: Vec<&str> = wrapper[1..].to_vec();
+        args.extend([
+            binary.to_str().expect("utf-8 path"),
+            "run",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ]);
+        let daemon = self
+            .topo
+            .spawn(node, Path::new(wrapper[0]), &args, &log)
+            .expect("spawn daemon");
+        match node {
+            Node::A => self.a = Some(daemon),
+            _ => self.b = Some(daemon),
+        }
+    }
+
     pub(crate) fn daemon(&mut self, node: Node) -> &mut Daemon {
         match node {
             Node::A => self.a.as_mut(),
@@ -196,7 +223,7 @@ impl Pair {
         .expect("daemon running")
     }
 
-    fn socket(&self, node: Node) -> PathBuf {
+    pub(crate) fn socket(&self, node: Node) -> PathBuf {
         self.dir.path().join(format!("{}.sock", name(node)))
     }
 

@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 #[path = "../../providers/aws/tests/all/common/mod.rs"]
 mod aws_harness;
+mod campaign;
 mod cli;
 mod deploy_kit;
 mod e2e_aws;

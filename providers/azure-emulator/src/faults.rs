@@ -140,6 +140,28 @@ impl Fault {
         )
     }
 
+    /// 400 `PrivateIPAddressInUse`, as while another NIC's update still holds the address.
+    pub fn private_ip_address_in_use(method: &str, path: &str) -> Self {
+        Self::respond(
+            method,
+            path,
+            400,
+            "PrivateIPAddressInUse",
+            "IP configuration is using the same private IP address as another IP configuration.",
+        )
+    }
+
+    /// IMDS instance metadata: 500, as when the metadata service is briefly unavailable.
+    pub fn imds_metadata_unavailable() -> Self {
+        Self::respond(
+            "GET",
+            "/metadata/instance",
+            500,
+            "internal_error",
+            "The instance metadata service is temporarily unavailable.",
+        )
+    }
+
     /// Delays the response by `ms` milliseconds.
     pub fn delay(method: &str, path: &str, ms: u64) -> Self {
         Self::new(method, path, FaultKind::Delay(Duration::from_millis(ms)))

@@ -69,10 +69,27 @@ pub struct VmIdentity {
     pub identity_header: String,
 }
 
+/// Called with each request as it arrives (already logged, before any fault or handling),
+/// outside the emulator's lock. Fault campaigns use it to act at an exact point of a
+/// client's call sequence, e.g. kill the client after its k-th request.
+pub type RequestHook = Arc<dyn Fn(&LoggedRequest) + Send + Sync>;
+
+/// Holds the optional hook; a closure has no `Debug`, so this says only whether one is set.
+#[derive(Default)]
+struct HookSlot(Mutex<Option<RequestHook>>);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.lock().map(|h| h.is_some()).unwrap_or(false);
+        write!(f, "HookSlot(set: {set})")
+    }
+}
+
 /// The emulator: all state behind one mutex, served over plain HTTP.
 #[derive(Debug)]
 pub struct Emulator {
     state: Mutex<State>,
+    hook: HookSlot,
     clock: Arc<dyn Clock>,
     subscription: String,
     resource_group: String,
@@ -100,6 +117,7 @@ impl Emulator {
         }
         Ok(Arc::new(Self {
             state: Mutex::new(state),
+            hook: HookSlot::default(),
             clock,
             subscription: scenario.subscription_id.clone(),
             resource_group: scenario.resource_group.clone(),
@@ -123,7 +141,17 @@ impl Emulator {
     /// `/metadata/...` and `/msi/token` (VM chosen by caller address, identity secret or
     /// `settings.default_imds_vm`) and at `/vms/{vm}/metadata/...` for a specific VM.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        server::serve(self, listener, Binding::Main).await
+        server::serve(self, listener, Binding::Main(None)).await
+    }
+
+    /// Like [`Emulator::serve`], logging every request with `caller` (see
+    /// [`LoggedRequest::caller`]): one listener per client namespace tells the clients apart.
+    pub async fn serve_as(
+        self: Arc<Self>,
+        listener: TcpListener,
+        caller: &str,
+    ) -> std::io::Result<()> {
+        server::serve(self, listener, Binding::Main(Some(caller.to_string()))).await
     }
 
     /// Serves only the IMDS of `vm` on `listener`, e.g. behind 169.254.169.254 in a test
@@ -372,6 +400,24 @@ impl Emulator {
             .iter()
             .filter(|r| r.is(method, path_contains))
             .count()
+    }
+
+    /// Installs (or with `None` removes) the hook every request is shown to on arrival.
+    pub fn set_request_hook(&self, hook: Option<RequestHook>) {
+        *self.hook.0.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    fn run_request_hook(&self, request: &LoggedRequest) {
+        // Cloned out so the hook runs without the slot's lock (it may replace itself).
+        let hook = self
+            .hook
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(request);
+        }
     }
 
     /// Forgets the request log.

@@ -27,6 +27,9 @@ pub struct LoggedRequest {
     pub body: String,
     /// Response status (0 while the call is still being processed).
     pub status: u16,
+    /// Label of the listener the call came in on ([`crate::Emulator::serve_as`]), e.g. the VM
+    /// whose network namespace it serves: tells two clients on the same loopback address apart.
+    pub caller: Option<String>,
 }
 
 impl LoggedRequest {

@@ -32,8 +32,9 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 /// What a listener serves.
 #[derive(Clone, Debug)]
 pub(crate) enum Binding {
-    /// ARM, plus IMDS under `/metadata`, `/msi` and `/vms/{vm}/...`.
-    Main,
+    /// ARM, plus IMDS under `/metadata`, `/msi` and `/vms/{vm}/...`; requests are logged with
+    /// this caller label, if any.
+    Main(Option<String>),
     /// Only IMDS, as seen from this VM.
     Imds(String),
 }
@@ -136,7 +137,7 @@ fn imds_target(req: &Req, binding: &Binding) -> Option<(Option<String>, Vec<Stri
 /// Runs one request through the pipeline.
 pub(crate) async fn dispatch(emu: &Emulator, req: Req, binding: &Binding) -> Resp {
     let imds = imds_target(&req, binding);
-    let (seq, fault) = {
+    let (seq, entry, fault) = {
         let mut st = emu.lock();
         let seq = st.log.len();
         st.log.push(LoggedRequest {
@@ -151,9 +152,20 @@ pub(crate) async fn dispatch(emu: &Emulator, req: Req, binding: &Binding) -> Res
             identity_header_present: req.header("x-identity-header").is_some(),
             body: req.body_text(),
             status: 0,
+            caller: match binding {
+                Binding::Main(caller) => caller.clone(),
+                Binding::Imds(vm) => Some(vm.clone()),
+            },
         });
-        (seq, st.faults.take(&req.method, &req.path, Phase::Arrival))
+        let entry = st.log[seq].clone();
+        (
+            seq,
+            entry,
+            st.faults.take(&req.method, &req.path, Phase::Arrival),
+        )
     };
+    // Outside the state lock: a hook may take its time (e.g. kill the calling process).
+    emu.run_request_hook(&entry);
     let mut resp = match fault {
         Some(FaultKind::Respond {
             status,

@@ -3,6 +3,7 @@
 use crate::common::*;
 use cloudha_azure_emulator::Fault;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -196,4 +197,62 @@ async fn imds_token_faults_use_imds_error_bodies() {
     let r = call(env.addr, "GET", path, &[("metadata", "true")], None).await;
     assert_eq!(r.status, 200);
     assert!(r.body["access_token"].is_string());
+}
+
+#[tokio::test]
+async fn request_hook_sees_each_call_with_its_caller_before_it_is_handled() {
+    use std::sync::Mutex;
+    let env = Env::manual().await;
+    // A second listener labelled as VM A's namespace, next to the unlabelled main one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let labelled = listener.local_addr().expect("addr");
+    tokio::spawn(env.emu.clone().serve_as(listener, VM_A));
+    type Seen = (u64, String, Option<String>, u16);
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let sink = seen.clone();
+    env.emu.set_request_hook(Some(Arc::new(move |r| {
+        let mut s = sink.lock().expect("lock");
+        s.push((r.seq, r.method.clone(), r.caller.clone(), r.status));
+    })));
+    let path = env.nic_path(NIC_A);
+    let auth = format!("Bearer {}", env.token_a);
+    let headers = [("authorization", auth.as_str())];
+    let r = call(labelled, "GET", &path, &headers, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(env.addr, "GET", &path, &headers, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    env.emu.set_request_hook(None);
+    call(env.addr, "GET", &path, &headers, None).await;
+    let seen = seen.lock().expect("lock").clone();
+    // Status 0: the hook runs on arrival, before the call is answered.
+    assert_eq!(
+        seen,
+        vec![
+            (0, "GET".to_string(), Some(VM_A.to_string()), 0),
+            (1, "GET".to_string(), None, 0),
+        ]
+    );
+    let log = env.emu.requests();
+    assert_eq!(log[0].caller.as_deref(), Some(VM_A));
+    assert_eq!(log[2].caller, None);
+}
+
+#[tokio::test]
+async fn address_in_use_and_metadata_faults() {
+    let env = Env::manual().await;
+    let (doc, _) = env.nic(NIC_A).await;
+    env.emu
+        .push_fault(Fault::private_ip_address_in_use("PUT", NIC_A));
+    let r = env
+        .put(&env.token_a, &env.nic_path(NIC_A), &doc, None)
+        .await;
+    assert_eq!((r.status, r.code()), (400, "PrivateIPAddressInUse"));
+    let path = "/vms/vm-appliance-a/metadata/instance?api-version=2021-02-01";
+    env.emu.push_fault(Fault::imds_metadata_unavailable());
+    let r = call(env.addr, "GET", path, &[("metadata", "true")], None).await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    let r = call(env.addr, "GET", path, &[("metadata", "true")], None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }
