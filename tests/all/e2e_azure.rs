@@ -18,13 +18,13 @@ use crate::netns::{wait_until, Node};
 
 const FLOATING: &str = "10.10.1.100";
 const ADDR_B: &str = "10.10.1.5";
-const ARM_PORT: u16 = 8080;
+pub(crate) const ARM_PORT: u16 = 8080;
 /// Bound for a failover that includes several seconds of emulated propagation.
 const FAILOVER: Duration = Duration::from_secs(60);
 
 /// The emulated cloud, served inside the pair's namespaces.
-struct Cloud {
-    emu: Arc<Emulator>,
+pub(crate) struct Cloud {
+    pub(crate) emu: Arc<Emulator>,
     // Kept alive for the listeners' tasks.
     _rt: tokio::runtime::Runtime,
 }
@@ -37,7 +37,7 @@ fn vm(node: Node) -> &'static str {
 }
 
 /// Bind `addr` inside namespace `ns` (a thread enters it; the socket stays there).
-fn bind_in_namespace(ns: &str, addr: SocketAddr) -> std::net::TcpListener {
+pub(crate) fn bind_in_namespace(ns: &str, addr: SocketAddr) -> std::net::TcpListener {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let handle = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
@@ -59,6 +59,11 @@ impl Cloud {
             s.route_propagation_ms = 500;
             s.lro_retry_after_secs = 1;
         });
+        Cloud::serve_emulator(pair, emu)
+    }
+
+    /// Serves `emu`'s IMDS (as each node's VM) and ARM inside both nodes' namespaces.
+    pub(crate) fn serve_emulator(pair: &Pair, emu: Arc<Emulator>) -> Cloud {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -1,5 +1,6 @@
 //! The single integration-test binary: every suite shares one build.
 
+mod bench;
 mod cli;
 mod e2e_azure;
 mod e2e_local;

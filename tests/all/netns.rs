@@ -314,6 +314,19 @@ impl Topology {
         args: &[&str],
         log_file: &Path,
     ) -> io::Result<Daemon> {
+        self.spawn_with_env(node, program, args, &[], log_file)
+    }
+
+    /// [`Topology::spawn`] with extra environment variables for the program (credentials for
+    /// an emulated cloud, say), set on the child only.
+    pub fn spawn_with_env(
+        &self,
+        node: Node,
+        program: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        log_file: &Path,
+    ) -> io::Result<Daemon> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -322,6 +335,7 @@ impl Topology {
             .args(["netns", "exec", self.ns(node)])
             .arg(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -27,6 +27,9 @@ pub struct LoggedRequest {
     pub body: String,
     /// Response status (0 while the call is still being processed).
     pub status: u16,
+    /// Arrival on the machine's wall clock (Unix ms), not the emulator's clock: comparable with
+    /// timestamps other processes take (a daemon's decision time), as benchmarks do.
+    pub at_unix_ms: u64,
 }
 
 impl LoggedRequest {

@@ -151,6 +151,9 @@ pub(crate) async fn dispatch(emu: &Emulator, req: Req, binding: &Binding) -> Res
             identity_header_present: req.header("x-identity-header").is_some(),
             body: req.body_text(),
             status: 0,
+            at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         });
         (seq, st.faults.take(&req.method, &req.path, Phase::Arrival))
     };
