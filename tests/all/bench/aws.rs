@@ -119,7 +119,8 @@ impl Cloud {
         }
     }
 
-    /// The floating IP back on fw-a's ENI before a run.
+    /// The floating IP back on fw-a's ENI alone before a run. moto ignores `AllowReassignment`
+    /// (the address stays on both ENIs), so it is removed from fw-b's explicitly.
     fn give_to_a(&self) {
         self.rt.block_on(async {
             self.ec2
@@ -129,34 +130,45 @@ impl Cloud {
                 .allow_reassignment(true)
                 .send()
                 .await
-                .expect("assign to a")
+                .expect("assign to a");
+            if self.holders_async().await.contains(&self.eni_b) {
+                self.ec2
+                    .unassign_private_ip_addresses()
+                    .network_interface_id(&self.eni_b)
+                    .private_ip_addresses(FLOATING)
+                    .send()
+                    .await
+                    .expect("unassign from b");
+            }
         });
-        assert_eq!(self.holder().as_deref(), Some(self.eni_a.as_str()));
+        assert_eq!(self.holders(), vec![self.eni_a.clone()]);
     }
 
-    /// The ENI holding the floating IP (None if nobody, or both: not converged).
-    fn holder(&self) -> Option<String> {
-        self.rt.block_on(async {
-            let out = self
-                .ec2
-                .describe_network_interfaces()
-                .network_interface_ids(&self.eni_a)
-                .network_interface_ids(&self.eni_b)
-                .send()
-                .await
-                .ok()?;
-            let holders: Vec<String> = out
-                .network_interfaces()
-                .iter()
-                .filter(|n| {
-                    n.private_ip_addresses()
-                        .iter()
-                        .any(|p| p.private_ip_address() == Some(FLOATING))
-                })
-                .filter_map(|n| n.network_interface_id().map(str::to_string))
-                .collect();
-            (holders.len() == 1).then(|| holders[0].clone())
-        })
+    /// The ENIs holding the floating IP.
+    fn holders(&self) -> Vec<String> {
+        self.rt.block_on(self.holders_async())
+    }
+
+    async fn holders_async(&self) -> Vec<String> {
+        let Ok(out) = self
+            .ec2
+            .describe_network_interfaces()
+            .network_interface_ids(&self.eni_a)
+            .network_interface_ids(&self.eni_b)
+            .send()
+            .await
+        else {
+            return Vec::new();
+        };
+        out.network_interfaces()
+            .iter()
+            .filter(|n| {
+                n.private_ip_addresses()
+                    .iter()
+                    .any(|p| p.private_ip_address() == Some(FLOATING))
+            })
+            .filter_map(|n| n.network_interface_id().map(str::to_string))
+            .collect()
     }
 
     /// Serves 127.0.0.1:5000 inside `ns`, forwarding every connection to moto.
@@ -178,10 +190,11 @@ impl Cloud {
     }
 }
 
-/// Polls moto until fw-b's ENI alone holds the floating IP; returns the time since `killed`.
+/// Polls moto until fw-b's ENI holds the floating IP; returns the time since `killed`. (On AWS
+/// the assignment takes it off fw-a's ENI; moto leaves it there, see `give_to_a`.)
 fn wait_converged_on_b(cloud: &Cloud, killed: Instant) -> f64 {
     wait_until("the floating IP on fw-b's ENI", BOUND, || {
-        (cloud.holder().as_deref() == Some(cloud.eni_b.as_str())).then_some(())
+        cloud.holders().contains(&cloud.eni_b).then_some(())
     });
     killed.elapsed().as_secs_f64() * 1000.0
 }
@@ -267,7 +280,9 @@ fn program(env: &str, default: &str) -> PathBuf {
     path
 }
 
-/// keepalived's config and notify script for one node, in `dir`.
+/// keepalived's config and notify script for one node, in `dir`. keepalived refuses an instance
+/// without a VIP, so it also moves the LAN floating IP inside the namespaces (netlink and a
+/// gratuitous ARP: what it does on premises), beside the cloud move its script makes.
 fn keepalived_files(dir: &Path, node: Node, cloud: &Cloud, aws: &Path) -> PathBuf {
     let (me, peer, priority, eni, letter) = match node {
         Node::A => (Node::A, Node::B, 254, &cloud.eni_a, "a"),
@@ -313,11 +328,13 @@ fn keepalived_files(dir: &Path, node: Node, cloud: &Cloud, aws: &Path) -> PathBu
              vrrp_instance VI_1 {{\n  state BACKUP\n  interface lan0\n  virtual_router_id 51\n  \
              priority {priority}\n  advert_int {advert}\n  unicast_src_ip {src}\n  \
              unicast_peer {{\n    {dst}\n  }}\n  \
+             virtual_ipaddress {{\n    {lan_vip}/24 dev lan0\n  }}\n  \
              notify_master \"{notify} master\"\n  notify_backup \"{notify} backup\"\n}}\n",
             advert = INTERVAL_MS as f64 / 1000.0,
             src = me.lan_ip(),
             dst = peer.lan_ip(),
             notify = notify.display(),
+            lan_vip = crate::netns::FLOATING_IP,
         ),
     )
     .expect("write keepalived config");
@@ -399,17 +416,22 @@ fn keepalived_run(cloud: &Cloud, tag: &str, idle: Option<Duration>) -> Result {
         "keepalived on fw-b never became backup:\n{}",
         logs(dir.path())
     );
-    assert_eq!(cloud.holder().as_deref(), Some(cloud.eni_a.as_str()));
+    assert_eq!(cloud.holders(), vec![cloud.eni_a.clone()]);
     let idle = idle.map(|window| footprint(&pids_in(&topo, Node::A), window));
 
-    // The node dies: every keepalived process of fw-a at once.
+    // The node dies. keepalived's VRRP child gets SIGTERM when its parent dies (and would then
+    // send a priority-0 advert, a graceful hand-over): stop every process first so none can
+    // react, then kill them, like a VM that is gone.
+    let pids = pids_in(&topo, Node::A);
+    let signal = |sig: &str| {
+        for pid in &pids {
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+        }
+    };
     let killed_unix = unix_ms();
-    for pid in pids_in(&topo, Node::A) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    }
+    signal("-STOP");
     let killed = Instant::now();
+    signal("-KILL");
     let converged_ms = wait_converged_on_b(cloud, killed);
     let _ = a.kill9();
     let became_master = events(dir.path(), "b")

@@ -3,8 +3,9 @@
 //! (our Azure emulator, moto for AWS), and keepalived beside cloudha on the same moto.
 //!
 //! `CLOUDHA_BENCH_RUNS` (default 5) runs per measure, medians printed; `CLOUDHA_BENCH_ONLY` a
-//! comma list of `azure`, `scale`, `aws` to run only those sections; `CLOUDHA_BENCH_IDLE_SECS`
-//! (default 30) the idle sampling window.
+//! comma list of `azure`, `scale`, `aws` to run only those sections; `CLOUDHA_BENCH_SCALE_RUNS`
+//! (default 3) runs at 500 routes (a minute each); `CLOUDHA_BENCH_IDLE_SECS` (default 30) the
+//! idle sampling window.
 
 mod aws;
 mod azure;
@@ -49,7 +50,8 @@ fn bench_failover_and_footprint() {
         table.print_so_far();
     }
     if section_enabled("scale") {
-        azure::route_scale(runs, &mut table);
+        let scale_runs = env_number("CLOUDHA_BENCH_SCALE_RUNS", 3).max(1) as usize;
+        azure::route_scale(scale_runs, &mut table);
         table.print_so_far();
     }
     if section_enabled("aws") {
