@@ -5,6 +5,7 @@ mod cli;
 mod e2e_azure;
 mod e2e_local;
 mod fsm_properties;
+mod fuzz_seeds;
 mod golden;
 mod netns;
 mod netns_selftest;
