@@ -418,7 +418,12 @@ impl Config {
         let deserializer =
             toml::Deserializer::parse(text).map_err(|e| (".".to_string(), e.to_string()))?;
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let field = e.path().to_string();
+            // A key written as `""` gives an empty path: name the whole file rather than nothing
+            // (the message names the key and the fields expected there).
+            let field = match e.path().to_string() {
+                path if path.is_empty() => ".".to_string(),
+                path => path,
+            };
             (field, e.into_inner().to_string().trim_end().to_string())
         })
     }
@@ -779,6 +784,14 @@ fn check_name(field: &str, name: &str, problem: &mut impl FnMut(&str, String)) {
 
 #[cfg(test)]
 mod tests {
+    /// Found by the `config_parse` fuzz target: an empty key gave an error naming no field.
+    #[test]
+    fn empty_key_error_still_names_a_field() {
+        let (field, message) = Config::parse(" \"\"= 2").expect_err("an empty key is unknown");
+        assert_eq!(field, ".");
+        assert!(message.contains("unknown field"), "{message}");
+    }
+
     use super::*;
 
     pub(crate) const EXAMPLE: &str = r#"

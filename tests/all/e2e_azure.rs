@@ -18,7 +18,7 @@ use crate::netns::{wait_until, Node};
 
 pub(crate) const FLOATING: &str = "10.10.1.100";
 pub(crate) const ADDR_B: &str = "10.10.1.5";
-const ARM_PORT: u16 = 8080;
+pub(crate) const ARM_PORT: u16 = 8080;
 /// Bound for a failover that includes several seconds of emulated propagation.
 const FAILOVER: Duration = Duration::from_secs(60);
 
@@ -59,6 +59,11 @@ impl Cloud {
             s.route_propagation_ms = 500;
             s.lro_retry_after_secs = 1;
         });
+        Cloud::serve_emulator(pair, emu)
+    }
+
+    /// Serves `emu`'s IMDS (as each node's VM) and ARM inside both nodes' namespaces.
+    pub(crate) fn serve_emulator(pair: &Pair, emu: Arc<Emulator>) -> Cloud {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

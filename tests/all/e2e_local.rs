@@ -25,6 +25,7 @@ pub(crate) struct Options {
     pub(crate) preempt: bool,
     pub(crate) hold_down_ms: u64,
     pub(crate) dead_ms: u64,
+    pub(crate) interval_ms: u64,
 }
 
 impl Default for Options {
@@ -33,6 +34,7 @@ impl Default for Options {
             preempt: true,
             hold_down_ms: 2000,
             dead_ms: DEAD_MS,
+            interval_ms: INTERVAL_MS,
         }
     }
 }
@@ -42,6 +44,8 @@ impl Default for Options {
 pub(crate) struct Pair {
     a: Option<Daemon>,
     b: Option<Daemon>,
+    /// Extra environment of the daemons (cloud credentials).
+    pub(crate) env: Vec<(String, String)>,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) topo: Topology,
 }
@@ -103,7 +107,7 @@ state_dir = "{dir}/{name}-state"
 name = "{peer_name}"
 
 [keepalive]
-interval = "{INTERVAL_MS}ms"
+interval = "{interval}ms"
 dead_interval = "{dead}ms"
 
 [[keepalive.path]]
@@ -125,6 +129,7 @@ socket = "{dir}/{name}.sock"
         preempt = opts.preempt,
         hold = opts.hold_down_ms,
         dead = opts.dead_ms,
+        interval = opts.interval_ms,
         dir = dir.display(),
         lan = node.lan_ip(),
         peer_lan = peer.lan_ip(),
@@ -153,6 +158,7 @@ impl Pair {
         Pair {
             a: None,
             b: None,
+            env: Vec::new(),
             dir,
             topo,
         }
@@ -176,6 +182,8 @@ impl Pair {
     pub(crate) fn spawn_with_env(&mut self, node: Node, env: &[(&str, &str)]) {
         let config = self.dir.path().join(format!("{}.toml", name(node)));
         let log = self.dir.path().join(format!("{}.log", name(node)));
+        let mut all_env = self.env.clone();
+        all_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let daemon = self
             .topo
             .spawn_env(
@@ -183,7 +191,7 @@ impl Pair {
                 &binary(),
                 &["run", "--config", config.to_str().expect("utf-8 path")],
                 &log,
-                env,
+                &all_env,
             )
             .expect("spawn daemon");
         match node {

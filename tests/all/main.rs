@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 #[path = "../../providers/aws/tests/all/common/mod.rs"]
 mod aws_harness;
+mod bench;
 mod campaign;
 mod cli;
 mod deploy_kit;
@@ -13,6 +14,7 @@ mod e2e_azure;
 mod e2e_local;
 mod e2e_ops;
 mod fsm_properties;
+mod fuzz_seeds;
 mod golden;
 mod netns;
 mod netns_selftest;

@@ -324,7 +324,7 @@ impl Topology {
         program: &Path,
         args: &[&str],
         log_file: &Path,
-        env: &[(&str, &str)],
+        env: &[(String, String)],
     ) -> io::Result<Daemon> {
         let log = OpenOptions::new()
             .create(true)
@@ -338,11 +338,11 @@ impl Topology {
                 command.env_remove(name);
             }
         }
-        command.envs(env.iter().copied());
         let child = command
             .args(["netns", "exec", self.ns(node)])
             .arg(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

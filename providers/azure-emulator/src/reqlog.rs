@@ -30,6 +30,9 @@ pub struct LoggedRequest {
     /// Label of the listener the call came in on ([`crate::Emulator::serve_as`]), e.g. the VM
     /// whose network namespace it serves: tells two clients on the same loopback address apart.
     pub caller: Option<String>,
+    /// Arrival on the machine's wall clock (Unix ms), not the emulator's clock: comparable with
+    /// timestamps other processes take (a daemon's decision time), as benchmarks do.
+    pub at_unix_ms: u64,
 }
 
 impl LoggedRequest {

@@ -156,6 +156,9 @@ pub(crate) async fn dispatch(emu: &Emulator, req: Req, binding: &Binding) -> Res
                 Binding::Main(caller) => caller.clone(),
                 Binding::Imds(vm) => Some(vm.clone()),
             },
+            at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         });
         let entry = st.log[seq].clone();
         (

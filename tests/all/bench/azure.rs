@@ -1,0 +1,393 @@
+//! Failover on the emulated Azure: detection, decision -> first request on the wire, API calls,
+//! kill -> converged against the physical limit, and 500 routes under ARM's write bucket.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cloudha_azure_emulator::scenario::{RouteSpec, RouteTableSpec};
+use cloudha_azure_emulator::{Emulator, LoggedRequest, Scenario, ThrottleLimits};
+use serde_json::Value;
+
+use super::measure::{median, ms, secs, Table};
+use crate::e2e_azure::{Cloud, ARM_PORT};
+use crate::e2e_local::{num, Options, Pair};
+use crate::netns::{wait_until, Node};
+
+const FLOATING: &str = "10.10.1.100";
+const ADDR_A: &str = "10.10.1.4";
+const ADDR_B: &str = "10.10.1.5";
+const INTERVAL_MS: u64 = 100;
+const DEAD_MS: u64 = 500;
+/// Emulated propagation: a NIC update 5 s (as the demo), a route update 1 s.
+const NIC_MS: u64 = 5000;
+const ROUTE_MS: u64 = 1000;
+/// Route-table scale: 100 tables of 5 routes.
+const SCALE_TABLES: usize = 100;
+const SCALE_ROUTES_PER_TABLE: usize = 5;
+/// Bound for one failover (500 routes at 10 writes/s take 30 s plus the polls).
+const FAILOVER: Duration = Duration::from_secs(240);
+
+/// One route the daemons manage: table name, route name, prefix.
+struct Route {
+    table: String,
+    name: String,
+    prefix: String,
+}
+
+fn routes(scale: bool) -> Vec<Route> {
+    if !scale {
+        return vec![Route {
+            table: "rt-workloads".into(),
+            name: "default-via-appliance".into(),
+            prefix: "0.0.0.0/0".into(),
+        }];
+    }
+    (0..SCALE_TABLES)
+        .flat_map(|t| {
+            (0..SCALE_ROUTES_PER_TABLE).map(move |r| Route {
+                table: format!("rt-scale-{t:03}"),
+                name: format!("r{r}"),
+                prefix: format!("172.16.{t}.{}/28", r * 16),
+            })
+        })
+        .collect()
+}
+
+/// The two-appliance scenario plus the scale tables, every route pointing at fw-a.
+fn scenario(routes: &[Route]) -> Scenario {
+    let mut s = Scenario::two_appliances();
+    let mut tables: BTreeMap<&str, Vec<RouteSpec>> = BTreeMap::new();
+    for r in routes.iter().filter(|r| r.table != "rt-workloads") {
+        tables.entry(&r.table).or_default().push(RouteSpec {
+            name: r.name.clone(),
+            address_prefix: r.prefix.clone(),
+            next_hop_type: "VirtualAppliance".into(),
+            next_hop_ip_address: Some(ADDR_A.into()),
+        });
+    }
+    for (name, routes) in tables {
+        s.route_tables.push(RouteTableSpec {
+            name: name.to_string(),
+            resource_group: None,
+            disable_bgp_route_propagation: false,
+            tags: None,
+            routes,
+        });
+    }
+    s
+}
+
+fn provider_sections(emu: &Emulator, routes: &[Route], reconcile: &str) -> impl Fn(Node) -> String {
+    let net = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network",
+        emu.subscription_id(),
+        emu.resource_group()
+    );
+    let mut route_text = String::new();
+    for r in routes {
+        route_text.push_str(&format!(
+            "\n[[route]]\ntable = \"{net}/routeTables/{}\"\nname = \"{}\"\nprefix = \"{}\"\nnext_hop = \"self_address\"\n",
+            r.table, r.name, r.prefix
+        ));
+    }
+    let nic_a = emu.nic_id("nic-appliance-a");
+    let nic_b = emu.nic_id("nic-appliance-b");
+    let reconcile = reconcile.to_string();
+    move |node| {
+        let peer = if node == Node::A { &nic_b } else { &nic_a };
+        format!(
+            r#"
+[failover]
+deadline = "300s"
+retry_initial = "500ms"
+retry_max = "2s"
+reconcile_interval = "{reconcile}"
+
+[provider]
+kind = "azure"
+
+[provider.azure]
+peer_nic = "{peer}"
+arm_endpoint = "http://127.0.0.1:{ARM_PORT}"
+
+[[floating_ip]]
+address = "{FLOATING}"
+public_ip = "{net}/publicIPAddresses/pip-floating"
+{route_text}"#
+        )
+    }
+}
+
+/// What one failover showed.
+struct Run {
+    detection_ms: f64,
+    first_request_ms: f64,
+    first_write_ms: f64,
+    wire_first_request_ms: f64,
+    wire_first_write_ms: f64,
+    calls: BTreeMap<String, u64>,
+    reads: usize,
+    writes: usize,
+    throttled_reads: usize,
+    throttled_writes: usize,
+    converged_ms: f64,
+}
+
+fn converged(emu: &Emulator, routes: &[Route]) -> bool {
+    emu.operations_in_progress() == 0
+        && emu
+            .ip_holder(FLOATING.parse().expect("address"))
+            .is_some_and(|h| h.contains("nic-appliance-b"))
+        && routes.iter().all(|r| {
+            emu.route(&r.table, &r.name)
+                .and_then(|v| v.pointer("/properties/nextHopIpAddress").cloned())
+                == Some(Value::from(ADDR_B))
+        })
+}
+
+fn is_arm(r: &LoggedRequest) -> bool {
+    !r.path.starts_with("/metadata")
+}
+
+/// A fresh pair on a fresh emulated cloud; fw-a killed; measured until the cloud converged.
+fn one_failover(tag: &str, routes: &[Route], reconcile: &str) -> Run {
+    let scenario = scenario(routes);
+    let emu = Emulator::new(&scenario).expect("scenario");
+    emu.update_settings(|s| {
+        s.nic_propagation_ms = NIC_MS;
+        s.route_propagation_ms = ROUTE_MS;
+        s.lro_retry_after_secs = 1;
+        // Setup (fw-a reading hundreds of routes at start) runs unthrottled; ARM's limits are
+        // set just before the kill, with full buckets, as on an idle subscription.
+        s.throttle = ThrottleLimits {
+            write_burst: 1_000_000,
+            write_refill_per_sec: 1_000_000.0,
+            read_burst: 1_000_000,
+            read_refill_per_sec: 1_000_000.0,
+        };
+    });
+    let opts = Options {
+        preempt: false,
+        dead_ms: DEAD_MS,
+        interval_ms: INTERVAL_MS,
+        ..Options::default()
+    };
+    let pair = Pair::prepare(tag, opts, provider_sections(&emu, routes, reconcile));
+    let cloud = Cloud::serve_emulator(&pair, emu);
+    let mut pair = pair.start_both();
+    wait_until("fw-a to converge and read the cloud back", FAILOVER, || {
+        pair.status(Node::A).filter(|s| {
+            s["takeover"]["state"] == "done"
+                && s["cloud"]["resources"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["holder"] == "me"))
+        })
+    });
+    wait_until("HA Ready on both", FAILOVER, || {
+        (pair.status(Node::A)?["ready"] == true && pair.status(Node::B)?["ready"] == true)
+            .then_some(())
+    });
+    let emu = cloud.emu.clone();
+    emu.set_throttle_limits(ThrottleLimits::default());
+    let logged_before = emu.requests().len();
+
+    pair.daemon(Node::A).kill9().expect("kill fw-a");
+    let killed = Instant::now();
+    // Polled in-process (no I/O), so the resolution is a few ms.
+    wait_until("the cloud to converge on fw-b", FAILOVER, || {
+        converged(&emu, routes).then_some(())
+    });
+    let converged_ms = killed.elapsed().as_secs_f64() * 1000.0;
+    let converged_unix = super::unix_ms();
+    // The daemon reports done once it has read everything back (hundreds of reads at scale).
+    let status = wait_until("fw-b's takeover to be done", FAILOVER, || {
+        pair.status(Node::B)
+            .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+    });
+    let f = &status["last_failover"];
+    let decided = num(&f["decided_unix_ms"]);
+    let log: Vec<LoggedRequest> = emu.requests().into_iter().skip(logged_before).collect();
+    let after: Vec<&LoggedRequest> = log
+        .iter()
+        .filter(|r| is_arm(r) && r.at_unix_ms >= decided && r.at_unix_ms <= converged_unix)
+        .collect();
+    let first = |write: bool| {
+        after
+            .iter()
+            .filter(|r| !write || r.method != "GET")
+            .map(|r| r.at_unix_ms)
+            .min()
+            .map(|t| (t - decided) as f64)
+            .expect("a request after the decision")
+    };
+    let calls = f["api_calls"]
+        .as_object()
+        .expect("api_calls")
+        .iter()
+        .map(|(k, v)| (k.clone(), num(v)))
+        .collect();
+    let run = Run {
+        detection_ms: num(&f["detection_ms"]) as f64,
+        first_request_ms: num(&f["first_request_ms"]) as f64,
+        first_write_ms: num(&f["first_write_ms"]) as f64,
+        wire_first_request_ms: first(false),
+        wire_first_write_ms: first(true),
+        calls,
+        reads: after.iter().filter(|r| r.method == "GET").count(),
+        writes: after.iter().filter(|r| r.method != "GET").count(),
+        throttled_reads: after
+            .iter()
+            .filter(|r| r.status == 429 && r.method == "GET")
+            .count(),
+        throttled_writes: after
+            .iter()
+            .filter(|r| r.status == 429 && r.method != "GET")
+            .count(),
+        converged_ms,
+    };
+    drop(pair);
+    drop(cloud);
+    run
+}
+
+fn runs_of(tag: &str, runs: usize, routes: &[Route], reconcile: &str) -> Vec<Run> {
+    (0..runs)
+        .map(|i| {
+            let run = one_failover(&format!("{tag}{i}"), routes, reconcile);
+            println!(
+                "  {tag} run {}: detection {} ms, converged {:.0} ms, {} reads / {} writes ({} / {} throttled)",
+                i + 1,
+                run.detection_ms,
+                run.converged_ms,
+                run.reads,
+                run.writes,
+                run.throttled_reads,
+                run.throttled_writes
+            );
+            run
+        })
+        .collect()
+}
+
+fn column(runs: &[Run], f: impl Fn(&Run) -> f64) -> Vec<f64> {
+    runs.iter().map(f).collect()
+}
+
+/// The single-route failover: timings and calls.
+pub fn failover(runs: usize, table: &mut Table) {
+    println!("\n# emulated Azure: {runs} failover(s), 1 floating IP + 1 route");
+    let routes = routes(false);
+    let results = runs_of("bazure", runs, &routes, "30s");
+    let settings = format!(
+        "interval {INTERVAL_MS} ms, dead {DEAD_MS} ms, NIC propagation {NIC_MS} ms, route {ROUTE_MS} ms"
+    );
+    table.row(
+        format!("Azure: detection, last keepalive -> decision ({settings})"),
+        ms(&column(&results, |r| r.detection_ms)),
+        format!("dead interval {DEAD_MS} ms"),
+    );
+    table.row(
+        "Azure: decision -> first API request / first write, daemon's record",
+        format!(
+            "{} / {}",
+            ms(&column(&results, |r| r.first_request_ms)),
+            ms(&column(&results, |r| r.first_write_ms))
+        ),
+        "-",
+    );
+    table.row(
+        "Azure: decision -> first ARM request / first write, arrival at the emulator",
+        format!(
+            "{} / {}",
+            ms(&column(&results, |r| r.wire_first_request_ms)),
+            ms(&column(&results, |r| r.wire_first_write_ms))
+        ),
+        "-",
+    );
+    let mut ops: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for r in &results {
+        for (op, n) in &r.calls {
+            ops.entry(op).or_default().push(*n as f64);
+        }
+    }
+    let by_op: Vec<String> = ops
+        .iter()
+        .map(|(op, n)| {
+            // Runs where an operation was not called count as 0.
+            let mut n = n.clone();
+            n.resize(results.len(), 0.0);
+            format!("{op} {}", median(&n))
+        })
+        .collect();
+    let total: Vec<f64> = column(&results, |r| r.calls.values().sum::<u64>() as f64);
+    table.row(
+        "Azure: API calls per failover (daemon's count, by operation)",
+        format!("{} total: {}", median(&total), by_op.join(", ")),
+        format!(
+            "emulator saw {} reads + {} writes",
+            median(&column(&results, |r| r.reads as f64)),
+            median(&column(&results, |r| r.writes as f64))
+        ),
+    );
+    let limit = DEAD_MS + (2 * NIC_MS).max(ROUTE_MS);
+    table.row(
+        "Azure: kill -> cloud state converged",
+        secs(&column(&results, |r| r.converged_ms)),
+        format!(
+            "physical limit {:.2} s = dead {DEAD_MS} ms + max(NIC path 2 x {NIC_MS} ms, route path {ROUTE_MS} ms), less the up to {INTERVAL_MS} ms between the last keepalive and the kill",
+            limit as f64 / 1000.0
+        ),
+    );
+}
+
+/// 100 route tables / 500 routes under ARM's token buckets.
+pub fn route_scale(runs: usize, table: &mut Table) {
+    let routes = routes(true);
+    println!(
+        "\n# emulated Azure: {runs} failover(s), {SCALE_TABLES} route tables / {} routes",
+        routes.len()
+    );
+    // No reconcile during the measure: its reads would share the read bucket.
+    let results = runs_of("bscale", runs, &routes, "10m");
+    let arm = ThrottleLimits::default();
+    let bucket =
+        |count: f64, burst: u32, refill: f64| ((count - f64::from(burst)) / refill).max(0.0);
+    let n = routes.len() as f64;
+    // At least one PUT per route, and one GET plus one operation poll per route.
+    let write_limit = bucket(n, arm.write_burst, arm.write_refill_per_sec);
+    let read_limit = bucket(2.0 * n, arm.read_burst, arm.read_refill_per_sec);
+    table.row(
+        format!(
+            "Azure scale: kill -> converged, {SCALE_TABLES} tables / {} routes ({runs} runs)",
+            routes.len()
+        ),
+        secs(&column(&results, |r| r.converged_ms)),
+        format!(
+            "bucket limit {:.1} s: {n:.0} writes ({} burst, {}/s) {write_limit:.1} s; {:.0} reads, a GET and a poll per route ({} burst, {}/s) {read_limit:.1} s",
+            write_limit.max(read_limit),
+            arm.write_burst,
+            arm.write_refill_per_sec,
+            2.0 * n,
+            arm.read_burst,
+            arm.read_refill_per_sec
+        ),
+    );
+    table.row(
+        "Azure scale: requests made kill -> converged, reads / writes",
+        format!(
+            "{} / {}",
+            median(&column(&results, |r| r.reads as f64)),
+            median(&column(&results, |r| r.writes as f64))
+        ),
+        format!("at least {:.0} / {n:.0}", 2.0 * n),
+    );
+    table.row(
+        "Azure scale: requests answered 429 (throttled), reads / writes",
+        format!(
+            "{} / {}",
+            median(&column(&results, |r| r.throttled_reads as f64)),
+            median(&column(&results, |r| r.throttled_writes as f64))
+        ),
+        "0 / 0 for a client that paces both buckets",
+    );
+}

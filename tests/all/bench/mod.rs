@@ -1,0 +1,65 @@
+//! The benchmark behind `scripts/bench.sh` (not a timed test: it prints figures, it asserts only
+//! that each run converged). Two real daemons in network namespaces against the emulated clouds
+//! (our Azure emulator, moto for AWS), and keepalived beside cloudha on the same moto.
+//!
+//! `CLOUDHA_BENCH_RUNS` (default 5) runs per measure, medians printed; `CLOUDHA_BENCH_ONLY` a
+//! comma list of `azure`, `scale`, `aws` to run only those sections; `CLOUDHA_BENCH_SCALE_RUNS`
+//! (default 3) runs at 500 routes (a minute each); `CLOUDHA_BENCH_IDLE_SECS` (default 30) the
+//! idle sampling window.
+
+mod aws;
+mod azure;
+mod measure;
+
+use measure::{Machine, Table};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?}: write a whole number")),
+        Err(_) => default,
+    }
+}
+
+/// The machine's wall clock (Unix ms): comparable with the daemons' and the emulator's stamps.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn section_enabled(name: &str) -> bool {
+    match std::env::var("CLOUDHA_BENCH_ONLY") {
+        Ok(list) => list.split(',').any(|s| s.trim() == name),
+        Err(_) => true,
+    }
+}
+
+#[test]
+#[ignore = "benchmark: run by scripts/bench.sh"]
+fn bench_failover_and_footprint() {
+    let runs = env_number("CLOUDHA_BENCH_RUNS", 5).max(1) as usize;
+    let idle_secs = env_number("CLOUDHA_BENCH_IDLE_SECS", 30).max(1);
+    let machine = Machine::read();
+    println!("\n{}", machine.markdown());
+    let mut table = Table::new(runs);
+    if section_enabled("azure") {
+        azure::failover(runs, &mut table);
+        table.print_so_far();
+    }
+    if section_enabled("scale") {
+        let scale_runs = env_number("CLOUDHA_BENCH_SCALE_RUNS", 3).max(1) as usize;
+        azure::route_scale(scale_runs, &mut table);
+        table.print_so_far();
+    }
+    if section_enabled("aws") {
+        aws::side_by_side(runs, idle_secs, &mut table);
+    }
+    println!(
+        "\n## cloudha benchmark\n\n{}\n{}",
+        machine.markdown(),
+        table.markdown()
+    );
+}
