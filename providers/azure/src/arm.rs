@@ -13,7 +13,7 @@ use reqwest::{header, Method, StatusCode};
 use serde_json::Value;
 use tracing::debug;
 
-use crate::budget::WriteBudget;
+use crate::budget::Budget;
 use crate::token::TokenSource;
 
 /// api-version for NIC, route and VM reads and writes (stable, has every field we touch).
@@ -146,7 +146,8 @@ pub struct ArmClient {
     http: reqwest::Client,
     endpoint: String,
     token: Arc<TokenSource>,
-    writes: Arc<WriteBudget>,
+    writes: Arc<Budget>,
+    reads: Arc<Budget>,
 }
 
 /// Counts the calls of one takeover (or observation) and reports each to the progress channel.
@@ -197,7 +198,8 @@ impl ArmClient {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             token,
-            writes: Arc::new(WriteBudget::arm_default()),
+            writes: Arc::new(Budget::arm_writes()),
+            reads: Arc::new(Budget::arm_reads()),
         })
     }
 
@@ -234,7 +236,6 @@ impl ArmClient {
         body: &Value,
         if_match: Option<&str>,
     ) -> Result<ArmResponse, ArmError> {
-        self.writes.acquire().await;
         self.send(log, operation, method, url, Some(body), if_match)
             .await
     }
@@ -258,6 +259,13 @@ impl ArmClient {
             class: ErrorClass::Transient,
         })?;
         let write = method != Method::GET;
+        // Paced by our copy of the subscription's bucket for this kind of request.
+        let (budget, remaining_header) = if write {
+            (&self.writes, "x-ms-ratelimit-remaining-subscription-writes")
+        } else {
+            (&self.reads, "x-ms-ratelimit-remaining-subscription-reads")
+        };
+        budget.acquire().await;
         let mut request = self
             .http
             .request(method, url)
@@ -285,11 +293,8 @@ impl ArmClient {
         let text = response.text().await;
         log.record(operation, status.as_u16(), write, started.elapsed());
         let text = text.map_err(|e| transport_error(operation, &e))?;
-        if write {
-            if let Some(left) = header_u32(&headers, "x-ms-ratelimit-remaining-subscription-writes")
-            {
-                self.writes.observe_remaining(left);
-            }
+        if let Some(left) = header_u32(&headers, remaining_header) {
+            budget.observe_remaining(left);
         }
         let retry_after = header_str(&headers, "retry-after")
             .and_then(|v| v.trim().parse::<u64>().ok())
