@@ -302,28 +302,8 @@ REGION_TOML=""
 
 # node_config NAME PRIORITY PEER OWN_IP PEER_IP OWN_ENI PEER_ENI
 node_config() {
+  config_head setup-aws.sh aws "$1" "$2" "$3" "$4" "$5" 60s
   cat <<EOF
-# cloudha config for node $1, written by scripts/setup-aws.sh. Check: cloudha config check <this file>
-# Settings outside [node], [peer], [keepalive.path] and [provider.aws] must be the same on both nodes.
-
-[cluster]
-id = $CLUSTER_ID
-key_file = "$KEY_PATH"
-
-[node]
-name = "$1"
-priority = $2
-
-[peer]
-name = "$3"
-
-[[keepalive.path]]
-name = "lan"
-bind = "$4:$PORT"
-peer = "$5:$PORT"
-
-[failover]
-deadline = "60s"
 
 [provider]
 kind = "aws"

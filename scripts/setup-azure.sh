@@ -398,28 +398,8 @@ done
 
 # node_config NAME PRIORITY PEER OWN_IP PEER_IP OWN_NIC_ID PEER_NIC_ID
 node_config() {
+  config_head setup-azure.sh azure "$1" "$2" "$3" "$4" "$5" 180s
   cat <<EOF
-# cloudha config for node $1, written by scripts/setup-azure.sh. Check: cloudha config check <this file>
-# Settings outside [node], [peer], [keepalive.path] and [provider.azure] must be the same on both nodes.
-
-[cluster]
-id = $CLUSTER_ID
-key_file = "$KEY_PATH"
-
-[node]
-name = "$1"
-priority = $2
-
-[peer]
-name = "$3"
-
-[[keepalive.path]]
-name = "lan"
-bind = "$4:$PORT"
-peer = "$5:$PORT"
-
-[failover]
-deadline = "180s"
 
 [provider]
 kind = "azure"

@@ -234,3 +234,33 @@ check_node_name() {
   [[ $1 =~ ^[A-Za-z0-9._-]{1,32}$ ]] ||
     die "$2: \"$1\" is not a node name (1-32 of A-Za-z0-9._-); pass one with $2"
 }
+
+# config_head SCRIPT PROVIDER NAME PRIORITY PEER OWN_IP PEER_IP DEADLINE: the part of a node's
+# config both setup scripts write the same way (cluster, node, peer, keepalive path, failover).
+# Uses CLUSTER_ID, KEY_PATH and PORT (set by the calling script).
+# shellcheck disable=SC2153
+config_head() {
+  cat <<EOF
+# cloudha config for node $3, written by scripts/$1. Check: cloudha config check <this file>
+# Settings outside [node], [peer], [keepalive.path] and [provider.$2] must be the same on both nodes.
+
+[cluster]
+id = $CLUSTER_ID
+key_file = "$KEY_PATH"
+
+[node]
+name = "$3"
+priority = $4
+
+[peer]
+name = "$5"
+
+[[keepalive.path]]
+name = "lan"
+bind = "$6:$PORT"
+peer = "$7:$PORT"
+
+[failover]
+deadline = "$8"
+EOF
+}

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::aws_harness::imds::FakeImds;
 use crate::aws_harness::proxy::{Fault, Proxy};
 use crate::aws_harness::world::{World, DEFAULT, FIP_1, FIP_2, ONPREM, REGION};
-use crate::e2e_azure::bind_in_namespace;
+use crate::e2e_azure::{bind_in_namespace, metadata_listener};
 use crate::e2e_local::{num, Options, Pair, SOON};
 use crate::netns::{wait_until, Node};
 
@@ -102,21 +102,11 @@ impl Cloud {
     /// IMDS at 169.254.169.254:80 and EC2 (the proxy) at 127.0.0.1:5000 in each namespace.
     pub(crate) fn serve(&mut self, pair: &Pair) {
         for node in [Node::A, Node::B] {
-            let ns = pair.topo.ns(node).to_string();
-            let out = pair
-                .topo
-                .exec(
-                    node,
-                    &["ip", "addr", "replace", "169.254.169.254/32", "dev", "lo"],
-                )
-                .expect("ip addr");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let imds = metadata_listener(pair, node);
+            let ec2 = bind_in_namespace(
+                pair.topo.ns(node),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, EC2_PORT)),
             );
-            let imds = bind_in_namespace(&ns, "169.254.169.254:80".parse().expect("addr"));
-            let ec2 = bind_in_namespace(&ns, SocketAddr::from((Ipv4Addr::LOCALHOST, EC2_PORT)));
             let _guard = self.rt.enter();
             let imds = tokio::net::TcpListener::from_std(imds).expect("tokio listener");
             let ec2 = tokio::net::TcpListener::from_std(ec2).expect("tokio listener");

@@ -36,6 +36,27 @@ pub(crate) fn vm(node: Node) -> &'static str {
     }
 }
 
+/// A listener at 169.254.169.254:80 inside `node`'s namespace (the address added to its `lo`),
+/// where the cloud's instance metadata service answers on a real VM.
+pub(crate) fn metadata_listener(pair: &Pair, node: Node) -> std::net::TcpListener {
+    let out = pair
+        .topo
+        .exec(
+            node,
+            &["ip", "addr", "replace", "169.254.169.254/32", "dev", "lo"],
+        )
+        .expect("ip addr");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bind_in_namespace(
+        pair.topo.ns(node),
+        "169.254.169.254:80".parse().expect("addr"),
+    )
+}
+
 /// Bind `addr` inside namespace `ns` (a thread enters it; the socket stays there).
 pub(crate) fn bind_in_namespace(ns: &str, addr: SocketAddr) -> std::net::TcpListener {
     let path = format!("/var/run/netns/{ns}");
@@ -70,21 +91,11 @@ impl Cloud {
             .build()
             .expect("runtime");
         for node in [Node::A, Node::B] {
-            let ns = pair.topo.ns(node).to_string();
-            let out = pair
-                .topo
-                .exec(
-                    node,
-                    &["ip", "addr", "replace", "169.254.169.254/32", "dev", "lo"],
-                )
-                .expect("ip addr");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let imds = metadata_listener(pair, node);
+            let arm = bind_in_namespace(
+                pair.topo.ns(node),
+                SocketAddr::from(([127, 0, 0, 1], ARM_PORT)),
             );
-            let imds = bind_in_namespace(&ns, "169.254.169.254:80".parse().expect("addr"));
-            let arm = bind_in_namespace(&ns, SocketAddr::from(([127, 0, 0, 1], ARM_PORT)));
             let _guard = rt.enter();
             let imds = tokio::net::TcpListener::from_std(imds).expect("tokio listener");
             let arm = tokio::net::TcpListener::from_std(arm).expect("tokio listener");
