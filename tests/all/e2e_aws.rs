@@ -374,10 +374,7 @@ fn e2e_aws_reconcile_repairs_a_route_pointed_elsewhere() {
 #[test]
 fn e2e_aws_spot_interruption_notice_hands_over_first() {
     let (pair, cloud) = start("e2eawsspot", "600s");
-    wait_until("HA Ready on both", SOON, || {
-        (pair.status(Node::A)?["ready"] == true && pair.status(Node::B)?["ready"] == true)
-            .then_some(())
-    });
+    pair.wait_ready_both();
     let notice = "/latest/meta-data/spot/instance-action";
     cloud.imds[0].set(
         notice,

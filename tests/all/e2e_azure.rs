@@ -212,10 +212,7 @@ fn e2e_azure_kill_active_moves_ip_and_route_while_keepalives_flow() {
     let a_before = cloud.emu.nic_settled("nic-appliance-a").expect("nic a");
     let b_before = cloud.emu.nic_settled("nic-appliance-b").expect("nic b");
     assert!(cloud.holder().contains("nic-appliance-a"));
-    wait_until("HA Ready on both", SOON, || {
-        (pair.status(Node::A)?["ready"] == true && pair.status(Node::B)?["ready"] == true)
-            .then_some(())
-    });
+    pair.wait_ready_both();
 
     pair.daemon(Node::A).kill9().expect("kill fw-a");
     let killed = Instant::now();
@@ -488,10 +485,7 @@ fn e2e_azure_scheduled_reboot_hands_over_first_and_acknowledges_after() {
     cloud
         .emu
         .update_settings(|s| s.scheduled_event_impact_ms = 3000);
-    wait_until("HA Ready on both", SOON, || {
-        (pair.status(Node::A)?["ready"] == true && pair.status(Node::B)?["ready"] == true)
-            .then_some(())
-    });
+    pair.wait_ready_both();
     let id = cloud
         .emu
         .schedule_event("vm-appliance-a", "Reboot", Duration::from_secs(300));

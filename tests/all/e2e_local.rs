@@ -264,6 +264,14 @@ impl Pair {
         })
     }
 
+    /// Wait until both nodes report HA Ready.
+    pub(crate) fn wait_ready_both(&self) {
+        wait_until("HA Ready on both", SOON, || {
+            (self.status(Node::A)?["ready"] == true && self.status(Node::B)?["ready"] == true)
+                .then_some(())
+        });
+    }
+
     pub(crate) fn logs(&self) -> String {
         ["fw-a", "fw-b"]
             .iter()
