@@ -150,6 +150,23 @@ struct LagReference {
     held_since: Option<Millis>,
 }
 
+/// While a node that lost the active role against its will (outranked by the peer after both
+/// were active, or fenced) is damped, the peer counts as dead only after this many dead
+/// intervals of silence. Without it, heavy random loss on every path (the fault campaign's 80 %
+/// both ways) had the two nodes take the role from each other every few seconds: each run of
+/// lost keepalives as long as a dead interval looks like a dead peer to whichever is standby.
+pub const DAMPED_DEAD_INTERVALS: u64 = 3;
+/// Damping ends once the peer has been heard without a gap (a silence longer than half a dead
+/// interval) for this many dead intervals.
+pub const DAMPING_CLEAN_DEAD_INTERVALS: u64 = 10;
+
+/// See [`DAMPED_DEAD_INTERVALS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Damping {
+    /// Since when the peer has been heard without a gap.
+    clean_since: Millis,
+}
+
 /// Operator commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -321,6 +338,11 @@ pub struct Fsm {
     /// Stepped down because the cloud showed the (unheard) peer holding the floating IP: it took
     /// over across a keepalive partition. Silence no longer means "dead" until it is heard again.
     fenced: bool,
+    /// Lost the role against its will: silence must last longer before taking over again.
+    damping: Option<Damping>,
+    /// When a reconcile first saw the peer, heard and not active, holding a floating IP or a
+    /// route (see `on_observed`).
+    peer_hold_seen_at: Option<Millis>,
 }
 
 impl Fsm {
@@ -347,12 +369,27 @@ impl Fsm {
             retry_delay_ms: retry,
             leaving: false,
             fenced: false,
+            damping: None,
+            peer_hold_seen_at: None,
         }
     }
 
     /// Whether the node stands by because the unheard peer took the floating IP.
     pub fn fenced(&self) -> bool {
         self.fenced
+    }
+
+    /// Whether the node lost the role against its will recently and waits
+    /// [`DAMPED_DEAD_INTERVALS`] of silence before taking over again.
+    pub fn damped(&self) -> bool {
+        let last = self.last_heard.iter().flatten().max().copied();
+        self.damping.is_some_and(|d| {
+            last.unwrap_or(d.clean_since).saturating_sub(d.clean_since)
+                < self
+                    .config
+                    .dead_interval_ms
+                    .saturating_mul(DAMPING_CLEAN_DEAD_INTERVALS)
+        })
     }
 
     /// The current role.
@@ -430,14 +467,21 @@ impl Fsm {
     }
 
     /// When the peer will be declared dead if nothing more is heard (paths never heard count
-    /// from the node's start).
+    /// from the node's start; a damped node waits longer).
     fn peer_dead_at(&self) -> Millis {
+        let silence = if self.damped() {
+            self.config
+                .dead_interval_ms
+                .saturating_mul(DAMPED_DEAD_INTERVALS)
+        } else {
+            self.config.dead_interval_ms
+        };
         self.last_heard
             .iter()
             .map(|t| t.unwrap_or(self.started_at))
             .max()
             .unwrap_or(self.started_at)
-            .saturating_add(self.config.dead_interval_ms)
+            .saturating_add(silence)
     }
 
     /// The next time a `Tick` could change something, if any.
@@ -586,6 +630,7 @@ impl Fsm {
         if settled && self.peer_settled_since.is_none() {
             self.peer_settled_since = Some(now);
         }
+        self.track_damping(now);
         if let Some(slot) = self.last_heard.get_mut(path) {
             *slot = Some(now);
         }
@@ -599,12 +644,40 @@ impl Fsm {
         }
     }
 
+    /// A keepalive was taken at `now`: a gap since the previous one restarts the clean period
+    /// that ends damping; a clean period long enough ends it.
+    fn track_damping(&mut self, now: Millis) {
+        let previous = self.last_heard.iter().flatten().max().copied();
+        let dead = self.config.dead_interval_ms;
+        if let Some(d) = &mut self.damping {
+            if previous.is_none_or(|p| now.saturating_sub(p) > dead / 2) {
+                d.clean_since = now;
+            } else if now.saturating_sub(d.clean_since)
+                >= dead.saturating_mul(DAMPING_CLEAN_DEAD_INTERVALS)
+            {
+                self.damping = None;
+            }
+        }
+    }
+
     /// Reconcile: repair drift on a settled active node, except where the peer holds a floating
     /// IP or route and claims it (alive and active: the epoch rule decides) or cannot be heard (it took
     /// over across a partition: taking it back would start a ping-pong, so stand by instead).
+    ///
+    /// A peer that is heard, not active, and holds something is repaired only once it has been
+    /// heard again, still not active, after an earlier read already saw it holding. The two
+    /// nodes' dead-interval clocks are up to a keepalive interval apart, so when a partition
+    /// starts the peer can take over (and its route PUT land) while this node still counts the
+    /// peer's last advert, "standby", as current: repairing then wrote against the peer's
+    /// takeover and the route moved three times in one partition (fault campaign, Azure seed
+    /// 81). One reconcile interval later the peer is either heard (it is active: the epoch rule;
+    /// still standby: a leftover, repaired) or not (fenced).
     fn on_observed(&mut self, drift: bool, peer_holds: bool, now: Millis, out: &mut Vec<Action>) {
         if self.fenced && !peer_holds {
             self.fenced = false;
+        }
+        if !peer_holds {
+            self.peer_hold_seen_at = None;
         }
         if self.role != Role::Active
             || self.takeover != TakeoverState::Done
@@ -618,6 +691,7 @@ impl Fsm {
             Some(p) if p.role == Role::Active => {}
             None if peer_holds => {
                 self.fenced = true;
+                self.damping = Some(Damping { clean_since: now });
                 self.step_down(
                     Role::Standby,
                     "the floating IP or a route is on the peer and the peer is not heard: it took over across a keepalive partition; standing by until it is heard again".into(),
@@ -625,12 +699,27 @@ impl Fsm {
                     out,
                 );
             }
-            _ => {
-                self.takeover = TakeoverState::Running { since: now };
-                out.push(Action::TakeOver { epoch: self.epoch });
-                out.push(Action::Advertise);
+            Some(_) if peer_holds => {
+                let heard_at = self.peer.map(|v| v.at);
+                match self.peer_hold_seen_at {
+                    Some(seen) if heard_at.is_some_and(|at| at > seen) => {
+                        self.peer_hold_seen_at = None;
+                        self.repair(now, out);
+                    }
+                    _ => {
+                        self.peer_hold_seen_at.get_or_insert(now);
+                    }
+                }
             }
+            _ => self.repair(now, out),
         }
+    }
+
+    /// Take over again, in place, to put back what reconcile found elsewhere.
+    fn repair(&mut self, now: Millis, out: &mut Vec<Action>) {
+        self.takeover = TakeoverState::Running { since: now };
+        out.push(Action::TakeOver { epoch: self.epoch });
+        out.push(Action::Advertise);
     }
 
     fn on_takeover_finished(&mut self, epoch: u64, ok: bool, error: Option<String>, now: Millis) {
@@ -825,11 +914,19 @@ impl Fsm {
                     );
                 }
             } else if now >= self.peer_dead_at() && !self.fenced {
-                let reason = format!(
-                    "peer silent on all {} path(s) for the dead interval ({} ms)",
-                    self.last_heard.len(),
-                    self.config.dead_interval_ms
-                );
+                let reason = if self.damped() {
+                    format!(
+                        "peer silent on all {} path(s) for {DAMPED_DEAD_INTERVALS} dead intervals ({} ms; damped: this node lost the role lately)",
+                        self.last_heard.len(),
+                        self.config.dead_interval_ms.saturating_mul(DAMPED_DEAD_INTERVALS)
+                    )
+                } else {
+                    format!(
+                        "peer silent on all {} path(s) for the dead interval ({} ms)",
+                        self.last_heard.len(),
+                        self.config.dead_interval_ms
+                    )
+                };
                 self.become_active(&reason, now, out);
             }
             return;
@@ -876,6 +973,10 @@ impl Fsm {
     fn evaluate_active(&mut self, peer: Option<PeerAdvert>, now: Millis, out: &mut Vec<Action>) {
         if let Some(p) = peer {
             if p.role == Role::Active && self.peer_outranks(&p) {
+                // Handing over on purpose (switchover, maintenance, fault) is not a contest.
+                if self.yielding.is_none() {
+                    self.damping = Some(Damping { clean_since: now });
+                }
                 let target = match self.yielding.map(|(r, _)| r) {
                     Some(YieldReason::Fault) => Role::Fault,
                     Some(YieldReason::Maintenance) => Role::Maintenance,
@@ -933,6 +1034,7 @@ impl Fsm {
         let peer_epoch = self.peer.map(|p| p.advert.epoch).unwrap_or(0);
         self.epoch = self.epoch.max(peer_epoch).saturating_add(1);
         self.yielding = None;
+        self.damping = None;
         self.retry_delay_ms = self.config.retry_initial_ms;
         self.takeover = TakeoverState::Running { since: now };
         let epoch = self.epoch;
@@ -954,6 +1056,7 @@ impl Fsm {
         let from = self.role;
         self.role = to;
         self.role_since = now;
+        self.peer_hold_seen_at = None;
         out.push(Action::Transition { from, to, reason });
         out.push(Action::Advertise);
         // A restarted node may still hold what its previous run claimed (a `kill -9` leaves the

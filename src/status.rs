@@ -50,6 +50,10 @@ pub struct StatusSnapshot {
     /// Standing by because the unheard peer took the floating IP (keepalive partition).
     #[serde(default)]
     pub fenced: bool,
+    /// Lost the role to the peer against its will lately: a longer silence is needed before it
+    /// takes over again (flapping or lossy keepalive link).
+    #[serde(default)]
+    pub damped: bool,
     /// What the last reconcile read from the cloud.
     #[serde(default)]
     pub cloud: Option<CloudStatus>,
@@ -344,6 +348,14 @@ pub fn render_human(s: &StatusSnapshot) -> String {
         let _ = writeln!(
             out,
             "FENCED: the peer took the floating IP while unheard; standing by until it is heard again"
+        );
+    }
+    if s.damped && !s.fenced {
+        let _ = writeln!(
+            out,
+            "DAMPED: lost the role to the peer lately; takes over only after {} dead intervals of silence, until the keepalives have arrived without a gap for {} dead intervals",
+            crate::fsm::DAMPED_DEAD_INTERVALS,
+            crate::fsm::DAMPING_CLEAN_DEAD_INTERVALS
         );
     }
     if let Some(c) = &s.cloud {

@@ -67,6 +67,14 @@ pub struct Target<'a> {
     pub operation: String,
     /// What the operation changes, for status.
     pub description: String,
+    /// The document as the caller already read it (`Some(None)`: it does not exist), used
+    /// instead of the first GET. The write that follows carries no `If-Match`: a document read
+    /// as part of its parent (a route in its table's GET) has the parent's ETag, which every
+    /// write to a sibling changes. Only for resources whose whole content the write sets.
+    pub first_read: Option<Option<Value>>,
+    /// Return as soon as a write's operation succeeded, without reading the resource back: the
+    /// caller verifies many resources with one read.
+    pub caller_verifies: bool,
 }
 
 /// Whether [`ensure`] had to write.
@@ -121,17 +129,25 @@ async fn converge(
     let mut changed = false;
     let mut told_in_use = false;
     let mut gate = gate;
+    let mut first_read = target.first_read.clone();
     loop {
-        let current = match arm.get(log, &get_op, target.id, target.api_version).await {
-            Ok(r) => Some(r),
-            Err(e) if e.class == ErrorClass::NotFound => None,
-            Err(e) if retryable(&e) => {
-                pause(&mut backoff, &e, deadline, log, target).await?;
-                continue;
-            }
-            Err(e) => return Err(e),
+        // The document and the ETag to send with its write.
+        let current: Option<(Value, Option<String>)> = match first_read.take() {
+            Some(doc) => doc.map(|body| (body, None)),
+            None => match arm.get(log, &get_op, target.id, target.api_version).await {
+                Ok(r) => {
+                    let etag = nic::etag(&r.body, r.etag.as_deref());
+                    Some((r.body, etag))
+                }
+                Err(e) if e.class == ErrorClass::NotFound => None,
+                Err(e) if retryable(&e) => {
+                    pause(&mut backoff, &e, deadline, log, target).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
         };
-        let body = current.as_ref().map(|r| &r.body);
+        let body = current.as_ref().map(|(body, _)| body);
         if let Some(b) = body {
             if nic::provisioning_state(b) == "Updating" {
                 // An accepted write is still propagating; writing now would only get a 409.
@@ -158,9 +174,7 @@ async fn converge(
         if let Some(rx) = gate.as_mut() {
             wait_for_gate(rx, deadline, &put_op).await?;
         }
-        let etag = current
-            .as_ref()
-            .and_then(|r| nic::etag(&r.body, r.etag.as_deref()));
+        let etag = current.as_ref().and_then(|(_, etag)| etag.clone());
         let url = arm.url(target.id, target.api_version);
         match arm
             .write(log, &put_op, Method::PUT, &url, &next, etag.as_deref())
@@ -171,16 +185,18 @@ async fn converge(
                 if let Some(tx) = accepted {
                     raise(tx, Stage::Accepted);
                 }
-                if let Err(e) = arm
+                match arm
                     .wait_for_operation(log, &put_op, &answer, deadline)
                     .await
                 {
-                    if !retryable(&e) {
-                        return Err(e);
+                    Ok(()) if target.caller_verifies => return Ok(changed),
+                    Ok(()) => {}
+                    Err(e) if !retryable(&e) => return Err(e),
+                    Err(e) => {
+                        log.progress()
+                            .note(format!("{}: {e}; reading it again", target.label));
+                        pause(&mut backoff, &e, deadline, log, target).await?;
                     }
-                    log.progress()
-                        .note(format!("{}: {e}; reading it again", target.label));
-                    pause(&mut backoff, &e, deadline, log, target).await?;
                 }
             }
             Err(e) if e.class == ErrorClass::PreconditionFailed => {

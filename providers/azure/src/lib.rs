@@ -33,6 +33,7 @@ pub mod routes;
 pub mod selftest;
 pub mod token;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -402,11 +403,23 @@ impl Provider for AzureProvider {
             });
         }
         let floating_holder = resources.first().map(|r| r.holder);
+        // One read per table, not per route: reconcile runs every few seconds and ARM's read
+        // bucket refills at 25 per second for the whole subscription.
+        let mut tables: BTreeMap<String, Option<BTreeMap<String, serde_json::Value>>> =
+            BTreeMap::new();
         for route in &self.routes {
-            let doc = self
-                .read_optional(&log, "route.get", &routes::route_id(route))
-                .await?;
-            let hop = doc.as_ref().and_then(routes::next_hop_of);
+            let key = route.table.to_ascii_lowercase();
+            if !tables.contains_key(&key) {
+                let table = routes::read_table(&self.arm, &log, route.table.trim_end_matches('/'))
+                    .await
+                    .map_err(ArmError::into_provider_error)?;
+                tables.insert(key.clone(), table);
+            }
+            let doc = tables
+                .get(&key)
+                .and_then(Option::as_ref)
+                .and_then(|routes| routes.get(&route.name.to_ascii_lowercase()));
+            let hop = doc.and_then(routes::next_hop_of);
             let holder = match route.next_hop {
                 NextHop::SelfAddress => match hop {
                     Some(h) if h == ctx.own_address => Holder::Me,

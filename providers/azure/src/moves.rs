@@ -91,6 +91,8 @@ pub async fn two_step(
         label: format!("peer NIC {}", short(nics.peer)),
         operation: format!("nic.remove {}", short(nics.peer)),
         description: format!("remove {} from peer NIC {}", list(&ips), short(nics.peer)),
+        first_read: None,
+        caller_verifies: false,
     };
     let own_target = Target {
         id: nics.own,
@@ -99,6 +101,8 @@ pub async fn two_step(
         label: format!("own NIC {}", short(nics.own)),
         operation: format!("nic.add {}", short(nics.own)),
         description: format!("add {} to own NIC {}", list(&ips), short(nics.own)),
+        first_read: None,
+        caller_verifies: false,
     };
     let remove = async {
         let result = ensure(

@@ -232,7 +232,7 @@ fn env_u64(key: &str) -> Option<u64> {
     )
 }
 
-/// A few fixed seeds, short schedules and no 31 s timeouts: CI's slice of the campaign.
+/// A few fixed seeds, short schedules and no hung writes: CI's slice of the campaign.
 /// Chosen to cover every kind of fault between them: 1 flapping partition, clock jump and
 /// NIC-write faults; 4 partition, then a kill in the middle of a takeover; 8 a mid-takeover
 /// kill under slow answers, then one-way loss; 16 a kill at the takeover's first write

@@ -53,7 +53,7 @@ pub enum CloudFault {
     Unavailable,
     /// Answers to NIC GETs held this long (a slow ARM front door).
     SlowAnswer { ms: u64 },
-    /// A NIC PUT held beyond the provider's 30 s request timeout: the client times out
+    /// A NIC PUT held beyond the provider's 10 s request timeout: the client times out
     /// while the emulator still applies the write.
     Timeout,
     /// The IMDS token endpoint answers 500.
@@ -69,7 +69,7 @@ impl CloudFault {
     pub fn held_ms(self) -> u64 {
         match self {
             CloudFault::SlowAnswer { ms } => ms,
-            CloudFault::Timeout => 31_000,
+            CloudFault::Timeout => 11_000,
             _ => 0,
         }
     }
@@ -247,7 +247,7 @@ impl fmt::Display for Schedule {
 
 impl Schedule {
     /// The schedule of `seed`, with up to `max_episodes` episodes. `allow_timeouts` admits the
-    /// 31 s request timeout (kept out of the short CI run for its length).
+    /// hung write past the 10 s request timeout (kept out of the short CI run for its length).
     pub fn generate(seed: u64, max_episodes: usize, allow_timeouts: bool) -> Schedule {
         let mut rng = StdRng::seed_from_u64(seed);
         let count = rng.random_range(1..=max_episodes.max(1));

@@ -154,6 +154,29 @@ async fn slow_responses_within_the_deadline() {
     .await;
 }
 
+/// A write that never answers is abandoned after the request timeout and retried; the takeover
+/// does not wait for the hung answer (the campaign saw a 30 s timeout hold a failover 31 s).
+#[tokio::test]
+async fn a_hung_write_is_abandoned_after_the_request_timeout_and_retried() {
+    let hang = cloudha_provider_azure::arm::REQUEST_TIMEOUT + Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    let cloud = survives(vec![Fault::delay(
+        "PUT",
+        "networkInterfaces/nic-appliance-a",
+        u64::try_from(hang.as_millis()).expect("fits"),
+    )])
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < hang,
+        "the takeover waited {took:?} for an answer held {hang:?}"
+    );
+    let puts = cloud
+        .emu
+        .count_requests("PUT", "networkInterfaces/nic-appliance-a");
+    assert!(puts >= 2, "the hung PUT was sent again ({puts} PUTs)");
+}
+
 #[tokio::test]
 async fn the_deadline_is_reported_when_propagation_is_slower() {
     let cloud = Cloud::start(5000).await;

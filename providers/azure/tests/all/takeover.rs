@@ -312,3 +312,107 @@ async fn several_floating_ips_move_in_one_put_per_nic() {
         "{obs:?}"
     );
 }
+
+/// Routes are read a table at a time: one GET of each table before its route PUTs and one to
+/// verify them, none per route (ARM's read bucket, not its write bucket, used to bound a
+/// failover with hundreds of routes). Reconcile reads one GET per table as well.
+#[tokio::test]
+async fn routes_are_read_and_verified_one_table_at_a_time() {
+    use cloudha_azure_emulator::scenario::{RouteSpec as EmuRoute, RouteTableSpec};
+    use cloudha_provider_azure::AzureProvider;
+    use cloudha_provider_core::{NextHop, RouteSpec};
+
+    const TABLES: usize = 3;
+    const PER_TABLE: usize = 4;
+    let mut scenario = cloudha_azure_emulator::Scenario::two_appliances();
+    for t in 0..TABLES {
+        scenario.route_tables.push(RouteTableSpec {
+            name: format!("rt-scale-{t}"),
+            resource_group: None,
+            disable_bgp_route_propagation: false,
+            tags: None,
+            routes: (0..PER_TABLE)
+                .map(|r| EmuRoute {
+                    name: format!("r{r}"),
+                    address_prefix: format!("172.16.{t}.{}/28", r * 16),
+                    next_hop_type: "VirtualAppliance".into(),
+                    next_hop_ip_address: Some(ADDR_A.into()),
+                })
+                .collect(),
+        });
+    }
+    let cloud = Cloud::start_with(&scenario, 300).await;
+    let table_id = |t: usize| {
+        cloud
+            .route_table_id()
+            .replace("rt-workloads", &format!("rt-scale-{t}"))
+    };
+    let mut routes = cloud.routes();
+    for t in 0..TABLES {
+        for r in 0..PER_TABLE {
+            routes.push(RouteSpec {
+                table: table_id(t),
+                name: format!("r{r}"),
+                prefix: format!("172.16.{t}.{}/28", r * 16),
+                next_hop: NextHop::SelfAddress,
+            });
+        }
+    }
+    let b = AzureProvider::new(
+        cloud.config("b"),
+        cloud.floating(),
+        routes.clone(),
+        cloud.token_source("vm-appliance-b"),
+    )
+    .expect("provider");
+    let before = cloud.emu.requests().len();
+    b.take_over(
+        &request(),
+        &cloudha_provider_core::ProgressReporter::discard(),
+    )
+    .await
+    .expect("takeover");
+    for t in 0..TABLES {
+        for r in 0..PER_TABLE {
+            let hop = cloud
+                .emu
+                .route(&format!("rt-scale-{t}"), &format!("r{r}"))
+                .and_then(|d| d.pointer("/properties/nextHopIpAddress").cloned());
+            assert_eq!(hop, Some(serde_json::json!(ADDR_B)), "rt-scale-{t}/r{r}");
+        }
+    }
+    let gets = |from: usize| {
+        let log = cloud.emu.requests();
+        let route_gets = log[from..]
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/routes/"))
+            .count();
+        let table_gets = log[from..]
+            .iter()
+            .filter(|r| {
+                r.method == "GET" && r.path.contains("/routeTables/") && !r.path.contains("/routes")
+            })
+            .count();
+        (route_gets, table_gets)
+    };
+    let tables = TABLES + 1;
+    assert_eq!(
+        gets(before),
+        (0, 2 * tables),
+        "(route GETs, table GETs) in the takeover"
+    );
+    let route_puts = cloud.emu.count_requests("PUT", "/routes/");
+    assert_eq!(route_puts, TABLES * PER_TABLE + 1, "one PUT per route");
+
+    let before = cloud.emu.requests().len();
+    let observed = b.observe().await.expect("observe");
+    assert!(
+        observed.resources.iter().all(|r| r.holder == Holder::Me),
+        "{observed:?}"
+    );
+    assert_eq!(
+        gets(before),
+        (0, tables),
+        "(route GETs, table GETs) in a reconcile read"
+    );
+}
