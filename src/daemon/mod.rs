@@ -864,7 +864,7 @@ impl Daemon {
             yielding: fsm.yielding().map(|y| format!("{y:?}").to_lowercase()),
             recent_events: self.events.iter().cloned().collect(),
             fenced: fsm.fenced(),
-            damped: fsm.damped() && fsm.role() != Role::Active,
+            damped: fsm.damped(),
             alarms: Vec::new(),
             daemon_warnings: self.ops.warnings.clone(),
             scheduled_maintenance: self.maintenance_lines(),
