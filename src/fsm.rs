@@ -196,6 +196,11 @@ pub enum Event {
         /// When the peer sent it, on the peer's clock; absent means "just now".
         #[serde(default)]
         sent: Option<SentAt>,
+        /// The newest of this node's keepalives the peer had received when it sent this one:
+        /// its send time on this node's clock (the FSM's, in microseconds). It proves the
+        /// advert was sent after that time, with no clock sync. Absent means "just now".
+        #[serde(default)]
+        echo_us: Option<u64>,
     },
     /// Time passed; re-evaluate deadlines.
     Tick,
@@ -309,6 +314,8 @@ pub struct PeerView {
     pub advert: PeerAdvert,
     /// When it arrived.
     pub at: Millis,
+    /// This node's send time it echoed (see `Event::Keepalive`).
+    pub echo_us: Option<u64>,
 }
 
 /// The state of one node's HA state machine.
@@ -335,14 +342,21 @@ pub struct Fsm {
     takeover: TakeoverState,
     retry_delay_ms: Millis,
     leaving: bool,
-    /// Stepped down because the cloud showed the (unheard) peer holding the floating IP: it took
-    /// over across a keepalive partition. Silence no longer means "dead" until it is heard again.
-    fenced: bool,
+    /// Stepped down (at this time) because the cloud showed the (unheard) peer holding the
+    /// floating IP: it took over across a keepalive partition. Silence no longer means "dead"
+    /// until it is heard again.
+    fenced_at: Option<Millis>,
     /// Lost the role against its will: silence must last longer before taking over again.
     damping: Option<Damping>,
     /// When a reconcile first saw the peer, heard and not active, holding a floating IP or a
     /// route (see `on_observed`).
     peer_hold_seen_at: Option<Millis>,
+}
+
+/// Whether a keepalive echoing `echo_us` (see `Event::Keepalive`) was sent after `at`: the
+/// peer had then received one this node sent at `at` or later. Absent: sent just now.
+fn sent_after(echo_us: Option<u64>, at: Millis) -> bool {
+    echo_us.is_none_or(|echo| echo >= at.saturating_mul(1000))
 }
 
 impl Fsm {
@@ -368,7 +382,7 @@ impl Fsm {
             takeover: TakeoverState::Idle,
             retry_delay_ms: retry,
             leaving: false,
-            fenced: false,
+            fenced_at: None,
             damping: None,
             peer_hold_seen_at: None,
         }
@@ -376,7 +390,7 @@ impl Fsm {
 
     /// Whether the node stands by because the unheard peer took the floating IP.
     pub fn fenced(&self) -> bool {
-        self.fenced
+        self.fenced_at.is_some()
     }
 
     /// Whether the node lost the role against its will recently and waits
@@ -491,7 +505,7 @@ impl Fsm {
             Role::Init => times.push(self.started_at.saturating_add(self.config.dead_interval_ms)),
             Role::Standby => {
                 // A fenced node does not act on silence, so silence needs no wake-up.
-                if !self.fenced {
+                if self.fenced_at.is_none() {
                     times.push(self.peer_dead_at());
                 }
                 if let Some(at) = self.preempt_at() {
@@ -519,12 +533,19 @@ impl Fsm {
     pub fn step(&mut self, event: Event, now: Millis) -> Vec<Action> {
         let mut out = Vec::new();
         match event {
-            Event::Keepalive { path, advert, sent } => {
+            Event::Keepalive {
+                path,
+                advert,
+                sent,
+                echo_us,
+            } => {
                 if self.held_in_flight(sent, now) {
                     // Neither believed nor counted as hearing the peer now: marking it alive
                     // would have the node decide on the advert it last believed, older still.
+                } else if self.predates_fence(&advert, echo_us) {
+                    // Neither believed nor counted, for the same reason.
                 } else if self.is_fresh(sent) {
-                    self.on_keepalive(path, advert, now);
+                    self.on_keepalive(path, advert, echo_us, now);
                 } else if self.is_recent(sent) {
                     // Late but recent: the path works, the advert is outdated.
                     if let Some(slot) = self.last_heard.get_mut(path) {
@@ -597,6 +618,17 @@ impl Fsm {
         }
     }
 
+    /// A fenced node stood down because the cloud showed the peer holding what it had: an
+    /// advert saying the peer is not active that may have been sent before then is not news.
+    /// Keepalives delayed on their way (a slow or congested path: the fault campaign delays
+    /// them by up to 700 ms) still said "standby" after the peer had taken over; believing
+    /// one lifted the fence, and the node won an election it had just lost (AWS seed 225).
+    /// An advert claiming "active" is believed: the epoch rule decides then.
+    fn predates_fence(&self, advert: &PeerAdvert, echo_us: Option<u64>) -> bool {
+        self.fenced_at
+            .is_some_and(|at| advert.role != Role::Active && !sent_after(echo_us, at))
+    }
+
     /// Sent no earlier than the freshest keepalive already taken (records it if so).
     fn is_fresh(&mut self, sent: Option<SentAt>) -> bool {
         let Some(sent) = sent else { return true };
@@ -619,7 +651,7 @@ impl Fsm {
         }
     }
 
-    fn on_keepalive(&mut self, path: usize, advert: PeerAdvert, now: Millis) {
+    fn on_keepalive(&mut self, path: usize, advert: PeerAdvert, echo_us: Option<u64>, now: Millis) {
         let settled = advert.role == Role::Active
             && !advert.takeover_in_progress
             && !advert.yielding
@@ -635,8 +667,12 @@ impl Fsm {
             *slot = Some(now);
         }
         // Heard again: the keepalives decide from here on.
-        self.fenced = false;
-        self.peer = Some(PeerView { advert, at: now });
+        self.fenced_at = None;
+        self.peer = Some(PeerView {
+            advert,
+            at: now,
+            echo_us,
+        });
         // Adopt the highest epoch seen so the next takeover by either node is newer still. An
         // active node keeps its own until it steps down: the both-active comparison needs it.
         if self.role != Role::Active {
@@ -665,7 +701,8 @@ impl Fsm {
     /// over across a partition: taking it back would start a ping-pong, so stand by instead).
     ///
     /// A peer that is heard, not active, and holds something is repaired only once it has been
-    /// heard again, still not active, after an earlier read already saw it holding. The two
+    /// heard again, still not active, in an advert sent after an earlier read already saw it
+    /// holding. The two
     /// nodes' dead-interval clocks are up to a keepalive interval apart, so when a partition
     /// starts the peer can take over (and its route PUT land) while this node still counts the
     /// peer's last advert, "standby", as current: repairing then wrote against the peer's
@@ -673,8 +710,8 @@ impl Fsm {
     /// 81). One reconcile interval later the peer is either heard (it is active: the epoch rule;
     /// still standby: a leftover, repaired) or not (fenced).
     fn on_observed(&mut self, drift: bool, peer_holds: bool, now: Millis, out: &mut Vec<Action>) {
-        if self.fenced && !peer_holds {
-            self.fenced = false;
+        if !peer_holds {
+            self.fenced_at = None;
         }
         if !peer_holds {
             self.peer_hold_seen_at = None;
@@ -690,7 +727,7 @@ impl Fsm {
         match peer {
             Some(p) if p.role == Role::Active => {}
             None if peer_holds => {
-                self.fenced = true;
+                self.fenced_at = Some(now);
                 self.damping = Some(Damping { clean_since: now });
                 self.step_down(
                     Role::Standby,
@@ -700,9 +737,14 @@ impl Fsm {
                 );
             }
             Some(_) if peer_holds => {
-                let heard_at = self.peer.map(|v| v.at);
+                // Heard again since, in an advert the peer sent after that read: one merely
+                // delivered since could have been sent before the peer took over.
+                let heard_since = |seen: Millis| {
+                    self.peer
+                        .is_some_and(|v| v.at > seen && sent_after(v.echo_us, seen))
+                };
                 match self.peer_hold_seen_at {
-                    Some(seen) if heard_at.is_some_and(|at| at > seen) => {
+                    Some(seen) if heard_since(seen) => {
                         self.peer_hold_seen_at = None;
                         self.repair(now, out);
                     }
@@ -913,7 +955,7 @@ impl Fsm {
                         out,
                     );
                 }
-            } else if now >= self.peer_dead_at() && !self.fenced {
+            } else if now >= self.peer_dead_at() && self.fenced_at.is_none() {
                 let reason = if self.damped() {
                     format!(
                         "peer silent on all {} path(s) for {DAMPED_DEAD_INTERVALS} dead intervals ({} ms; damped: this node lost the role lately)",

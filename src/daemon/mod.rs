@@ -178,10 +178,13 @@ pub async fn run(
             peer: p.peer,
         })
         .collect();
+    // The keepalives' timestamps count from the FSM's zero, so that an echoed one says when,
+    // on the FSM's clock, the peer had last heard this node.
     let links = link::start(
         identity,
         paths,
         config.keepalive.interval.0,
+        start,
         advert_rx,
         received_tx,
     );
@@ -480,6 +483,7 @@ impl Daemon {
             incarnation: received.packet.incarnation,
             at_us: received.packet.tx_timestamp_us,
         };
+        let echo_us = Some(received.packet.echo_timestamp_us);
         if fresher {
             self.peer_heard_unix_ms = unix_ms();
             self.peer_packet = Some(received.packet);
@@ -488,6 +492,7 @@ impl Daemon {
             path: received.path,
             advert,
             sent: Some(sent),
+            echo_us,
         })
     }
 

@@ -132,15 +132,15 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Start a sender and a receiver for every path.
+/// Start a sender and a receiver for every path; their timestamps count from `origin`.
 pub fn start(
     identity: LinkIdentity,
     paths: Vec<PathSpec>,
     interval: Duration,
+    origin: Instant,
     advert: watch::Receiver<PeerAdvert>,
     received: mpsc::UnboundedSender<Received>,
 ) -> Links {
-    let origin = Instant::now();
     let send_now = Arc::new(Notify::new());
     let mut stats = Vec::new();
     for path in paths {

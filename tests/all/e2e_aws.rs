@@ -138,6 +138,50 @@ impl Cloud {
         .collect()
     }
 
+    /// Every property of `node`'s ENI that a failover must leave alone: all but the floating
+    /// IPs among its private addresses and the Elastic IP's association, which move.
+    pub(crate) fn eni_settings(&self, node: Node) -> Value {
+        let out = self.rt.block_on(
+            self.world
+                .ec2
+                .describe_network_interfaces()
+                .network_interface_ids(self.eni(node))
+                .send(),
+        );
+        let Some(eni) = out
+            .ok()
+            .and_then(|o| o.network_interfaces().first().cloned())
+        else {
+            return Value::Null;
+        };
+        let floating = [FIP_1.to_string(), FIP_2.to_string()];
+        let fixed: Vec<Value> = eni
+            .private_ip_addresses()
+            .iter()
+            .filter(|p| !floating.iter().any(|f| p.private_ip_address() == Some(f)))
+            .map(|p| serde_json::json!([p.private_ip_address(), p.primary()]))
+            .collect();
+        serde_json::json!({
+            "id": eni.network_interface_id(),
+            "description": eni.description(),
+            "subnet": eni.subnet_id(),
+            "vpc": eni.vpc_id(),
+            "zone": eni.availability_zone(),
+            "mac": eni.mac_address(),
+            "primary_ip": eni.private_ip_address(),
+            "dns_name": eni.private_dns_name(),
+            "source_dest_check": eni.source_dest_check(),
+            "type": eni.interface_type().map(|t| t.as_str()),
+            "status": eni.status().map(|s| s.as_str()),
+            "requester_managed": eni.requester_managed(),
+            "groups": eni.groups().iter().map(|g| g.group_id()).collect::<Vec<_>>(),
+            "tags": eni.tag_set().iter().map(|t| (t.key(), t.value())).collect::<Vec<_>>(),
+            "ipv6": eni.ipv6_addresses().iter().map(|a| a.ipv6_address()).collect::<Vec<_>>(),
+            "attachment": eni.attachment().map(|a| format!("{a:?}")),
+            "fixed_private_ips": fixed,
+        })
+    }
+
     /// Everything (both IPs, the EIP, every route) on `node`'s ENI, and nothing on the other's.
     pub(crate) fn all_on(&self, node: Node) -> bool {
         let other = if node == Node::A { Node::B } else { Node::A };
@@ -422,4 +466,58 @@ fn aws_walkthrough_from_the_readme_passes() {
         .find_map(|l| l.trim().strip_prefix("total")?.trim().parse().ok())
         .expect("the API call total");
     assert!((4..=20).contains(&total), "{stdout}");
+}
+
+/// The campaign's "no ENI setting lost" compare (`Cloud::eni_settings`) does not see the
+/// floating IPs and the Elastic IP move, and does see any other property change.
+#[test]
+fn eni_settings_ignore_the_moving_addresses_and_see_every_other_change() {
+    use aws_sdk_ec2::types::AttributeBooleanValue;
+
+    let cloud = Cloud::build();
+    let ec2 = &cloud.world.ec2;
+    let before = [Node::A, Node::B].map(|n| cloud.eni_settings(n));
+    assert!(before.iter().all(|s| s["mac"].is_string()), "{before:?}");
+    // What a failover does: the floating IPs and the Elastic IP go from B's ENI to A's.
+    cloud.rt.block_on(async {
+        ec2.assign_private_ip_addresses()
+            .network_interface_id(cloud.eni(Node::A))
+            .private_ip_addresses(FIP_1.to_string())
+            .private_ip_addresses(FIP_2.to_string())
+            .allow_reassignment(true)
+            .send()
+            .await
+            .expect("assign");
+        ec2.unassign_private_ip_addresses()
+            .network_interface_id(cloud.eni(Node::B))
+            .private_ip_addresses(FIP_1.to_string())
+            .private_ip_addresses(FIP_2.to_string())
+            .send()
+            .await
+            .expect("unassign");
+        ec2.associate_address()
+            .allocation_id(&cloud.world.allocation)
+            .network_interface_id(cloud.eni(Node::A))
+            .private_ip_address(FIP_1.to_string())
+            .allow_reassociation(true)
+            .send()
+            .await
+            .expect("associate");
+    });
+    assert_eq!(cloud.addresses(Node::A).len(), 2);
+    assert!(cloud.addresses(Node::B).is_empty());
+    assert_eq!(cloud.eip_eni().as_deref(), Some(cloud.eni(Node::A)));
+    assert_eq!([Node::A, Node::B].map(|n| cloud.eni_settings(n)), before);
+    // Anything else is a setting lost.
+    cloud.rt.block_on(async {
+        ec2.modify_network_interface_attribute()
+            .network_interface_id(cloud.eni(Node::B))
+            .source_dest_check(AttributeBooleanValue::builder().value(false).build())
+            .send()
+            .await
+            .expect("modify");
+    });
+    let after = cloud.eni_settings(Node::B);
+    assert_ne!(after, before[1]);
+    assert_eq!(after["source_dest_check"], false, "{after}");
 }

@@ -4,13 +4,11 @@
 //! production code: discovery from IMDS, the token from `azure_identity`'s IMDS source, ARM.
 //! Nothing is sent to 169.254.169.254 outside the namespaces this test created.
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudha_azure_emulator::{nic_settings_apart_from, Emulator, Fault, Scenario};
-use nix::sched::{setns, CloneFlags};
 use serde_json::Value;
 
 use crate::e2e_local::{num, Options, Pair, SOON};
@@ -57,19 +55,12 @@ pub(crate) fn metadata_listener(pair: &Pair, node: Node) -> std::net::TcpListene
     )
 }
 
-/// Bind `addr` inside namespace `ns` (a thread enters it; the socket stays there).
+/// Bind `addr` inside namespace `ns` (the listener stays there).
 pub(crate) fn bind_in_namespace(ns: &str, addr: SocketAddr) -> std::net::TcpListener {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let handle = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        setns(&handle, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
-        let listener = std::net::TcpListener::bind(addr)
-            .unwrap_or_else(|e| panic!("bind {addr} in {path}: {e}"));
-        listener.set_nonblocking(true).expect("non-blocking");
-        listener
-    })
-    .join()
-    .expect("bind thread")
+    let listener = crate::netns::in_namespace(ns, move || std::net::TcpListener::bind(addr))
+        .unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}"));
+    listener.set_nonblocking(true).expect("non-blocking");
+    listener
 }
 
 impl Cloud {

@@ -142,7 +142,7 @@ socket = "{dir}/{name}.sock"
 }
 
 impl Pair {
-    fn start(tag: &str, opts: Options) -> Pair {
+    pub(crate) fn start(tag: &str, opts: Options) -> Pair {
         let pair = Pair::prepare(tag, opts, local_provider);
         pair.start_both()
     }

@@ -168,6 +168,7 @@ impl Sim {
                         path,
                         advert,
                         sent: None,
+                        echo_us: None,
                     },
                     now,
                     &mut self.rng,

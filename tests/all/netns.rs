@@ -28,6 +28,21 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::sched::{setns, CloneFlags};
+
+/// Runs `f` on a thread that has entered namespace `ns` (setns(2) on that thread only) and
+/// returns its result. Sockets made there stay in the namespace wherever they are used later.
+pub fn in_namespace<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let handle = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        setns(&handle, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
 /// Prefix length of both test subnets.
 pub const PREFIX_LEN: u8 = 24;
 /// The floating IP the failover tests and the demo hand between A and B.

@@ -175,6 +175,9 @@ async fn converge(
             wait_for_gate(rx, deadline, &put_op).await?;
         }
         let etag = current.as_ref().and_then(|(_, etag)| etag.clone());
+        // Where the resource this one waits on stood as the write left: an address still in
+        // use after that one had let go is held by someone else now.
+        let gate_at_write = gate.as_ref().map(|g| *g.borrow());
         let url = arm.url(target.id, target.api_version);
         match arm
             .write(log, &put_op, Method::PUT, &url, &next, etag.as_deref())
@@ -213,7 +216,20 @@ async fn converge(
                         target.label, e.code, e.message
                     ));
                 }
-                match gate.as_mut().filter(|g| *g.borrow() < Stage::Done) {
+                match gate.as_mut() {
+                    // The other NIC had let go (its removal verified) before this write, and
+                    // the address is taken again: the peer put it back (a repair of its own
+                    // across a partition) or another NIC took it. Waiting here cannot free it:
+                    // end the attempt, so that the takeover's retry removes it again.
+                    Some(_) if gate_at_write == Some(Stage::Done) => {
+                        log.progress().note(format!(
+                            "{}: the address is in use again after the other NIC let go; starting the move again",
+                            target.label
+                        ));
+                        return Err(e);
+                    }
+                    // Freed while this write was on its way: retry at once.
+                    Some(g) if *g.borrow() == Stage::Done => {}
                     // The other NIC is still letting go (up to minutes on Azure): retry the
                     // moment its update completes instead of spending writes on a backoff.
                     Some(g) => {

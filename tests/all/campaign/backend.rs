@@ -36,7 +36,8 @@ pub struct CloudView {
     /// The routes' targets, for the timeline.
     pub route_desc: String,
     pub operations_in_progress: usize,
-    /// Azure: each NIC as read and as settled, apart from the floating IP.
+    /// Each NIC as read and as settled, apart from the floating IP (AWS: each ENI as read,
+    /// twice, apart from the floating IPs and the Elastic IP's association).
     pub nic_settings: Option<[[Value; 2]; 2]>,
 }
 
@@ -227,7 +228,11 @@ impl Backend for Aws {
                 eip_owner.map(|n| format!("{n:?}"))
             ),
             operations_in_progress: 0,
-            nic_settings: None,
+            // An ENI has no separate "settled" state: the read is compared twice.
+            nic_settings: Some([Node::A, Node::B].map(|n| {
+                let settings = self.0.eni_settings(n);
+                [settings.clone(), settings]
+            })),
         }
     }
 

@@ -8,11 +8,12 @@ use cloudha_azure_emulator::{Emulator, Fault as EmuFault, LoggedRequest};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::delay::RELAY_PORT;
 use super::schedule::{CloudFault, Direction, Paths};
 use crate::netns::{Node, Topology};
 
 /// The keepalive port of the test configs (`e2e_local`).
-const KEEPALIVE_PORT: u16 = 5405;
+pub const KEEPALIVE_PORT: u16 = 5405;
 /// nftables table the loss and silent-cut faults live in, inside a node's namespace.
 const TABLE: &str = "cloudha_campaign";
 
@@ -40,7 +41,7 @@ pub fn impair(
     let rule = |hook: &str, dir: &str| {
         format!(
             "  chain {hook} {{\n   type filter hook {hook} priority 0; policy accept;\n   \
-             {dir}name {{ {devices} }} udp dport {KEEPALIVE_PORT} {random}drop\n  }}\n"
+             {dir}name {{ {devices} }} udp dport {{ {KEEPALIVE_PORT}, {RELAY_PORT} }} {random}drop\n  }}\n"
         )
     };
     let mut chains = String::new();
@@ -55,14 +56,20 @@ pub fn impair(
     let script = format!(
         "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n{chains}}}\n"
     );
+    nft_script(topo.ns(node), &script)
+}
+
+/// Runs an nftables script (`nft -f`, one atomic transaction) inside namespace `ns`.
+pub fn nft_script(ns: &str, script: &str) -> io::Result<()> {
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), script)?;
     let path = file.path().to_str().expect("utf-8 temp path");
-    let out = topo.exec(node, &["nft", "-f", path])?;
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", path])
+        .output()?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
-            "nft impairment in {:?} failed: {}",
-            node,
+            "nft in {ns} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }

@@ -7,6 +7,7 @@
 //! `CLOUDHA_CAMPAIGN_SEED`: `scripts/campaign.sh --seeds 1000` / `--seed N`.
 
 mod backend;
+mod delay;
 mod faults;
 mod invariants;
 mod run;
@@ -235,7 +236,7 @@ fn env_u64(key: &str) -> Option<u64> {
 /// A few fixed seeds, short schedules and no hung writes: CI's slice of the campaign.
 /// Chosen to cover every kind of fault between them: 1 flapping partition, clock jump and
 /// NIC-write faults; 4 partition, then a kill in the middle of a takeover; 8 a mid-takeover
-/// kill under slow answers, then one-way loss; 16 a kill at the takeover's first write
+/// kill under slow answers with the active's keepalives 700 ± 25 ms late, then one-way loss; 16 a kill at the takeover's first write
 /// with an instance-metadata failure, after a flapping LAN.
 #[test]
 fn campaign_short() {
@@ -243,8 +244,9 @@ fn campaign_short() {
 }
 
 /// The AWS slice: moto behind the fault proxy, with the fault kinds it supports (kills,
-/// partitions and cuts, loss, flapping, throttling and server errors). Seed 6: a kill under
-/// throttling; 20: a carrier partition with throttled, failing and slow EC2 calls; 29: a kill
+/// partitions and cuts, loss, flapping, delay, throttling and server errors). Seed 6: a kill
+/// under throttling and a 700 ± 100 ms delay, then 100 ± 25 ms both ways alone (which must move
+/// nothing); 20: a carrier partition with throttled, failing and slow EC2 calls and a delay; 29: a kill
 /// with a clock jump, then a carrier partition with EC2 errors.
 #[test]
 fn campaign_aws_short() {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::backend::Backend;
+use super::delay::{DelayRelay, DelaySpec};
 use super::faults::{self, KillAtRequest};
 use super::invariants::{Monitor, Observation, NODES};
 use super::schedule::{self, Episode, Fault, Paths, Who, BASE_NIC_PROPAGATION_MS};
@@ -61,10 +62,27 @@ pub(super) fn bound_formula() -> String {
     )
 }
 
+/// A keepalive delay this small never silences a path for a dead interval: the gap as it
+/// starts (one interval plus the longest hold) and the gap jitter can open between two
+/// accepted keepalives (one interval plus twice the jitter) both stay a keepalive interval
+/// short of it, room for scheduling on a busy machine.
+fn harmless(spec: &DelaySpec) -> bool {
+    let onset_gap = KEEPALIVE_INTERVAL_MS + spec.delay_ms + spec.jitter_ms;
+    let jitter_gap = KEEPALIVE_INTERVAL_MS + 2 * spec.jitter_ms;
+    onset_gap.max(jitter_gap) + KEEPALIVE_INTERVAL_MS < DEAD_INTERVAL_MS
+}
+
 /// How many separate partitions an episode makes: a link flapping on every path with
-/// outages at least a dead interval long (minus one keepalive) makes one per outage, every
-/// other fault at most one.
+/// outages at least a dead interval long (minus one keepalive) makes one per outage, an
+/// episode of nothing but harmless delays none, every other fault at most one.
 fn partitions(e: &Episode) -> u32 {
+    let only_harmless_delays = e
+        .faults
+        .iter()
+        .all(|f| matches!(f, Fault::Delay { spec, .. } if harmless(spec)));
+    if only_harmless_delays {
+        return 0;
+    }
     let flapping = e.faults.iter().find_map(|f| match f {
         Fault::Flap {
             period_ms,
@@ -96,6 +114,8 @@ pub(super) struct Run {
     /// The victim of an armed mid-takeover kill, the hook, and the victim's restart delay.
     hook: Option<(Node, Arc<Mutex<KillAtRequest>>, Duration)>,
     restarts: Vec<Restart>,
+    /// Keepalive delays of the current episode (dropping one ends it).
+    delays: Vec<DelayRelay>,
     /// Per episode: convergence time and bound.
     pub(super) converged: Vec<(Duration, Duration)>,
     /// Where each mid-takeover kill fired (for the result line).
@@ -122,6 +142,7 @@ impl Run {
             excused_until: Duration::ZERO,
             hook: None,
             restarts: Vec::new(),
+            delays: Vec::new(),
             converged: Vec::new(),
             fired: Vec::new(),
             pair,
@@ -337,6 +358,28 @@ impl Run {
                     period_ms,
                     all,
                 } => flap = Some((of(*who), Duration::from_millis(*period_ms), *all)),
+                Fault::Delay {
+                    who,
+                    both_ways,
+                    spec,
+                } => {
+                    let node = of(*who);
+                    let peer = if node == active { standby } else { active };
+                    let nodes = if *both_ways {
+                        vec![node, peer]
+                    } else {
+                        vec![node]
+                    };
+                    for (i, n) in nodes.into_iter().enumerate() {
+                        let spec = DelaySpec {
+                            seed: spec.seed.wrapping_add(i as u64),
+                            ..*spec
+                        };
+                        let relay =
+                            DelayRelay::start(&self.pair.topo, n, spec).expect("apply delay");
+                        self.delays.push(relay);
+                    }
+                }
             }
         }
         flap
@@ -394,6 +437,7 @@ impl Run {
 
     /// Every fault stops, every daemon runs again; returns when (run time).
     fn heal(&mut self, nobody: Duration) -> Duration {
+        self.delays.clear();
         let topo = &self.pair.topo;
         for node in NODES {
             faults::clear_impairment(topo, node).expect("clear impairment");

@@ -9,6 +9,8 @@ use std::fmt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::delay::DelaySpec;
+
 /// NIC propagation of the emulated cloud outside `SlowPropagation` episodes.
 pub const BASE_NIC_PROPAGATION_MS: u64 = 1000;
 
@@ -114,6 +116,13 @@ pub enum Fault {
     Cloud { fault: CloudFault, times: usize },
     /// NIC updates take this long to propagate during the episode.
     SlowPropagation { nic_ms: u64 },
+    /// The keepalives `who` receives, on every path, arrive `spec.delay_ms` ± `spec.jitter_ms`
+    /// late (uniform per datagram, so they can be reordered); `both_ways`: the peer's too.
+    Delay {
+        who: Who,
+        both_ways: bool,
+        spec: DelaySpec,
+    },
 }
 
 impl Fault {
@@ -167,6 +176,16 @@ impl Fault {
             ),
             Fault::Cloud { fault, times } => format!("{fault:?}x{times}"),
             Fault::SlowPropagation { nic_ms } => format!("propagation{nic_ms}ms"),
+            Fault::Delay {
+                who: w,
+                both_ways,
+                spec,
+            } => format!(
+                "delay({},{}±{}ms)",
+                if *both_ways { "both" } else { who(w) },
+                spec.delay_ms,
+                spec.jitter_ms
+            ),
         }
     }
 }
@@ -251,11 +270,24 @@ impl Schedule {
     pub fn generate(seed: u64, max_episodes: usize, allow_timeouts: bool) -> Schedule {
         let mut rng = StdRng::seed_from_u64(seed);
         let count = rng.random_range(1..=max_episodes.max(1));
-        let episodes = (0..count)
+        let mut episodes: Vec<Episode> = (0..count)
             .map(|_| episode(&mut rng, allow_timeouts))
             .collect();
         // Drawn last, so that adding it left every earlier seed's faults as they were.
         let atomic_move = rng.random_bool(0.3);
+        // Keepalive delay came after that, so it is drawn after it: a delay joins some
+        // episodes, and sometimes makes one of its own.
+        for e in &mut episodes {
+            if rng.random_bool(0.25) {
+                e.faults.push(delay(&mut rng));
+            }
+        }
+        if episodes.len() < max_episodes && rng.random_bool(0.3) {
+            episodes.push(Episode {
+                faults: vec![delay(&mut rng)],
+                hold_ms: rng.random_range(15..=50) * 100,
+            });
+        }
         Schedule {
             seed,
             atomic_move,
@@ -391,6 +423,22 @@ fn primary(rng: &mut StdRng) -> Fault {
     }
 }
 
+/// A keepalive delay: from a LAN's few milliseconds to beyond the dead interval (500 ms),
+/// with a jitter of up to the delay.
+fn delay(rng: &mut StdRng) -> Fault {
+    let delay_ms = [20, 50, 100, 200, 300, 450, 700][rng.random_range(0..7)];
+    let jitter_ms = [0, 10, 25, 50, 100, 200][rng.random_range(0..6)];
+    Fault::Delay {
+        who: who(rng),
+        both_ways: rng.random_bool(0.5),
+        spec: DelaySpec {
+            delay_ms,
+            jitter_ms: jitter_ms.min(delay_ms),
+            seed: rng.random(),
+        },
+    }
+}
+
 fn cloud_fault(rng: &mut StdRng, allow_timeouts: bool) -> CloudFault {
     let kinds = if allow_timeouts { 11 } else { 10 };
     match rng.random_range(0..kinds) {
@@ -420,4 +468,40 @@ fn campaign_schedule_is_a_function_of_the_seed() {
         let n = Schedule::generate(s, 3, false).episodes.len();
         (1..=3).contains(&n)
     }));
+}
+
+/// The delay was added to the draw after the 1,000-schedule campaign: each seed keeps the
+/// faults it had then, and only gains delays.
+#[test]
+fn campaign_delays_leave_each_seeds_other_faults_as_they_were() {
+    let mut delayed = 0;
+    for seed in 1..300 {
+        let schedule = Schedule::generate(seed, 4, true);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let count = rng.random_range(1..=4);
+        let before: Vec<Episode> = (0..count).map(|_| episode(&mut rng, true)).collect();
+        assert_eq!(schedule.atomic_move, rng.random_bool(0.3), "seed {seed}");
+        assert!(schedule.episodes.len() >= before.len(), "seed {seed}");
+        for (now, then) in schedule.episodes.iter().zip(&before) {
+            let kept: Vec<&Fault> = now
+                .faults
+                .iter()
+                .filter(|f| !matches!(f, Fault::Delay { .. }))
+                .collect();
+            assert_eq!(kept, then.faults.iter().collect::<Vec<_>>(), "seed {seed}");
+            assert_eq!(now.hold_ms, then.hold_ms, "seed {seed}");
+        }
+        for extra in &schedule.episodes[before.len()..] {
+            assert!(
+                matches!(extra.faults.as_slice(), [Fault::Delay { .. }]),
+                "seed {seed}: {extra:?}"
+            );
+        }
+        delayed += usize::from(schedule.label().contains("delay("));
+    }
+    // About half the seeds get a delay somewhere.
+    assert!(
+        (60..240).contains(&delayed),
+        "{delayed} of 299 seeds delayed"
+    );
 }

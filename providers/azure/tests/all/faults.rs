@@ -228,3 +228,90 @@ async fn missing_permission_is_permanent_and_names_the_fix() {
         .expect("held")
         .contains("nic-appliance-a"));
 }
+
+/// Regression (campaign seed 416): across a partition, the standby's removal from the peer's
+/// NIC completed, and before its add went through, the still-active peer's reconcile found the
+/// address on no NIC and put it back on its own. The add then met `PrivateIPAddressInUse`
+/// after the removal was done, and waited for an address nothing would free, to the deadline.
+/// The attempt must end instead, so that the takeover's retry removes the address again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_the_peer_takes_back_after_the_removal_is_removed_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Mutex, Weak};
+
+    const HELD: Duration = Duration::from_secs(3);
+    let cloud = Cloud::start(200).await;
+    let a_with_address = cloud.emu.nic("nic-appliance-a").expect("nic a");
+    // B's first PUT of its own NIC (the add, refused while A lets go) queues a hold on the next
+    // one, the add's retry once the removal was verified; that one tells the test it came.
+    let (arrived_tx, arrived_rx) = mpsc::channel::<()>();
+    let arrived_tx = Mutex::new(arrived_tx);
+    let emu: Weak<_> = Arc::downgrade(&cloud.emu);
+    let puts = AtomicUsize::new(0);
+    cloud.emu.set_request_hook(Some(Arc::new(move |req| {
+        if req.method != "PUT" || !req.path.contains("networkInterfaces/nic-appliance-b") {
+            return;
+        }
+        match puts.fetch_add(1, Ordering::SeqCst) {
+            0 => {
+                if let Some(emu) = emu.upgrade() {
+                    let path = "networkInterfaces/nic-appliance-b";
+                    emu.push_fault(Fault::delay("PUT", path, HELD.as_millis() as u64).times(1));
+                }
+            }
+            1 => {
+                let _ = arrived_tx.lock().map(|tx| tx.send(()));
+            }
+            _ => {}
+        }
+    })));
+    let b = Arc::new(cloud.provider("b"));
+    let attempt = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = b
+                .take_over(&request(DEADLINE), &ProgressReporter::discard())
+                .await;
+            (result, started.elapsed())
+        })
+    };
+    tokio::task::spawn_blocking(move || arrived_rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .expect("join")
+        .expect("B's add retried after the removal");
+    assert_eq!(cloud.holder_of_floating(), None, "removed from A, not on B");
+    // A's repair: the address back on A, while B's retry is held.
+    cloud.put_nic("nic-appliance-a", &a_with_address).await;
+    let unanswered = cloud
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.is("PUT", "networkInterfaces/nic-appliance-b") && r.status == 0)
+        .count();
+    assert_eq!(
+        unanswered, 1,
+        "B's add still held ({HELD:?}) when A's repair landed"
+    );
+
+    let (result, took) = attempt.await.expect("join");
+    match result {
+        Err(ProviderError::Transient { message, .. }) => {
+            assert!(message.contains("PrivateIPAddress"), "{message}")
+        }
+        other => panic!("expected the attempt to end on the address in use: {other:?}"),
+    }
+    assert!(took < HELD * 3, "ended at once, took {took:?}");
+    let holder = cloud.holder_of_floating().expect("on a NIC");
+    assert!(holder.contains("nic-appliance-a"), "{holder}");
+
+    // The daemon's retry: removes it from A again and adds it to B.
+    cloud.emu.set_request_hook(None);
+    let report = b
+        .take_over(&request(DEADLINE), &ProgressReporter::discard())
+        .await
+        .expect("the retry moves it");
+    assert!(report.changed);
+    let holder = cloud.holder_of_floating().expect("on a NIC");
+    assert!(holder.contains("nic-appliance-b"), "{holder}");
+}

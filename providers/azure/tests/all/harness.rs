@@ -72,6 +72,38 @@ impl Cloud {
         Cloud { emu, addr }
     }
 
+    /// PUT a NIC document straight to the emulator (what an operator's `az` call would do) and wait.
+    pub async fn put_nic(&self, name: &str, doc: &serde_json::Value) {
+        let token = self.emu.issue_token("vm-appliance-a").expect("token");
+        let url = format!(
+            "{}{}?api-version=2024-05-01",
+            self.url(),
+            self.emu.nic_id(name)
+        );
+        let client = reqwest::Client::new();
+        let r = client
+            .put(url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(doc.to_string())
+            .send()
+            .await
+            .expect("put");
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "{status}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        for _ in 0..100 {
+            if self.emu.operations_in_progress() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("operation never finished");
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -1,7 +1,5 @@
 //! Takeovers that succeed: the two-step and atomic moves, routes, idempotence, observation.
 
-use std::time::Duration;
-
 use cloudha_azure_emulator::{nic_settings_apart_from, MoveIpMode};
 use cloudha_provider_core::{Holder, ProgressEvent, Provider, TakeoverRequest};
 
@@ -222,7 +220,7 @@ async fn the_address_on_no_nic_is_placed_from_the_configured_template() {
         .as_array_mut()
         .expect("list");
     list.retain(|c| c["properties"]["privateIPAddress"] != FLOATING);
-    put_nic(&cloud, "nic-appliance-b", &doc).await;
+    cloud.put_nic("nic-appliance-b", &doc).await;
     assert_eq!(cloud.holder_of_floating(), None);
     let observed = a.observe().await.expect("observe");
     assert_eq!(observed.resources[0].holder, Holder::Nobody);
@@ -237,33 +235,6 @@ async fn the_address_on_no_nic_is_placed_from_the_configured_template() {
         nic_a.to_string().contains("pip-floating"),
         "public IP re-attached"
     );
-}
-
-/// PUT a NIC document straight to the emulator (what an operator's `az` call would do) and wait.
-async fn put_nic(cloud: &Cloud, name: &str, doc: &serde_json::Value) {
-    let token = cloud.emu.issue_token("vm-appliance-a").expect("token");
-    let url = format!(
-        "{}{}?api-version=2024-05-01",
-        cloud.url(),
-        cloud.emu.nic_id(name)
-    );
-    let client = reqwest::Client::new();
-    let r = client
-        .put(url)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(doc.to_string())
-        .send()
-        .await
-        .expect("put");
-    assert!(r.status().is_success(), "{}", r.status());
-    for _ in 0..100 {
-        if cloud.emu.operations_in_progress() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("operation never finished");
 }
 
 use cloudha_provider_core::ProgressReporter;
