@@ -351,6 +351,8 @@ pub struct Fsm {
     /// When a reconcile first saw the peer, heard and not active, holding a floating IP or a
     /// route (see `on_observed`).
     peer_hold_seen_at: Option<Millis>,
+    /// The previous reconcile found drift the unheard peer did not hold (see `on_observed`).
+    unheard_drift_seen: bool,
 }
 
 /// Whether a keepalive echoing `echo_us` (see `Event::Keepalive`) was sent after `at`: the
@@ -385,6 +387,7 @@ impl Fsm {
             fenced_at: None,
             damping: None,
             peer_hold_seen_at: None,
+            unheard_drift_seen: false,
         }
     }
 
@@ -709,7 +712,11 @@ impl Fsm {
     /// takeover and the route moved three times in one partition (fault campaign, Azure seed
     /// 81). One reconcile interval later the peer is either heard (it is active: the epoch rule;
     /// still standby: a leftover, repaired) or not (fenced).
+    ///
+    /// Drift the unheard peer does not hold is repaired on the second read in a row that
+    /// finds it (see below).
     fn on_observed(&mut self, drift: bool, peer_holds: bool, now: Millis, out: &mut Vec<Action>) {
+        let unheard_drift_seen = std::mem::take(&mut self.unheard_drift_seen);
         if !peer_holds {
             self.fenced_at = None;
         }
@@ -753,6 +760,13 @@ impl Fsm {
                     }
                 }
             }
+            // Drift the unheard peer does not hold: an address on no NIC (Azure: the peer's
+            // removal landed, its add not yet) or on both ENIs (AWS: reassigned, not yet
+            // unassigned). The peer may be half way through a takeover across a partition, and
+            // repairing now takes the address from under it: two moves in one partition (fault
+            // campaign, Azure seeds 228 and 416, AWS seed 230). The next read shows the peer
+            // holding it (fenced) or still nobody (repaired then, one reconcile later).
+            None if !unheard_drift_seen => self.unheard_drift_seen = true,
             _ => self.repair(now, out),
         }
     }
