@@ -76,19 +76,13 @@ pub fn nft_script(ns: &str, script: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Removes the node's loss rules (if any).
+/// Removes the node's loss rules (if any): one nft transaction, valid whether or not the
+/// table exists (the leading `table` line creates it empty first).
 pub fn clear_impairment(topo: &Topology, node: Node) -> io::Result<()> {
-    let listed = topo.exec(node, &["nft", "list", "table", "inet", TABLE])?;
-    if listed.status.success() {
-        let out = topo.exec(node, &["nft", "delete", "table", "inet", TABLE])?;
-        if !out.status.success() {
-            return Err(io::Error::other(format!(
-                "nft delete table failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-    }
-    Ok(())
+    nft_script(
+        topo.ns(node),
+        &format!("table inet {TABLE}\ndelete table inet {TABLE}\n"),
+    )
 }
 
 /// The emulator faults for one scheduled cloud fault. Faults on NIC writes also hit the
