@@ -315,6 +315,17 @@ pub trait Provider: Send + Sync + 'static {
     /// A cheap check that the provider can work (credentials, interface present).
     async fn health(&self) -> Result<(), ProviderError>;
 
+    /// Prove, changing nothing in the cloud, that a failover in *either* direction would succeed
+    /// now: every write permission it needs (on both nodes' NICs or ENIs and every linked
+    /// resource), and that the configured NICs or ENIs exist, are different, fit the floating
+    /// IPs' subnet and that one of them holds each floating IP. The daemon calls it at start and
+    /// every few minutes and shows the result as the `failover_proven` indicator: HA is Ready only
+    /// while no returned check failed. Each failing [`Check`] names the setting or the action and
+    /// the fix in one line. Providers with nothing to prove return an empty list.
+    async fn prove_failover(&self) -> Vec<Check> {
+        Vec::new()
+    }
+
     /// Maintenance the platform has scheduled for this VM (empty when none or unsupported).
     ///
     /// Cheap enough to call every few seconds. A metadata service that is slow or unreachable
