@@ -77,6 +77,7 @@ async fn provider_checks(config: &Config) -> Vec<Check> {
                 elastic_ips: config.aws_elastic_ips(),
                 routes: config.route_specs(),
                 credentials: None,
+                metadata_disabled: cloudha_provider_aws::metadata_disabled_by_env(),
             };
             cloudha_provider_aws::selftest::run(&input).await
         }

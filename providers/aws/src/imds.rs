@@ -45,7 +45,7 @@ async fn get(client: &Client, path: &str) -> Result<String, ProviderError> {
             operation: format!("imds {path}"),
             message: format!(
                 "IMDS did not answer: {}; outside EC2, set provider.aws.region and provider.aws.own_eni",
-                aws_sdk_ec2::error::DisplayErrorContext(&e)
+                crate::simulation::one_line(&aws_sdk_ec2::error::DisplayErrorContext(&e).to_string())
             ),
             retry_after: None,
         }),

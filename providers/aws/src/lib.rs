@@ -46,8 +46,10 @@ mod imds;
 mod maintenance;
 mod observe;
 pub mod permissions;
+pub mod probes;
 mod routes;
 pub mod selftest;
+pub mod simulation;
 mod takeover;
 
 pub use aws_sdk_ec2::config::Credentials;
@@ -55,6 +57,40 @@ pub use call::RetryPolicy;
 pub use config::{validate, AwsConfig, ElasticIp};
 
 use call::{Budget, Calls};
+
+/// One line (at most 200 characters) for an SDK error: EC2's code and message for a refusal,
+/// the innermost cause for a transport failure (not the SDK's multi-line debug dump).
+pub fn short_error<E, R>(e: &aws_sdk_ec2::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+    let text = match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => {
+            let mut cause: &dyn std::error::Error = e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            let kind = match e {
+                SdkError::DispatchFailure(_) => "no connection",
+                SdkError::TimeoutError(_) => "timed out",
+                SdkError::ResponseError(_) => "unreadable answer",
+                _ => "failed",
+            };
+            format!("{kind}: {cause}")
+        }
+    };
+    simulation::one_line(&text)
+}
+
+/// Whether `AWS_EC2_METADATA_DISABLED` turns the instance metadata service off (as the SDK
+/// reads it: `true`, any case).
+pub fn metadata_disabled_by_env() -> bool {
+    std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 use error::{classify, Failure};
 use takeover::Pair;
 
@@ -135,9 +171,18 @@ impl AwsProvider {
         let budget = Budget::new(DISCOVERY_DEADLINE);
         let imds = imds::client(config.imds_endpoint.as_deref())?;
         let needs_imds = config.region.is_none() || config.own_eni.is_none();
+        let metadata_disabled = metadata_disabled_by_env();
+        if needs_imds && metadata_disabled {
+            return Err(ProviderError::Permanent {
+                operation: "imds".to_string(),
+                message: "AWS_EC2_METADATA_DISABLED is true, and the config leaves the region or own ENI to IMDS".to_string(),
+                fix: "set provider.aws.region and provider.aws.own_eni, or unset AWS_EC2_METADATA_DISABLED".to_string(),
+            });
+        }
         let watch_maintenance = watches_maintenance(
             &config,
             std::env::var_os("AWS_EC2_METADATA_SERVICE_ENDPOINT").is_some(),
+            metadata_disabled,
         );
         if !watch_maintenance {
             tracing::info!("scheduled maintenance is not watched: region and own_eni are configured and no imds_endpoint; set provider.aws.imds_endpoint = \"http://169.254.169.254\" on EC2 to watch it");
@@ -322,7 +367,17 @@ impl AwsProvider {
 /// it serves discovery (region or own ENI left out), or the operator pointed at it
 /// (`imds_endpoint`, or `AWS_EC2_METADATA_SERVICE_ENDPOINT`). Outside EC2 (moto, a lab) the
 /// link-local address is left alone.
-fn watches_maintenance(config: &AwsConfig, endpoint_in_environment: bool) -> bool {
+fn watches_maintenance(
+    config: &AwsConfig,
+    endpoint_in_environment: bool,
+    metadata_disabled: bool,
+) -> bool {
+    !metadata_disabled && uses_imds(config, endpoint_in_environment)
+}
+
+/// Whether this configuration reads IMDS at all (to discover what it leaves out, or because it
+/// names an IMDS endpoint).
+pub fn uses_imds(config: &AwsConfig, endpoint_in_environment: bool) -> bool {
     config.region.is_none()
         || config.own_eni.is_none()
         || config.imds_endpoint.is_some()
@@ -495,17 +550,25 @@ mod tests {
             peer_eni: "eni-0b".into(),
             ..AwsConfig::default()
         };
-        assert!(!watches_maintenance(&named, false), "moto, a lab: no IMDS");
-        assert!(watches_maintenance(&named, true));
+        assert!(
+            !watches_maintenance(&named, false, false),
+            "moto, a lab: no IMDS"
+        );
+        assert!(watches_maintenance(&named, true, false));
+        assert!(
+            !watches_maintenance(&named, true, true),
+            "AWS_EC2_METADATA_DISABLED wins over an endpoint"
+        );
         let pointed = AwsConfig {
             imds_endpoint: Some("http://169.254.169.254".into()),
             ..named.clone()
         };
-        assert!(watches_maintenance(&pointed, false));
+        assert!(watches_maintenance(&pointed, false, false));
+        assert!(!watches_maintenance(&pointed, false, true));
         let discovered = AwsConfig {
             own_eni: None,
             ..named
         };
-        assert!(watches_maintenance(&discovered, false));
+        assert!(watches_maintenance(&discovered, false, false));
     }
 }

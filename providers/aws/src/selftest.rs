@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_sdk_ec2::config::ProvideCredentials;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -21,10 +21,11 @@ use cloudha_provider_core::{Check, FloatingIp, RouteSpec};
 
 use crate::config::{parse_ipv4_cidr, AwsConfig, ElasticIp};
 use crate::permissions::{Proof, RequiredAction, FAILOVER_ACTIONS, SELFTEST_SIMULATE_ACTION};
-use crate::{imds, AwsProvider, Credentials, CHECK_DEADLINE};
+use crate::probes::{self, DryRunResult, Snapshot};
+use crate::simulation::{self, ArnScope};
+use crate::{imds, short_error, uses_imds, AwsProvider, Credentials, CHECK_DEADLINE};
 
-/// The IAM Query API's global endpoint.
-pub const DEFAULT_IAM_ENDPOINT: &str = "https://iam.amazonaws.com";
+pub use crate::simulation::{iam_query, DEFAULT_IAM_ENDPOINT};
 
 const ROLE_FIX: &str = "attach an instance profile to this instance whose IAM role has the cloudha policy (deploy/aws), and check in IAM that the role's policies allow the failover's actions";
 
@@ -36,6 +37,9 @@ pub struct Input {
     pub routes: Vec<RouteSpec>,
     /// Sign with these instead of the SDK's default chain (tests, tools).
     pub credentials: Option<Credentials>,
+    /// `AWS_EC2_METADATA_DISABLED` is true: no request to IMDS at all (see
+    /// [`crate::metadata_disabled_by_env`]).
+    pub metadata_disabled: bool,
 }
 
 /// What IMDS says about the instance role.
@@ -48,7 +52,36 @@ pub struct Role {
 /// Run every AWS check. Never changes anything in the cloud.
 pub async fn run(input: &Input) -> Vec<Check> {
     let mut out = Vec::new();
-    let role = check_imds(&input.config, &mut out).await;
+    let imds_in_use = !input.metadata_disabled
+        && uses_imds(
+            &input.config,
+            std::env::var_os("AWS_EC2_METADATA_SERVICE_ENDPOINT").is_some(),
+        );
+    let role = if imds_in_use {
+        check_imds(&input.config, &mut out).await
+    } else if input.metadata_disabled
+        && (input.config.region.is_none() || input.config.own_eni.is_none())
+    {
+        out.push(Check::fail(
+            "metadata_service",
+            "AWS_EC2_METADATA_DISABLED is true and the config leaves the region or own ENI to IMDS",
+            "set provider.aws.region and provider.aws.own_eni, or unset AWS_EC2_METADATA_DISABLED",
+        ));
+        out.push(skipped("the region and own ENI"));
+        return out;
+    } else {
+        let why = if input.metadata_disabled {
+            "AWS_EC2_METADATA_DISABLED is true"
+        } else {
+            "the config names the region and own ENI and no imds_endpoint"
+        };
+        out.push(Check::warn(
+            "metadata_service",
+            format!("not contacted ({why}): the principal comes from STS; unproven: that own_eni {} is attached to this instance, and scheduled maintenance", input.config.own_eni.as_deref().unwrap_or_default()),
+            "run the self-test on the instance with IMDSv2 reachable (provider.aws.imds_endpoint) to prove them",
+        ));
+        None
+    };
     let provider = match AwsProvider::build(
         input.config.clone(),
         input.floating_ips.clone(),
@@ -98,7 +131,10 @@ pub async fn run(input: &Input) -> Vec<Check> {
         Ok(Err(e)) => {
             out.push(Check::fail(
                 "identity",
-                format!("no AWS credentials: {}", DisplayErrorContext(&e)),
+                format!(
+                    "no AWS credentials: {}",
+                    simulation::one_line(&DisplayErrorContext(&e).to_string())
+                ),
                 ROLE_FIX,
             ));
             out.push(skipped("credentials"));
@@ -115,6 +151,10 @@ pub async fn run(input: &Input) -> Vec<Check> {
         }
     };
     let id = &provider.identity;
+    let principal = match &role {
+        Some(r) => Some(r.arn.clone()),
+        None => principal_from_sts(input, &id.region, &credentials, &mut out).await,
+    };
     let endpoint = ec2_endpoint(&input.config, &id.region);
     if !check_api(&provider, &endpoint, &mut out).await {
         out.push(skipped("the EC2 API"));
@@ -138,7 +178,14 @@ pub async fn run(input: &Input) -> Vec<Check> {
     .await;
     let tables = read_tables(&provider, &input.routes, &mut out).await;
     let eips = read_eips(&provider, &input.elastic_ips, &mut out).await;
-    check_writes(&provider, input, role.as_ref(), &credentials, &mut out).await;
+    check_writes(
+        &provider,
+        input,
+        principal.as_deref(),
+        &credentials,
+        &mut out,
+    )
+    .await;
     if let (Some(own), Some(peer)) = (&own, &peer) {
         check_enis(&provider, input, own, peer, &mut out).await;
         check_holders(input, own, peer, &eips, &tables, &mut out);
@@ -146,6 +193,51 @@ pub async fn run(input: &Input) -> Vec<Check> {
         out.push(skipped("both ENIs"));
     }
     out
+}
+
+/// The principal to simulate, from `sts:GetCallerIdentity` (when IMDS is not used).
+async fn principal_from_sts(
+    input: &Input,
+    region: &str,
+    credentials: &Credentials,
+    out: &mut Vec<Check>,
+) -> Option<String> {
+    let endpoint = sts_endpoint(&input.config, region);
+    match simulation::caller_arn(&endpoint, region, credentials).await {
+        Ok(arn) => match simulation::principal_for_simulation(&arn) {
+            Some(p) => {
+                out.push(Check::pass(
+                    "identity_arn",
+                    format!("STS names the caller {arn}"),
+                ));
+                Some(p)
+            }
+            None => {
+                out.push(Check::warn(
+                    "identity_arn",
+                    format!("STS names the caller {arn}, which is neither a role nor a user"),
+                    "run the self-test with the instance role's credentials",
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            out.push(Check::warn(
+                "identity_arn",
+                format!("sts:GetCallerIdentity at {endpoint} failed: {e}"),
+                "allow outbound HTTPS to STS, or set provider.aws.iam_endpoint (it serves STS too)",
+            ));
+            None
+        }
+    }
+}
+
+fn sts_endpoint(config: &AwsConfig, region: &str) -> String {
+    std::env::var("AWS_ENDPOINT_URL_STS")
+        .ok()
+        .or_else(|| config.iam_endpoint.clone())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"))
 }
 
 fn skipped(what: &str) -> Check {
@@ -245,7 +337,7 @@ async fn role_of(client: &aws_config::imds::Client) -> Result<Role, String> {
             .get(path)
             .await
             .map(|v| v.as_ref().trim().to_string())
-            .map_err(|e| format!("{path}: {}", DisplayErrorContext(&e)))
+            .map_err(|e| simulation::one_line(&format!("{path}: {}", DisplayErrorContext(&e))))
     };
     let name = get("/latest/meta-data/iam/security-credentials/")
         .await?
@@ -304,7 +396,7 @@ async fn check_api(provider: &AwsProvider, endpoint: &str, out: &mut Vec<Check>)
             false
         }
         Ok(Err(e @ (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)))) => {
-            out.push(Check::fail("cloud_api", format!("{endpoint} not reachable{via}: {}", DisplayErrorContext(&e)), "allow outbound HTTPS to the EC2 endpoint (security group, NACL, NAT or VPC endpoint), or set HTTPS_PROXY (NO_PROXY for 169.254.169.254)"));
+            out.push(Check::fail("cloud_api", format!("{endpoint} not reachable{via}: {}", short_error(&e)), "allow outbound HTTPS to the EC2 endpoint (security group, NACL, NAT or VPC endpoint), or set HTTPS_PROXY (NO_PROXY for 169.254.169.254)"));
             false
         }
         // Any answer from EC2, even a refusal, proves resolution, connection and TLS.
@@ -368,7 +460,7 @@ async fn read_eni(
                     name,
                     format!(
                         "ec2:DescribeNetworkInterfaces on {what} {id}: {}",
-                        DisplayErrorContext(&e)
+                        short_error(&e)
                     ),
                     refusal_fix(&e, "ec2:DescribeNetworkInterfaces", what, id),
                 )
@@ -429,10 +521,7 @@ async fn read_tables(provider: &AwsProvider, routes: &[RouteSpec], out: &mut Vec
             Ok(Err(e)) => out.push(
                 Check::fail(
                     "read_route_table",
-                    format!(
-                        "ec2:DescribeRouteTables on {id}: {}",
-                        DisplayErrorContext(&e)
-                    ),
+                    format!("ec2:DescribeRouteTables on {id}: {}", short_error(&e)),
                     refusal_fix(&e, "ec2:DescribeRouteTables", "route table", id),
                 )
                 .proved_by("call"),
@@ -482,7 +571,7 @@ async fn read_eips(
             Ok(Err(e)) => out.push(
                 Check::fail(
                     "read_elastic_ip",
-                    format!("ec2:DescribeAddresses on {id}: {}", DisplayErrorContext(&e)),
+                    format!("ec2:DescribeAddresses on {id}: {}", short_error(&e)),
                     refusal_fix(&e, "ec2:DescribeAddresses", "Elastic IP", id),
                 )
                 .proved_by("call"),
@@ -511,189 +600,172 @@ fn applies(action: &RequiredAction, input: &Input) -> bool {
 async fn check_writes(
     provider: &AwsProvider,
     input: &Input,
-    role: Option<&Role>,
+    principal: Option<&str>,
     credentials: &Credentials,
     out: &mut Vec<Check>,
 ) {
-    let mut simulate = Vec::new();
+    let tables: BTreeSet<String> = input.routes.iter().map(|r| r.table.clone()).collect();
+    let before = match Snapshot::read(provider, &tables, &input.elastic_ips).await {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(Check::warn(
+                "permission",
+                format!(
+                    "no write probe sent: the state they must leave unchanged cannot be read ({e})"
+                ),
+                "fix the read failures above and run the self-test again",
+            ));
+            return;
+        }
+    };
+    let id = &provider.identity;
+    let mut simulate: Vec<(&RequiredAction, String, String)> = Vec::new();
+    let scope = principal.and_then(|p| ArnScope::of(p, &id.region));
+    let arn = |kind: &str, resource: &str| {
+        scope
+            .as_ref()
+            .map(|s| s.ec2(kind, resource))
+            .unwrap_or_else(|| format!("{kind}/{resource}"))
+    };
     for action in FAILOVER_ACTIONS.iter().filter(|a| applies(a, input)) {
         match action.proof {
             // Proved by the reads above.
             Proof::Call => {}
             Proof::DryRun => {
-                for result in dry_run(provider, input, action.action).await {
+                let (results, unsent) = probes::dry_run(
+                    provider,
+                    action.action,
+                    &input.routes,
+                    &input.elastic_ips,
+                    &before,
+                )
+                .await;
+                for result in results {
                     out.push(dry_run_check(action, result));
                 }
+                for u in unsent {
+                    for (kind, resource) in &u.resources {
+                        simulate.push((
+                            action,
+                            arn(kind, resource),
+                            format!("{} (no DryRun sent: {})", u.subject, u.why),
+                        ));
+                    }
+                }
             }
-            Proof::Simulation => simulate.push(action),
+            // A failover in either direction: onto and off both ENIs.
+            Proof::Simulation => {
+                for eni in [&id.own_eni, &id.peer_eni] {
+                    simulate.push((action, arn("network-interface", eni), format!("ENI {eni}")));
+                }
+            }
         }
     }
-    if simulate.is_empty() {
-        return;
+    if !simulate.is_empty() {
+        simulate_checks(
+            input,
+            principal,
+            scope.is_some(),
+            credentials,
+            &simulate,
+            out,
+        )
+        .await;
     }
-    let Some(role) = role else {
-        for a in &simulate {
+    out.push(probes::verify_unchanged(provider, &tables, &input.elastic_ips, &before).await);
+}
+
+/// Policy simulation of `requests` (action, resource ARN, what it is) for `principal`.
+async fn simulate_checks(
+    input: &Input,
+    principal: Option<&str>,
+    scoped: bool,
+    credentials: &Credentials,
+    requests: &[(&RequiredAction, String, String)],
+    out: &mut Vec<Check>,
+) {
+    let not_proved = |why: String, fix: String, out: &mut Vec<Check>| {
+        for (a, _, subject) in requests {
             out.push(
                 Check::warn(
                     "permission",
-                    format!(
-                        "{} not proved: the instance role's ARN is unknown (IMDS)",
-                        a.action
-                    ),
-                    "make IMDSv2 reachable so the role can be simulated",
+                    format!("{} on {subject} not proved: {why}", a.action),
+                    fix.clone(),
                 )
                 .proved_by("policy simulation"),
             );
         }
+    };
+    let (Some(principal), true) = (principal, scoped) else {
+        not_proved(
+            "the principal's ARN is unknown (neither IMDS nor STS named it)".into(),
+            "make IMDSv2 or STS reachable so the role can be simulated".into(),
+            out,
+        );
         return;
     };
     let endpoint = iam_endpoint(&input.config);
-    let names: Vec<&str> = simulate.iter().map(|a| a.action).collect();
-    match simulate_principal_policy(&endpoint, credentials, &role.arn, &names).await {
-        Ok(decisions) => {
-            for a in simulate {
-                let decision = decisions
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(a.action))
-                    .map(|(_, d)| d.as_str());
-                match decision {
-                    Some("allowed") => out.push(
-                        Check::pass(
-                            "permission",
-                            format!("{} allowed for role {} ({})", a.action, role.name, a.why),
-                        )
-                        .proved_by("policy simulation"),
-                    ),
-                    Some(d) => out.push(
-                        Check::fail(
-                            "permission",
-                            format!(
-                                "{} is {d} for role {} (needed to {})",
-                                a.action, role.arn, a.why
-                            ),
-                            format!(
-                                "add {} to the role's policy (deploy/aws){}",
-                                a.action,
-                                if d == "explicitDeny" {
-                                    " and remove the Deny that matches it"
-                                } else {
-                                    ""
-                                }
-                            ),
-                        )
-                        .proved_by("policy simulation"),
-                    ),
-                    None => out.push(
-                        Check::warn(
-                            "permission",
-                            format!("{} not in the simulation's answer", a.action),
-                            "run the self-test again; report it if it persists",
-                        )
-                        .proved_by("policy simulation"),
-                    ),
-                }
-            }
-        }
+    let region = &input.config.region.clone().unwrap_or_default();
+    let asked: Vec<simulation::Request> = requests
+        .iter()
+        .map(|(a, resource, _)| simulation::Request {
+            action: a.action.to_string(),
+            resource: resource.clone(),
+        })
+        .collect();
+    let decisions = match simulation::simulate(&endpoint, credentials, principal, region, &asked)
+        .await
+    {
+        Ok(d) => d,
         Err(e) => {
-            for a in simulate {
-                out.push(
-                    Check::warn(
-                        "permission",
-                        format!("{} not proved: {SELFTEST_SIMULATE_ACTION} on {} failed: {e}", a.action, role.arn),
-                        format!("allow {SELFTEST_SIMULATE_ACTION} on the role itself (the setup in deploy/aws grants it), or set provider.aws.iam_endpoint"),
-                    )
-                    .proved_by("policy simulation"),
-                );
-            }
+            not_proved(
+                format!("{SELFTEST_SIMULATE_ACTION} on {principal} failed: {e}"),
+                format!("allow {SELFTEST_SIMULATE_ACTION} on the role itself (the setup in deploy/aws grants it), or set provider.aws.iam_endpoint"),
+                out,
+            );
+            return;
         }
-    }
-}
-
-/// What one `DryRun` request answered: the subject it named, and EC2's error code and message.
-struct DryRunResult {
-    subject: String,
-    code: Option<String>,
-    message: String,
-}
-
-async fn dry_run(provider: &AwsProvider, input: &Input, action: &str) -> Vec<DryRunResult> {
-    let own = provider.identity.own_eni.as_str();
-    let c = &provider.client;
-    let mut results = Vec::new();
-    macro_rules! collect {
-        ($subject:expr, $call:expr) => {{
-            let subject: String = $subject;
-            let answer = tokio::time::timeout(CHECK_DEADLINE, $call).await;
-            let (code, message) = match answer {
-                Ok(Ok(_)) => (
-                    None,
-                    "the call succeeded although DryRun was set".to_string(),
+    };
+    for (a, resource, subject) in requests {
+        let decision = decisions
+            .iter()
+            .find(|d| {
+                d.action.eq_ignore_ascii_case(a.action)
+                    && (d.resource == *resource || d.resource == "*")
+            })
+            .map(|d| d.decision.as_str());
+        let check = match decision {
+            Some("allowed") => Check::pass(
+                "permission",
+                format!(
+                    "{} allowed on {subject} for {principal} ({})",
+                    a.action, a.why
                 ),
-                Ok(Err(e)) => (
-                    e.code().map(str::to_string),
-                    e.message()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| DisplayErrorContext(&e).to_string()),
+            ),
+            Some(d) => Check::fail(
+                "permission",
+                format!(
+                    "{} is {d} on {resource} for {principal} (needed to {})",
+                    a.action, a.why
                 ),
-                Err(_) => (
-                    Some("Timeout".to_string()),
-                    "no answer within 20 s".to_string(),
+                format!(
+                    "allow {} on {resource} in the role's policy (deploy/aws){}",
+                    a.action,
+                    if d == "explicitDeny" {
+                        " and remove the Deny that matches it"
+                    } else {
+                        ""
+                    }
                 ),
-            };
-            results.push(DryRunResult {
-                subject,
-                code,
-                message,
-            });
-        }};
+            ),
+            None => Check::warn(
+                "permission",
+                format!("{} on {resource} not in the simulation's answer", a.action),
+                "run the self-test again; report it if it persists",
+            ),
+        };
+        out.push(check.proved_by("policy simulation"));
     }
-    match action {
-        "ec2:AssociateAddress" => {
-            for eip in &input.elastic_ips {
-                collect!(
-                    format!(
-                        "Elastic IP {} to {own} at {}",
-                        eip.allocation_id, eip.private_ip
-                    ),
-                    c.associate_address()
-                        .dry_run(true)
-                        .allocation_id(&eip.allocation_id)
-                        .network_interface_id(own)
-                        .private_ip_address(eip.private_ip.to_string())
-                        .allow_reassociation(true)
-                        .send()
-                );
-            }
-        }
-        "ec2:ReplaceRoute" | "ec2:CreateRoute" => {
-            for r in &input.routes {
-                let subject = format!("{} {} -> {own}", r.table, r.prefix);
-                if action == "ec2:ReplaceRoute" {
-                    collect!(
-                        subject,
-                        c.replace_route()
-                            .dry_run(true)
-                            .route_table_id(&r.table)
-                            .destination_cidr_block(&r.prefix)
-                            .network_interface_id(own)
-                            .send()
-                    );
-                } else {
-                    collect!(
-                        subject,
-                        c.create_route()
-                            .dry_run(true)
-                            .route_table_id(&r.table)
-                            .destination_cidr_block(&r.prefix)
-                            .network_interface_id(own)
-                            .send()
-                    );
-                }
-            }
-        }
-        _ => {}
-    }
-    results
 }
 
 fn dry_run_check(action: &RequiredAction, r: DryRunResult) -> Check {
@@ -731,123 +803,6 @@ fn dry_run_check(action: &RequiredAction, r: DryRunResult) -> Check {
         )
         .proved_by("DryRun"),
     }
-}
-
-/// `iam:SimulatePrincipalPolicy` for `role_arn` and `actions`: each action's `EvalDecision`
-/// (`allowed`, `implicitDeny`, `explicitDeny`).
-pub async fn simulate_principal_policy(
-    endpoint: &str,
-    credentials: &Credentials,
-    role_arn: &str,
-    actions: &[&str],
-) -> Result<Vec<(String, String)>, String> {
-    let mut params = vec![
-        ("Action".to_string(), "SimulatePrincipalPolicy".to_string()),
-        ("Version".to_string(), "2010-05-08".to_string()),
-        ("PolicySourceArn".to_string(), role_arn.to_string()),
-    ];
-    for (i, a) in actions.iter().enumerate() {
-        params.push((format!("ActionNames.member.{}", i + 1), a.to_string()));
-    }
-    let (status, body) = iam_query(endpoint, credentials, &params).await?;
-    if status != 200 {
-        let code = xml_text(&body, "Code").unwrap_or("?");
-        let message = xml_text(&body, "Message").unwrap_or(body.as_str());
-        return Err(format!("HTTP {status} {code}: {message}"));
-    }
-    Ok(body
-        .split("<member>")
-        .filter_map(|m| {
-            Some((
-                xml_text(m, "EvalActionName")?.to_string(),
-                xml_text(m, "EvalDecision")?.to_string(),
-            ))
-        })
-        .collect())
-}
-
-/// The text of the first `<tag>` in `xml`.
-fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{tag}>"))? + start;
-    Some(&xml[start..end])
-}
-
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// One SigV4-signed IAM Query API request (POST, form-encoded); returns status and body.
-pub async fn iam_query(
-    endpoint: &str,
-    credentials: &Credentials,
-    params: &[(String, String)],
-) -> Result<(u16, String), String> {
-    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-    use aws_sigv4::sign::v4;
-
-    let url = format!("{}/", endpoint.trim_end_matches('/'));
-    let body = params
-        .iter()
-        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let host = url
-        .split_once("://")
-        .map(|(_, r)| r)
-        .unwrap_or(&url)
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-    let identity = credentials.clone().into();
-    let signing = v4::SigningParams::builder()
-        .identity(&identity)
-        // IAM is global; its SigV4 scope is us-east-1 (aws partition).
-        .region("us-east-1")
-        .name("iam")
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| format!("signing parameters: {e}"))?
-        .into();
-    let headers = [("content-type", content_type), ("host", host.as_str())];
-    let signable = SignableRequest::new(
-        "POST",
-        &url,
-        headers.into_iter(),
-        SignableBody::Bytes(body.as_bytes()),
-    )
-    .map_err(|e| format!("signing: {e}"))?;
-    let (instructions, _) = sign(signable, &signing)
-        .map_err(|e| format!("signing: {e}"))?
-        .into_parts();
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))?;
-    let mut request = client
-        .post(&url)
-        .header("content-type", content_type)
-        .body(body);
-    for (name, value) in instructions.headers() {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
-    let status = response.status().as_u16();
-    let text = response.text().await.map_err(|e| format!("{url}: {e}"))?;
-    Ok((status, text))
 }
 
 fn addresses_of(eni: &NetworkInterface) -> BTreeSet<Ipv4Addr> {
@@ -1083,30 +1038,5 @@ mod tests {
         assert!(address_problem("10.0.1.0/24", ip("10.0.2.10"))
             .expect("outside")
             .contains("outside"));
-    }
-
-    #[test]
-    fn simulation_answer_parsing_and_form_encoding() {
-        let xml = "<EvaluationResults><member><EvalActionName>ec2:A</EvalActionName><EvalDecision>allowed</EvalDecision></member><member><EvalActionName>ec2:B</EvalActionName><EvalDecision>implicitDeny</EvalDecision></member></EvaluationResults>";
-        let found: Vec<(String, String)> = xml
-            .split("<member>")
-            .filter_map(|m| {
-                Some((
-                    xml_text(m, "EvalActionName")?.to_string(),
-                    xml_text(m, "EvalDecision")?.to_string(),
-                ))
-            })
-            .collect();
-        assert_eq!(
-            found,
-            vec![
-                ("ec2:A".into(), "allowed".into()),
-                ("ec2:B".into(), "implicitDeny".into())
-            ]
-        );
-        assert_eq!(
-            form_encode("arn:aws:iam::1:role/x y"),
-            "arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fx%20y"
-        );
     }
 }

@@ -11,7 +11,8 @@ use cloudha_provider_aws::AwsConfig;
 use cloudha_provider_core::{Check, FloatingIp, Outcome};
 
 use crate::common::imds::FakeImds;
-use crate::common::world::{credentials, World, DEFAULT, FIP_1, REGION};
+use crate::common::moto;
+use crate::common::world::{credentials, World, DEFAULT, FIP_1, ONPREM, REGION};
 
 const ACCOUNT: &str = "123456789012";
 
@@ -60,7 +61,11 @@ fn policy(allow: &[&str], deny: &[&str]) -> String {
 impl Setup {
     /// The world with both ENIs' source/dest check off and a role allowing `allow` minus `deny`.
     async fn new(allow: &[&str], deny: &[&str]) -> Setup {
-        let world = World::new().await;
+        Setup::on(World::new().await, allow, deny).await
+    }
+
+    /// The same on a world of the caller's (e.g. on plain moto).
+    async fn on(world: World, allow: &[&str], deny: &[&str]) -> Setup {
         for eni in [&world.eni_a, &world.eni_b] {
             world
                 .ec2
@@ -126,6 +131,7 @@ impl Setup {
             elastic_ips: w.elastic_ips(),
             routes: w.routes(),
             credentials: Some(credentials()),
+            metadata_disabled: false,
         }
     }
 }
@@ -216,31 +222,123 @@ async fn a_role_missing_one_action_fails_the_simulation_naming_it() {
         .collect();
     let s = Setup::new(&allow, &[]).await;
     let checks = selftest::run(&s.input()).await;
-    let f = failure(
-        &checks,
-        "permission",
-        "ec2:UnassignPrivateIpAddresses is implicitDeny",
-    );
-    assert_eq!(f.method.as_deref(), Some("policy simulation"));
-    assert!(f.detail.contains(&s.role), "{f:?}");
-    assert!(
-        f.fix
-            .contains("add ec2:UnassignPrivateIpAddresses to the role's policy"),
-        "{f:?}"
-    );
-    assert_eq!(failures(&checks).len(), 1, "{checks:#?}");
+    // A failover in either direction: one failure for each ENI, naming its ARN.
+    let denied: Vec<&Check> = failures(&checks)
+        .into_iter()
+        .filter(|c| {
+            c.detail
+                .starts_with("ec2:UnassignPrivateIpAddresses is implicitDeny")
+        })
+        .collect();
+    assert_eq!(denied.len(), 2, "{checks:#?}");
+    for (f, eni) in denied.iter().zip([&s.world.eni_a, &s.world.eni_b]) {
+        assert_eq!(f.method.as_deref(), Some("policy simulation"));
+        assert!(f.detail.contains(&s.role), "{f:?}");
+        assert!(f.detail.contains(&eni_arn(eni)), "{f:?} should name {eni}");
+        assert!(
+            f.fix
+                .contains("allow ec2:UnassignPrivateIpAddresses on arn:aws:ec2:"),
+            "{f:?}"
+        );
+    }
+    assert_eq!(failures(&checks).len(), 2, "{checks:#?}");
 }
 
 #[tokio::test]
 async fn an_explicit_deny_beats_a_wildcard_allow() {
     let s = Setup::new(&["ec2:*"], &["ec2:AssignPrivateIpAddresses"]).await;
     let checks = selftest::run(&s.input()).await;
+    let denied: Vec<&Check> = failures(&checks)
+        .into_iter()
+        .filter(|c| {
+            c.detail
+                .starts_with("ec2:AssignPrivateIpAddresses is explicitDeny")
+        })
+        .collect();
+    assert_eq!(denied.len(), 2, "{checks:#?}");
+    assert!(denied[0].fix.contains("remove the Deny"), "{:?}", denied[0]);
+}
+
+fn eni_arn(eni: &str) -> String {
+    format!("arn:aws:ec2:{REGION}:{ACCOUNT}:network-interface/{eni}")
+}
+
+/// A policy granting each action on the listed resources only (Describe* on `*`, as the
+/// Describe calls support no resource-level permissions).
+fn narrowed_policy(grants: &[(&str, Vec<String>)]) -> String {
+    let mut statements = vec![
+        "{\"Effect\":\"Allow\",\"Action\":[\"ec2:DescribeNetworkInterfaces\",\"ec2:DescribeAddresses\",\"ec2:DescribeRouteTables\"],\"Resource\":\"*\"}".to_string(),
+    ];
+    for (action, resources) in grants {
+        let list = resources
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        statements.push(format!(
+            "{{\"Effect\":\"Allow\",\"Action\":\"{action}\",\"Resource\":[{list}]}}"
+        ));
+    }
+    format!(
+        "{{\"Version\":\"2012-10-17\",\"Statement\":[{}]}}",
+        statements.join(",")
+    )
+}
+
+#[tokio::test]
+async fn a_policy_narrowed_to_the_pairs_enis_passes_and_one_missing_eni_fails_naming_it() {
+    let s = Setup::new(&["ec2:DescribeNetworkInterfaces"], &[]).await;
+    let w = &s.world;
+    let both = vec![eni_arn(&w.eni_a), eni_arn(&w.eni_b)];
+    let put = |document: String| {
+        let role = s.role.clone();
+        let world = &s.world;
+        async move {
+            iam(
+                world,
+                &[
+                    ("Action", "PutRolePolicy"),
+                    ("Version", "2010-05-08"),
+                    ("RoleName", &role),
+                    ("PolicyName", "cloudha"),
+                    ("PolicyDocument", &document),
+                ],
+            )
+            .await;
+        }
+    };
+    put(narrowed_policy(&[
+        ("ec2:AssignPrivateIpAddresses", both.clone()),
+        ("ec2:UnassignPrivateIpAddresses", both.clone()),
+    ]))
+    .await;
+    let checks = selftest::run(&s.input()).await;
+    assert!(failures(&checks).is_empty(), "{checks:#?}");
+    for action in [
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    ] {
+        assert_eq!(
+            proved(&checks, action),
+            vec!["Pass policy simulation", "Pass policy simulation"],
+            "{checks:#?}"
+        );
+    }
+    // The same policy without the peer's ENI on AssignPrivateIpAddresses: the failover back to
+    // the peer would fail, and the check says on which resource.
+    put(narrowed_policy(&[
+        ("ec2:AssignPrivateIpAddresses", vec![eni_arn(&w.eni_a)]),
+        ("ec2:UnassignPrivateIpAddresses", both),
+    ]))
+    .await;
+    let checks = selftest::run(&s.input()).await;
     let f = failure(
         &checks,
         "permission",
-        "ec2:AssignPrivateIpAddresses is explicitDeny",
+        "ec2:AssignPrivateIpAddresses is implicitDeny",
     );
-    assert!(f.fix.contains("remove the Deny"), "{f:?}");
+    assert!(f.detail.contains(&eni_arn(&w.eni_b)), "{f:?}");
+    assert_eq!(failures(&checks).len(), 1, "{checks:#?}");
 }
 
 #[tokio::test]
@@ -418,4 +516,81 @@ async fn an_instance_without_a_role_is_told_to_attach_one() {
     let identity = failure(&checks, "identity", "no AWS credentials");
     assert!(identity.fix.contains("in IAM"), "{identity:?}");
     assert!(checks.iter().any(|c| c.name == "skipped"), "{checks:#?}");
+}
+
+/// Every route of the world's tables, the Elastic IP's ENI and both ENIs' addresses.
+async fn cloud_state(w: &World) -> String {
+    let mut state = Vec::new();
+    for (table, prefix) in [(&w.rt_1, DEFAULT), (&w.rt_1, ONPREM), (&w.rt_2, DEFAULT)] {
+        state.push(format!(
+            "{table} {prefix} -> {:?}",
+            w.route_target(table, prefix).await
+        ));
+    }
+    state.push(format!("eip -> {:?}", w.eip_eni().await));
+    for eni in [&w.eni_a, &w.eni_b] {
+        state.push(format!("{eni}: {:?}", w.addresses(eni).await));
+    }
+    state.join("\n")
+}
+
+#[tokio::test]
+async fn against_plain_moto_which_ignores_dry_run_the_selftest_changes_nothing() {
+    // Plain upstream moto applies CreateRoute/ReplaceRoute although DryRun is set: a probe
+    // naming this node's ENI would move the route. The probes name the current state instead.
+    let s = Setup::on(World::on(moto::plain()).await, &all_actions(), &[]).await;
+    let before = cloud_state(&s.world).await;
+    let checks = selftest::run(&s.input()).await;
+    assert_eq!(cloud_state(&s.world).await, before, "{checks:#?}");
+    let unchanged = checks
+        .iter()
+        .find(|c| c.name == "unchanged")
+        .expect("read-back check");
+    assert_eq!(unchanged.outcome, Outcome::Pass, "{unchanged:?}");
+    // The endpoint's answer is reported, so the operator knows DryRun proved nothing there.
+    let ignored = checks
+        .iter()
+        .filter(|c| {
+            c.detail.starts_with("ec2:ReplaceRoute") && c.detail.contains("although DryRun was set")
+        })
+        .count();
+    assert_eq!(ignored, 3, "{checks:#?}");
+    // Every message is one line.
+    assert!(
+        checks
+            .iter()
+            .all(|c| !c.detail.contains('\n') && !c.fix.contains('\n')),
+        "{checks:#?}"
+    );
+}
+
+#[tokio::test]
+async fn with_metadata_disabled_no_request_reaches_imds_and_the_unproven_checks_are_named() {
+    let s = Setup::new(&all_actions(), &[]).await;
+    let mut input = s.input();
+    input.metadata_disabled = true;
+    let checks = selftest::run(&input).await;
+    let seen = s.imds.seen();
+    assert_eq!(
+        (seen.tokens, seen.paths.len(), seen.refused),
+        (0, 0, 0),
+        "IMDS was contacted: {seen:?}"
+    );
+    let meta = checks
+        .iter()
+        .find(|c| c.name == "metadata_service")
+        .expect("metadata check");
+    assert_eq!(meta.outcome, Outcome::Warn, "{meta:?}");
+    assert!(
+        meta.detail.contains("AWS_EC2_METADATA_DISABLED"),
+        "{meta:?}"
+    );
+    assert!(meta.detail.contains("unproven"), "{meta:?}");
+    assert!(failures(&checks).is_empty(), "{checks:#?}");
+    // Without the region or own ENI, the self-test says which settings to add.
+    input.config.own_eni = None;
+    let checks = selftest::run(&input).await;
+    let f = failure(&checks, "metadata_service", "AWS_EC2_METADATA_DISABLED");
+    assert!(f.fix.contains("provider.aws.own_eni"), "{f:?}");
+    assert_eq!(s.imds.seen().paths.len(), 0);
 }

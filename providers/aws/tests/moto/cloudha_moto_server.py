@@ -13,7 +13,9 @@
 3. DryRun answers from the caller's IAM policies, as EC2 does: moto always answers
    DryRunOperation. Here a DryRun request signed with an access key moto's IAM knows (an IAM
    user's key, or an assumed role's) is evaluated against that principal's policies with moto's
-   own engine and refused with UnauthorizedOperation when not allowed. Keys moto's IAM does not
+   own engine, for the ARN of every resource the request names (route table, ENI, Elastic IP,
+   instance: EC2 authorizes each), and refused with UnauthorizedOperation when one is not
+   allowed. Keys moto's IAM does not
    know (the tests' usual "testing") are not enforced, which is moto's default for every call.
 
 Run it like moto_server: python cloudha_moto_server.py -H 127.0.0.1 -p PORT
@@ -57,19 +59,41 @@ class _DryRunAuthorization(IAMRequest):
         raise _Denied()
 
 
+# Request parameters naming a resource, and the resource type of its ARN, as in the Service
+# Authorization Reference for Amazon EC2 (ReplaceRoute/CreateRoute: route-table;
+# AssociateAddress: elastic-ip, network-interface, instance; ModifyNetworkInterfaceAttribute:
+# network-interface). EC2 authorizes a request against every resource it acts on.
+_RESOURCE_PARAMS = [
+    ("RouteTableId", "route-table"),
+    ("NetworkInterfaceId", "network-interface"),
+    ("AllocationId", "elastic-ip"),
+    ("InstanceId", "instance"),
+]
+
+
+def _resource_arns(self):
+    arns = []
+    for param, kind in _RESOURCE_PARAMS:
+        value = self._get_param(param)
+        if value:
+            arns.append(f"arn:aws:ec2:{self.region}:{self.current_account}:{kind}/{value}")
+    return arns or ["*"]
+
+
 def _error_on_dryrun(self):
     if not self._get_param("DryRun", False):
         return
     try:
-        _DryRunAuthorization(
-            account_id=self.current_account,
-            method=self.method,
-            path=self.raw_path,
-            data=self.data,
-            body=self.raw_body,
-            headers=self.headers,
-            action=self._get_action(),
-        ).check_action_permitted("*")
+        for arn in _resource_arns(self):
+            _DryRunAuthorization(
+                account_id=self.current_account,
+                method=self.method,
+                path=self.raw_path,
+                data=self.data,
+                body=self.raw_body,
+                headers=self.headers,
+                action=self._get_action(),
+            ).check_action_permitted(arn)
     except _UnknownKey:
         pass
     except _Denied:

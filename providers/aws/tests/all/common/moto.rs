@@ -42,9 +42,17 @@ pub fn shared() -> Arc<MotoServer> {
     if let Some(server) = slot.upgrade() {
         return server;
     }
-    let server = Arc::new(MotoServer::start());
+    let server = Arc::new(MotoServer::start(false));
     *slot = Arc::downgrade(&server);
     server
+}
+
+/// A plain upstream moto server of its own, without the additions of
+/// `tests/moto/cloudha_moto_server.py`: it ignores `DryRun` on `CreateRoute`/`ReplaceRoute` and
+/// has no `SimulatePrincipalPolicy`, as an EC2-compatible endpoint or a proxy may. The judge of
+/// "the self-test changes nothing even where DryRun is ignored".
+pub fn plain() -> Arc<MotoServer> {
+    Arc::new(MotoServer::start(true))
 }
 
 impl MotoServer {
@@ -53,19 +61,24 @@ impl MotoServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn start() -> Self {
-        let program = python_next_to(&moto_program());
+    fn start(plain: bool) -> Self {
+        let moto = moto_program();
         // This harness is compiled into the AWS provider's tests and the workspace's end-to-end
         // tests: the script is next to the provider's manifest in both cases.
-        let script = ["", "providers/aws"]
-            .iter()
-            .map(|dir| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join(dir)
-                    .join("tests/moto/cloudha_moto_server.py")
-            })
-            .find(|p| p.is_file())
-            .expect("tests/moto/cloudha_moto_server.py of the AWS provider");
+        let (program, script) = if plain {
+            (moto, None)
+        } else {
+            let script = ["", "providers/aws"]
+                .iter()
+                .map(|dir| {
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join(dir)
+                        .join("tests/moto/cloudha_moto_server.py")
+                })
+                .find(|p| p.is_file())
+                .expect("tests/moto/cloudha_moto_server.py of the AWS provider");
+            (python_next_to(&moto), Some(script))
+        };
         let mut last_error = String::new();
         // A port found free can be taken before moto binds it; a fresh one then will do.
         for _ in 0..3 {
@@ -77,7 +90,7 @@ impl MotoServer {
                 .arg(WATCHDOG)
                 .arg("moto-watchdog")
                 .arg(&program)
-                .arg(&script)
+                .args(&script)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(out.try_clone().expect("clone the moto log"))

@@ -64,7 +64,11 @@ pub struct World {
 impl World {
     /// Build the setup with node b holding everything.
     pub async fn new() -> World {
-        let moto = moto::shared();
+        World::on(moto::shared()).await
+    }
+
+    /// The same setup on `moto` (e.g. [`moto::plain`]).
+    pub async fn on(moto: Arc<MotoServer>) -> World {
         let ec2 = client(&moto.url());
         let vpc = ec2
             .create_vpc()
