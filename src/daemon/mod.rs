@@ -10,7 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cloudha_provider_core::{Holder, Observation, ProgressEvent, Provider, ProviderError};
+use cloudha_provider_core::{
+    Check, Holder, Observation, Outcome, ProgressEvent, Provider, ProviderError,
+};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -42,6 +44,11 @@ struct ObserveResult {
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// How often the provider's health is checked.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a failover is proven possible (permissions, NIC settings): a few minutes keeps
+/// the cloud calls it costs far below every throttling limit.
+const PROOF_INTERVAL: Duration = Duration::from_secs(300);
+/// Longest a proof may take.
+const PROOF_TIMEOUT: Duration = Duration::from_secs(90);
 /// How many recent events `status` shows.
 const RECENT_EVENTS: usize = 20;
 /// Longest wait between two loop turns (refreshes elapsed times in status).
@@ -197,6 +204,9 @@ pub async fn run(
 
     let (observe_tx, mut observe_rx) = mpsc::unbounded_channel::<ObserveResult>();
 
+    let (proof_tx, mut proof_rx) = mpsc::unbounded_channel();
+    tokio::spawn(watch_failover_proof(provider.clone(), proof_tx));
+
     let (status_tx, status_rx) = watch::channel(StatusSnapshot::default());
     let (command_tx, mut command_rx) = mpsc::channel::<CommandRequest>(16);
     tokio::spawn(control::serve(listener, status_rx.clone(), command_tx));
@@ -235,6 +245,7 @@ pub async fn run(
 
     let mut daemon = Daemon {
         config,
+        proof: None,
         fsm,
         start,
         provider_kind: provider.kind(),
@@ -290,10 +301,19 @@ pub async fn run(
             Some(event) = worker_rx.recv() => daemon.on_worker(event),
             Some((healthy, reason)) = health_rx.recv() => Some(Event::Health { healthy, reason }),
             Some((command, reply)) = command_rx.recv() => {
-                daemon.pending_command = Some(reply);
-                Some(Event::Operator(command))
+                if let Some(message) = daemon.refuse_unprovable(command) {
+                    let _ = reply.send(Response::Refused { message });
+                    None
+                } else {
+                    daemon.pending_command = Some(reply);
+                    Some(Event::Operator(command))
+                }
             }
             Some(observed) = observe_rx.recv() => daemon.on_observed(observed),
+            Some(proof) = proof_rx.recv() => {
+                daemon.on_failover_proof(proof);
+                None
+            }
             Some(report) = maintenance_rx.recv() => {
                 daemon.on_maintenance_report(report, &maintenance_tx);
                 None
@@ -352,6 +372,37 @@ pub async fn run(
     Ok(())
 }
 
+/// Prove at start and every [`PROOF_INTERVAL`] that a failover would succeed now (see
+/// `Provider::prove_failover`); each result goes to the loop.
+async fn watch_failover_proof(
+    provider: Arc<dyn Provider>,
+    tx: mpsc::UnboundedSender<FailoverProof>,
+) {
+    loop {
+        let checks = match tokio::time::timeout(PROOF_TIMEOUT, provider.prove_failover()).await {
+            Ok(checks) => checks,
+            Err(_) => vec![Check::fail(
+                "failover_proven",
+                format!(
+                    "proving the failover's permissions and settings took over {} s",
+                    PROOF_TIMEOUT.as_secs()
+                ),
+                "run cloudha selftest to see which cloud call hangs",
+            )],
+        };
+        if tx
+            .send(FailoverProof {
+                at: Instant::now(),
+                checks,
+            })
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(PROOF_INTERVAL).await;
+    }
+}
+
 async fn watch_health(provider: Arc<dyn Provider>, tx: mpsc::UnboundedSender<(bool, String)>) {
     let mut last: Option<bool> = None;
     loop {
@@ -371,8 +422,25 @@ async fn watch_health(provider: Arc<dyn Provider>, tx: mpsc::UnboundedSender<(bo
     }
 }
 
+/// One result of `Provider::prove_failover`.
+struct FailoverProof {
+    at: Instant,
+    checks: Vec<Check>,
+}
+
+impl FailoverProof {
+    fn failures(&self) -> Vec<&Check> {
+        self.checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Fail)
+            .collect()
+    }
+}
+
 struct Daemon {
     config: Config,
+    /// The last proof that a failover would succeed now (`None` until the first).
+    proof: Option<FailoverProof>,
     fsm: Fsm,
     start: Instant,
     provider_kind: &'static str,
@@ -403,6 +471,44 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// Record a proof result; a change between proven and not proven is an event.
+    fn on_failover_proof(&mut self, proof: FailoverProof) {
+        let was_ok = self.proof.as_ref().map(|p| p.failures().is_empty());
+        let now_ok = proof.failures().is_empty();
+        if was_ok != Some(now_ok) {
+            let message = match proof.failures().first() {
+                None => format!("failover proven ({} check(s) passed)", proof.checks.len()),
+                Some(f) => format!("failover NOT proven: {}; fix: {}", f.detail, f.fix),
+            };
+            if now_ok {
+                info!("{message}");
+            } else {
+                warn!("{message}");
+            }
+            self.record_event(Kind::Note, message);
+        }
+        self.proof = Some(proof);
+        self.publish();
+    }
+
+    /// A switchover that would make this node take over, refused while the last proof says its
+    /// takeover would fail: asking for a switchover must never cause an outage.
+    fn refuse_unprovable(&self, command: Command) -> Option<String> {
+        if command != Command::Switchover || self.fsm.role() != Role::Standby {
+            return None;
+        }
+        let failure = self
+            .proof
+            .as_ref()?
+            .failures()
+            .first()
+            .map(|f| (f.detail.clone(), f.fix.clone()))?;
+        Some(format!(
+            "this node could not finish a takeover now: {}; fix: {}",
+            failure.0, failure.1
+        ))
+    }
+
     fn now(&self) -> Millis {
         millis(self.start.elapsed())
     }
@@ -992,7 +1098,128 @@ impl Daemon {
             provider_healthy,
             cloud_api,
             roles,
+            self.takeover_indicator(alive),
+            self.cloud_state_indicator(mine, theirs),
+            self.failover_proven_indicator(),
         ]
+    }
+}
+
+impl Daemon {
+    /// Not ready while either node's takeover is still converging.
+    fn takeover_indicator(&self, alive: bool) -> Indicator {
+        let mine = self.fsm.role() == Role::Active
+            && !matches!(
+                self.fsm.takeover(),
+                TakeoverState::Done | TakeoverState::Idle
+            );
+        let theirs = alive
+            && self
+                .fsm
+                .peer()
+                .is_some_and(|p| p.advert.role == Role::Active && p.advert.takeover_in_progress);
+        let detail = match (mine, theirs) {
+            (true, _) => format!(
+                "this node's takeover is in progress{}",
+                self.fsm
+                    .last_takeover_error()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            ),
+            (_, true) => format!("{}'s takeover is in progress", self.config.peer.name),
+            _ => "no takeover in progress".into(),
+        };
+        Indicator {
+            name: "takeover".into(),
+            ok: !mine && !theirs,
+            detail,
+        }
+    }
+
+    /// Ready only while the cloud shows every resource on the active node: not on no NIC, not
+    /// on both, not on the standby.
+    fn cloud_state_indicator(&self, mine: Role, theirs: Option<Role>) -> Indicator {
+        let expected = match (mine, theirs) {
+            (Role::Active, _) => Some(Holder::Me),
+            (_, Some(Role::Active)) => Some(Holder::Peer),
+            _ => None,
+        };
+        let resources = match &self.cloud {
+            Some((_, Ok(o))) => &o.resources,
+            _ => {
+                return Indicator {
+                    name: "cloud_state".into(),
+                    ok: false,
+                    detail: "cloud state not read".into(),
+                }
+            }
+        };
+        let wrong: Vec<String> = resources
+            .iter()
+            .filter(|r| r.holder != Holder::Unknown && Some(r.holder) != expected)
+            .map(|r| format!("{} on {}", r.resource, holder_name(r.holder)))
+            .collect();
+        Indicator {
+            name: "cloud_state".into(),
+            ok: expected.is_some() && wrong.is_empty(),
+            detail: if expected.is_none() {
+                "no node is active".into()
+            } else if wrong.is_empty() {
+                format!("all {} resource(s) on the active node", resources.len())
+            } else {
+                format!(
+                    "{} (expected on the active node; reconcile repairs it, or see the troubleshooting table)",
+                    wrong.join(", ")
+                )
+            },
+        }
+    }
+
+    /// Ready only while the provider's last proof that a failover would succeed holds.
+    fn failover_proven_indicator(&self) -> Indicator {
+        let (ok, detail) = match &self.proof {
+            None => (false, "not proven yet (runs at start)".to_string()),
+            Some(p) => {
+                let age = p.at.elapsed().as_secs();
+                match p.failures().as_slice() {
+                    [] => (
+                        true,
+                        format!("{} check(s) passed {age}s ago", p.checks.len()),
+                    ),
+                    [first, rest @ ..] => (
+                        false,
+                        format!(
+                            "{}; fix: {}{} ({age}s ago)",
+                            first.detail,
+                            first.fix,
+                            if rest.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    "; {} more failure(s): cloudha selftest lists them",
+                                    rest.len()
+                                )
+                            }
+                        ),
+                    ),
+                }
+            }
+        };
+        Indicator {
+            name: "failover_proven".into(),
+            ok,
+            detail,
+        }
+    }
+}
+
+fn holder_name(holder: Holder) -> &'static str {
+    match holder {
+        Holder::Me => "this node",
+        Holder::Peer => "the peer",
+        Holder::Nobody => "no node",
+        Holder::Both => "both nodes",
+        Holder::Unknown => "an unknown node",
     }
 }
 

@@ -119,6 +119,8 @@ pub struct Identity {
 /// The AWS provider. Build it with [`AwsProvider::new`]; the daemon drives it through [`Provider`].
 #[derive(Debug)]
 pub struct AwsProvider {
+    /// The settings it was built from (the self-test's proof needs the IAM/STS endpoints).
+    config: AwsConfig,
     client: aws_sdk_ec2::Client,
     /// The client's credentials, kept to resolve them on their own in `health()`.
     credentials: SharedCredentialsProvider,
@@ -206,6 +208,7 @@ impl AwsProvider {
         };
         let client = client::build_client(&config, &region, credentials.clone()).await;
         let mut provider = Self {
+            config: config.clone(),
             client,
             credentials,
             identity: Identity {
@@ -388,6 +391,10 @@ pub fn uses_imds(config: &AwsConfig, endpoint_in_environment: bool) -> bool {
 impl Provider for AwsProvider {
     fn kind(&self) -> &'static str {
         "aws"
+    }
+
+    async fn prove_failover(&self) -> Vec<cloudha_provider_core::Check> {
+        selftest::prove(self).await
     }
 
     async fn take_over(

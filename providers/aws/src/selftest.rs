@@ -195,6 +195,82 @@ pub async fn run(input: &Input) -> Vec<Check> {
     out
 }
 
+/// What the daemon proves every few minutes (`Provider::prove_failover`): the ENIs exist, are
+/// different and fit the floating IPs, each floating IP is on one of them, and every write a
+/// failover in either direction needs is allowed (harmless DryRun probes and policy simulation
+/// for the principal STS names), with the read-back that shows nothing changed. No IMDS request.
+pub async fn prove(provider: &AwsProvider) -> Vec<Check> {
+    let mut out = Vec::new();
+    let input = Input {
+        config: provider.config.clone(),
+        floating_ips: provider.floating_ips.clone(),
+        elastic_ips: provider.elastic_ips.clone(),
+        routes: provider.routes.clone(),
+        credentials: None,
+        metadata_disabled: true,
+    };
+    let credentials = match tokio::time::timeout(
+        CHECK_DEADLINE,
+        provider.credentials.provide_credentials(),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            out.push(Check::fail(
+                "identity",
+                format!(
+                    "no AWS credentials: {}",
+                    simulation::one_line(&DisplayErrorContext(&e).to_string())
+                ),
+                ROLE_FIX,
+            ));
+            return out;
+        }
+        Err(_) => {
+            out.push(Check::fail(
+                "identity",
+                "no AWS credentials within 20 s",
+                ROLE_FIX,
+            ));
+            return out;
+        }
+    };
+    let id = &provider.identity;
+    let principal = principal_from_sts(&input, &id.region, &credentials, &mut out).await;
+    let own = read_eni(
+        provider,
+        "read_own_eni",
+        "this node's ENI",
+        &id.own_eni,
+        &mut out,
+    )
+    .await;
+    let peer = read_eni(
+        provider,
+        "read_peer_eni",
+        "the peer's ENI",
+        &id.peer_eni,
+        &mut out,
+    )
+    .await;
+    let tables = read_tables(provider, &input.routes, &mut out).await;
+    let eips = read_eips(provider, &input.elastic_ips, &mut out).await;
+    check_writes(
+        provider,
+        &input,
+        principal.as_deref(),
+        &credentials,
+        &mut out,
+    )
+    .await;
+    if let (Some(own), Some(peer)) = (&own, &peer) {
+        check_enis(provider, &input, own, peer, &mut out).await;
+        check_holders(&input, own, peer, &eips, &tables, &mut out);
+    }
+    out
+}
+
 /// The principal to simulate, from `sts:GetCallerIdentity` (when IMDS is not used).
 async fn principal_from_sts(
     input: &Input,
@@ -202,7 +278,14 @@ async fn principal_from_sts(
     credentials: &Credentials,
     out: &mut Vec<Check>,
 ) -> Option<String> {
-    let endpoint = sts_endpoint(&input.config, region);
+    let Some(endpoint) = sts_endpoint(&input.config, region) else {
+        out.push(Check::warn(
+            "identity_arn",
+            NO_IAM_ENDPOINT,
+            NO_IAM_ENDPOINT_FIX,
+        ));
+        return None;
+    };
     match simulation::caller_arn(&endpoint, region, credentials).await {
         Ok(arn) => match simulation::principal_for_simulation(&arn) {
             Some(p) => {
@@ -232,12 +315,17 @@ async fn principal_from_sts(
     }
 }
 
-fn sts_endpoint(config: &AwsConfig, region: &str) -> String {
+fn sts_endpoint(config: &AwsConfig, region: &str) -> Option<String> {
     std::env::var("AWS_ENDPOINT_URL_STS")
         .ok()
         .or_else(|| config.iam_endpoint.clone())
         .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-        .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"))
+        .or_else(|| {
+            config
+                .endpoint
+                .is_none()
+                .then(|| format!("https://sts.{region}.amazonaws.com"))
+        })
 }
 
 fn skipped(what: &str) -> Check {
@@ -257,14 +345,27 @@ fn ec2_endpoint(config: &AwsConfig, region: &str) -> String {
         .unwrap_or_else(|| format!("https://ec2.{region}.amazonaws.com"))
 }
 
-fn iam_endpoint(config: &AwsConfig) -> String {
+/// The IAM endpoint, or `None` where the public one must not be assumed: a configured EC2
+/// `endpoint` (an emulator, a private VPC endpoint) with no IAM endpoint named means AWS's
+/// global endpoints are not this pair's cloud.
+fn iam_endpoint(config: &AwsConfig) -> Option<String> {
     config
         .iam_endpoint
         .clone()
         .or_else(|| std::env::var("AWS_ENDPOINT_URL_IAM").ok())
         .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-        .unwrap_or_else(|| DEFAULT_IAM_ENDPOINT.to_string())
+        .or_else(|| {
+            config
+                .endpoint
+                .is_none()
+                .then(|| DEFAULT_IAM_ENDPOINT.to_string())
+        })
 }
+
+const NO_IAM_ENDPOINT: &str =
+    "provider.aws.endpoint is set and no IAM/STS endpoint is: the public ones are not contacted";
+const NO_IAM_ENDPOINT_FIX: &str =
+    "set provider.aws.iam_endpoint (it serves IAM and STS) to prove these";
 
 /// IMDS: the instance, and its role (name and ARN) for the policy simulation.
 async fn check_imds(config: &AwsConfig, out: &mut Vec<Check>) -> Option<Role> {
@@ -704,7 +805,10 @@ async fn simulate_checks(
         );
         return;
     };
-    let endpoint = iam_endpoint(&input.config);
+    let Some(endpoint) = iam_endpoint(&input.config) else {
+        not_proved(NO_IAM_ENDPOINT.into(), NO_IAM_ENDPOINT_FIX.into(), out);
+        return;
+    };
     let region = &input.config.region.clone().unwrap_or_default();
     let asked: Vec<simulation::Request> = requests
         .iter()
