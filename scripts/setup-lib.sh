@@ -219,10 +219,10 @@ trap 'rm -rf "$ERR_FILE" "$WORK_DIR" "${TMP_FILES[@]}"' EXIT
 
 # new_tmp VAR DIR: a new file in DIR, created O_EXCL with mode 0600 (mktemp), into VAR.
 new_tmp() {
-  local tmp
-  tmp=$(mktemp -- "$2/.cloudha-setup.XXXXXXXX") || die "could not create a temporary file in $2"
-  TMP_FILES+=("$tmp")
-  printf -v "$1" '%s' "$tmp"
+  local made # not named like the caller's VAR: printf -v would set this local instead
+  made=$(mktemp -- "$2/.cloudha-setup.XXXXXXXX") || die "could not create a temporary file in $2"
+  TMP_FILES+=("$made")
+  printf -v "$1" '%s' "$made"
 }
 
 # write_file PATH MODE CONTENT: write CONTENT to PATH unless it already holds exactly that.
