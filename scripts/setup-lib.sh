@@ -179,13 +179,23 @@ check_out_dir() {
     die "--out: $dir is owned by uid $owner, not by us (uid $MY_UID): its owner could plant files in it; pass a directory of ours or a new path"
   (((8#$mode & 8#022) == 0)) ||
     die "--out: $dir is writable by group or others (mode $mode): they could plant a key or a symlink in it; chmod go-w $(show_cmd "$dir") or pass a new path"
+  # Both the parents as written and as resolved: a symlink among them is checked itself (who
+  # owns it can repoint it) and so is the chain it leads to.
+  check_parents "$dir" "$(dirname -- "$dir")"
   parent=$(realpath -e -- "$dir/..") || die "--out: cannot resolve the parent of $dir"
+  check_parents "$dir" "$parent"
+}
+
+# check_parents DIR PARENT: PARENT and each directory above it are owned by us or root and, if
+# group or others can write them, sticky: nobody else can rename DIR away and put another there.
+check_parents() {
+  local dir=$1 parent=$2 owner mode
   while true; do
     owner=$(owner_of "$parent") mode=$(mode_of "$parent")
     ((owner == MY_UID || owner == 0)) ||
-      die "--out: $parent (a parent of $dir) is owned by uid $owner: that user could replace $dir; pass a path under directories of ours or root's"
-    (((8#$mode & 8#022) == 0 || (8#$mode & 8#1000) != 0)) ||
-      die "--out: $parent (a parent of $dir) is writable by group or others without the sticky bit (mode $mode): they could replace $dir; pass another path"
+      die "--out: $parent (above $dir) is owned by uid $owner: that user could replace $dir; pass a path under directories of ours or root's"
+    [[ -L $parent ]] || (((8#$mode & 8#022) == 0 || (8#$mode & 8#1000) != 0)) ||
+      die "--out: $parent (above $dir) is writable by group or others without the sticky bit (mode $mode): they could replace $dir; pass another path"
     [[ $parent != / ]] || break
     parent=$(dirname -- "$parent")
   done
@@ -204,9 +214,18 @@ check_own_file() {
 # precheck_out DIR FILE...: before anything runs, an existing DIR and the FILEs already in it
 # must be safe to write (checked again when they are written).
 precheck_out() {
-  local dir=$1 name
+  local dir=$1 name above
   shift
-  [[ -e $dir || -L $dir ]] || return 0
+  if [[ ! -e $dir && ! -L $dir ]]; then
+    # To be created: the directories it will be created under must be safe already.
+    above=$(dirname -- "$dir")
+    while [[ ! -e $above && ! -L $above ]]; do
+      above=$(dirname -- "$above")
+    done
+    check_parents "$dir" "$above"
+    check_parents "$dir" "$(realpath -e -- "$above")"
+    return 0
+  fi
   check_out_dir "$dir"
   for name in "$@"; do
     [[ ! -e $dir/$name && ! -L $dir/$name ]] || check_own_file "$dir/$name" "$([[ $name == *.toml ]] && echo config || echo key)"
