@@ -40,9 +40,10 @@ Options:
   --name-a NAME, --name-b NAME  node names (default: fw-a, fw-b)
   --cluster-id N            default: 1 (give each pair on a network its own)
   --port PORT               keepalive UDP port (default: 5405)
-  --key-path PATH           key_file written into the configs (default: /etc/cloudha/key)
+  --key-path PATH           key_file written into the configs, absolute (default: /etc/cloudha/key)
   --out DIR                 write DIR/<name-a>.toml, DIR/<name-b>.toml and DIR/key (mode 0600);
-                            without it the configs are printed
+                            without it the configs are printed. DIR is created 0700; an existing one
+                            must be yours and not writable by others, and symlinks in it are refused
   --dry-run                 print every command and run none (queries answer "nothing exists")
   -h, --help                this help
 
@@ -97,31 +98,37 @@ need "$INSTANCE_B" --instance-b
 need "$ENI_A" --eni-a
 need "$ENI_B" --eni-b
 ((${#FLOATING[@]} > 0)) || die "missing --floating-ip (at least one; see --help)"
-for pair in "--instance-a:$INSTANCE_A" "--instance-b:$INSTANCE_B"; do
-  [[ ${pair#*:} =~ ^i-[0-9a-f]{8,17}$ ]] || die "${pair%%:*}: \"${pair#*:}\" is not an instance id (i-...)"
-done
-for pair in "--eni-a:$ENI_A" "--eni-b:$ENI_B"; do
-  [[ ${pair#*:} =~ ^eni-[0-9a-f]{8,17}$ ]] || die "${pair%%:*}: \"${pair#*:}\" is not an ENI id (eni-...)"
-done
+# Every id and name against AWS's formats (see setup-lib.sh): these go into the CLI's argv, its
+# shorthand (Name=...), JMESPath filters, the selftest policy (JSON) and the configs.
+check_aws_id "$INSTANCE_A" --instance-a i "an instance id"
+check_aws_id "$INSTANCE_B" --instance-b i "an instance id"
+check_aws_id "$ENI_A" --eni-a eni "an ENI id"
+check_aws_id "$ENI_B" --eni-b eni "an ENI id"
 [[ $ENI_A != "$ENI_B" ]] || die "--eni-a and --eni-b are both $ENI_A; give each instance's LAN ENI"
 check_node_name "$NAME_A" --name-a
 check_node_name "$NAME_B" --name-b
 [[ $NAME_A != "$NAME_B" ]] || die "--name-a and --name-b are both \"$NAME_A\"; each node needs its own name"
-[[ $ROLE_NAME =~ ^[A-Za-z0-9+=,.@_-]{1,64}$ ]] || die "--role-name: \"$ROLE_NAME\" is not an IAM role name"
-[[ $CLUSTER_ID =~ ^[0-9]{1,9}$ ]] || die "--cluster-id: \"$CLUSTER_ID\" is not a number (0..999999999)"
-if ! [[ $PORT =~ ^[0-9]{1,5}$ ]] || ((PORT < 1 || PORT > 65535)); then
-  die "--port: \"$PORT\" is not a UDP port (1..65535)"
-fi
+# IAM also allows , and = in role names, but they would split the CLI's Name=ROLE argument.
+check_re "$ROLE_NAME" --role-name '^[A-Za-z0-9+.@_-]{1,64}$' \
+  "an IAM role name is 1-64 letters, digits and + . @ _ - (here without , and =)"
+[[ -z $REGION ]] || check_re "$REGION" --region '^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$' \
+  "a region is like eu-west-1 or us-gov-west-1"
+check_cluster_id "$CLUSTER_ID"
+check_port "$PORT"
+check_path "$KEY_PATH" --key-path
+[[ -z $OUT ]] || OUT=$(out_dir "$OUT")
+[[ -z $OUT ]] || precheck_out "$OUT" "$NAME_A.toml" "$NAME_B.toml" key
 for spec in "${FLOATING[@]}"; do
-  check_ipv4 "${spec%%,*}" --floating-ip
-  if [[ $spec == *,* && ! ${spec#*,} =~ ^eipalloc-[0-9a-f]{8,17}$ ]]; then
-    die "--floating-ip \"$spec\": \"${spec#*,}\" is not an Elastic IP allocation id (eipalloc-...)"
-  fi
+  check_host_ipv4 "${spec%%,*}" --floating-ip
+  [[ $spec != *,* ]] || check_aws_id "${spec#*,}" "--floating-ip (Elastic IP)" eipalloc "an Elastic IP allocation id"
 done
 for spec in "${ROUTES[@]}"; do
   IFS=, read -r rt_table rt_name rt_prefix rt_extra <<<"$spec"
-  [[ $rt_table == rtb-* && -n $rt_name && -n $rt_prefix && -z $rt_extra ]] ||
-    die "--route \"$spec\": write RTB,NAME,PREFIX, e.g. rtb-0123456789abcdef0,default,0.0.0.0/0"
+  [[ -n $rt_table && -n $rt_name && -n $rt_prefix && -z $rt_extra && $spec != *$'\n'* ]] ||
+    die "--route: $(shown "$spec") is not valid: write RTB,NAME,PREFIX, e.g. rtb-0123456789abcdef0,default,0.0.0.0/0"
+  check_aws_id "$rt_table" "--route (table)" rtb "a route table id"
+  check_re "$rt_name" "--route (name)" "$AZ_NAME_RE" "a route label is $AZ_NAME_RULE"
+  check_cidr "$rt_prefix" "--route (prefix)"
 done
 if [[ -n $REGION ]]; then
   EXTRA_ARGS=(--region "$REGION")
@@ -144,6 +151,13 @@ if [[ -z $ROLE_ARN ]]; then
   [[ $DRY_RUN == false ]] || ROLE_ARN="arn:aws:iam::<account>:role/$ROLE_NAME"
 else
   unchanged "role $ROLE_NAME exists"
+fi
+
+# The ARN goes into the selftest policy (JSON): checked like the flags.
+if [[ $DRY_RUN == false ]]; then
+  check_re "$ROLE_ARN" "the ARN of role $ROLE_NAME (aws iam get-role)" \
+    '^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$' "an IAM role ARN is arn:aws:iam::ACCOUNT:role/NAME"
+  [[ $ROLE_ARN == */"$ROLE_NAME" ]] || die "aws iam get-role answered $(shown "$ROLE_ARN"), not an ARN of role $ROLE_NAME"
 fi
 
 # --- 2. policies ------------------------------------------------------------------------------
@@ -240,6 +254,7 @@ for pair in "$ENI_A:$INSTANCE_A" "$ENI_B:$INSTANCE_B"; do
   IFS=$'\t' read -r owner check address <<<"$row"
   [[ $owner == "$instance" ]] ||
     die "ENI $eni is attached to \"$owner\", not to $instance: check --eni-a/--eni-b and --instance-a/--instance-b"
+  [[ $DRY_RUN == true ]] || check_host_ipv4 "$address" "the primary private IP of ENI $eni"
   LAN_IP[$eni]=$address
   if [[ $check == False ]]; then
     unchanged "source/dest check off on $eni"
@@ -284,8 +299,8 @@ for spec in "${FLOATING[@]}"; do
         --network-interface-id "$holder" --private-ip-address "$address" --allow-reassociation
     fi
   fi
-  FLOATING_TOML+=$'\n'"[[floating_ip]]"$'\n'"address = \"$address\""
-  [[ -z $eip ]] || FLOATING_TOML+=$'\n'"elastic_ip = \"$eip\""
+  FLOATING_TOML+=$'\n'"[[floating_ip]]"$'\n'"$(toml_kv address "$address")"
+  [[ -z $eip ]] || FLOATING_TOML+=$'\n'"$(toml_kv elastic_ip "$eip")"
   FLOATING_TOML+=$'\n'
 done
 
@@ -295,24 +310,20 @@ say "6. configs and keepalive key"
 ROUTES_TOML=""
 for spec in "${ROUTES[@]}"; do
   IFS=, read -r rt_table rt_name rt_prefix <<<"$spec"
-  ROUTES_TOML+=$'\n'"[[route]]"$'\n'"table = \"$rt_table\""$'\n'"name = \"$rt_name\""$'\n'"prefix = \"$rt_prefix\""$'\n'
+  ROUTES_TOML+=$'\n'"[[route]]"$'\n'"$(toml_kv table "$rt_table")"$'\n'"$(toml_kv name "$rt_name")"
+  ROUTES_TOML+=$'\n'"$(toml_kv prefix "$rt_prefix")"$'\n'
 done
-REGION_TOML=""
-[[ -z $REGION ]] || REGION_TOML=$'\n'"region = \"$REGION\""
 
 # node_config NAME PRIORITY PEER OWN_IP PEER_IP OWN_ENI PEER_ENI
 node_config() {
   config_head setup-aws.sh aws "$1" "$2" "$3" "$4" "$5" 60s
-  cat <<EOF
-
-[provider]
-kind = "aws"
-
-[provider.aws]
-own_eni = "$6"
-peer_eni = "$7"$REGION_TOML
-$FLOATING_TOML$ROUTES_TOML
-EOF
+  printf '\n[provider]\n'
+  toml_kv kind aws
+  printf '\n[provider.aws]\n'
+  toml_kv own_eni "$6"
+  toml_kv peer_eni "$7"
+  [[ -z $REGION ]] || toml_kv region "$REGION"
+  printf '%s\n' "$FLOATING_TOML$ROUTES_TOML"
 }
 CONFIG_A=$(node_config "$NAME_A" 200 "$NAME_B" "${LAN_IP[$ENI_A]}" "${LAN_IP[$ENI_B]}" "$ENI_A" "$ENI_B")
 CONFIG_B=$(node_config "$NAME_B" 100 "$NAME_A" "${LAN_IP[$ENI_B]}" "${LAN_IP[$ENI_A]}" "$ENI_B" "$ENI_A")

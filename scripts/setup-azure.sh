@@ -53,9 +53,10 @@ Options:
   --lan-ip-a IP, --lan-ip-b IP  keepalive addresses (default: the NICs' primary private IPs)
   --cluster-id N              default: 1 (give each pair on a network its own)
   --port PORT                 keepalive UDP port (default: 5405)
-  --key-path PATH             key_file written into the configs (default: /etc/cloudha/key)
+  --key-path PATH             key_file written into the configs, absolute (default: /etc/cloudha/key)
   --out DIR                   write DIR/<name-a>.toml, DIR/<name-b>.toml and DIR/key (mode 0600);
-                              without it the configs are printed
+                              without it the configs are printed. DIR is created 0700; an existing one
+                              must be yours and not writable by others, and symlinks in it are refused
   --dry-run                   print every command and run none (queries answer "nothing exists")
   -h, --help                  this help
 
@@ -129,32 +130,56 @@ VNET_RG=${VNET_RG:-$RG}
 RT_RG=${RT_RG:-$VNET_RG}
 NAME_A=${NAME_A:-$VM_A}
 NAME_B=${NAME_B:-$VM_B}
+# Every name against Azure's naming rules (see setup-lib.sh): these go into ARM ids, JMESPath
+# filters, the role file (sed) and the configs.
+check_azure_name "$RG" --resource-group resource-group
+check_azure_name "$VNET_RG" --vnet-resource-group resource-group
+check_azure_name "$RT_RG" --route-table-resource-group resource-group
+check_azure_name "$VM_A" --vm-a vm
+check_azure_name "$VM_B" --vm-b vm
+check_azure_name "$NIC_A" --nic-a nic
+check_azure_name "$NIC_B" --nic-b nic
+check_azure_name "$VNET" --vnet vnet
+check_azure_name "$SUBNET" --subnet subnet
+[[ -z $SUB ]] || check_guid "$SUB" --subscription
 check_node_name "$NAME_A" --name-a
 check_node_name "$NAME_B" --name-b
 [[ $NAME_A != "$NAME_B" ]] || die "--name-a and --name-b are both \"$NAME_A\"; each node needs its own name"
 [[ $NIC_A != "$NIC_B" ]] || die "--nic-a and --nic-b are both \"$NIC_A\"; give each VM's LAN NIC"
-# These names go into JMESPath filters and the role file: no quotes or sed metacharacters.
-[[ $IDENTITY_NAME =~ ^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$ ]] ||
-  die "--identity-name: \"$IDENTITY_NAME\" is not a managed identity name (3-128 of A-Za-z0-9_-)"
-for role in "$ROLE_NAME" "$OPS_ROLE_NAME"; do
-  [[ $role =~ ^[A-Za-z0-9][A-Za-z0-9\ ._()-]{0,63}$ ]] ||
-    die "role name \"$role\": use letters, digits, spaces and . _ ( ) - (--role-name, --operations-role-name)"
-done
-[[ $CLUSTER_ID =~ ^[0-9]{1,9}$ ]] || die "--cluster-id: \"$CLUSTER_ID\" is not a number (0..999999999)"
-if ! [[ $PORT =~ ^[0-9]{1,5}$ ]] || ((PORT < 1 || PORT > 65535)); then
-  die "--port: \"$PORT\" is not a UDP port (1..65535)"
-fi
-[[ -z $LAN_IP_A ]] || check_ipv4 "$LAN_IP_A" --lan-ip-a
-[[ -z $LAN_IP_B ]] || check_ipv4 "$LAN_IP_B" --lan-ip-b
+check_re "$IDENTITY_NAME" --identity-name '^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$' \
+  "a managed identity name is 3-128 letters, digits, _ -, starting with a letter or digit"
+# Custom role names may hold more, but these go into sed and JMESPath: no quotes, # or &.
+check_re "$ROLE_NAME" --role-name '^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,63}$' \
+  "use 1-64 letters, digits, spaces and . _ ( ) -, starting with a letter or digit"
+check_re "$OPS_ROLE_NAME" --operations-role-name '^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,63}$' \
+  "use 1-64 letters, digits, spaces and . _ ( ) -, starting with a letter or digit"
+check_cluster_id "$CLUSTER_ID"
+check_port "$PORT"
+check_path "$KEY_PATH" --key-path
+[[ -z $OUT ]] || OUT=$(out_dir "$OUT")
+[[ -z $OUT ]] || precheck_out "$OUT" "$NAME_A.toml" "$NAME_B.toml" key
+[[ -z $LAN_IP_A ]] || check_host_ipv4 "$LAN_IP_A" --lan-ip-a
+[[ -z $LAN_IP_B ]] || check_host_ipv4 "$LAN_IP_B" --lan-ip-b
 for spec in "${FLOATING[@]}"; do
-  check_ipv4 "${spec%%,*}" --floating-ip
+  check_host_ipv4 "${spec%%,*}" --floating-ip
+  [[ $spec != *,* ]] ||
+    check_azure_ref "${spec#*,}" "--floating-ip (public IP)" public-ip Microsoft.Network/publicIPAddresses
+done
+for table in "${ROUTE_TABLES[@]}"; do
+  check_azure_ref "$table" --route-table route-table Microsoft.Network/routeTables
+done
+for nsg in "${NSGS[@]}"; do
+  check_azure_ref "$nsg" --nsg nsg Microsoft.Network/networkSecurityGroups
 done
 for spec in "${ROUTES[@]}"; do
   IFS=, read -r rt_table rt_name rt_prefix rt_hop rt_extra <<<"$spec"
-  [[ -n $rt_table && -n $rt_name && -n $rt_prefix && -z $rt_extra ]] ||
-    die "--route \"$spec\": write TABLE,NAME,PREFIX[,NEXT_HOP], e.g. rt-workloads,default-via-fw,0.0.0.0/0"
+  [[ -n $rt_table && -n $rt_name && -n $rt_prefix && -z $rt_extra && $spec != *$'\n'* ]] ||
+    die "--route: $(shown "$spec") is not valid: write TABLE,NAME,PREFIX[,NEXT_HOP], e.g. rt-workloads,default-via-fw,0.0.0.0/0"
+  check_azure_ref "$rt_table" "--route (table)" route-table Microsoft.Network/routeTables
+  check_azure_name "$rt_name" "--route (name)" route
+  check_cidr "$rt_prefix" "--route (prefix)"
   [[ -z $rt_hop || $rt_hop == self_address || $rt_hop == floating_ip ]] ||
-    die "--route \"$spec\": next hop \"$rt_hop\" is neither self_address nor floating_ip"
+    die "--route (next hop): $(shown "$rt_hop") is not valid: write self_address or floating_ip"
 done
 
 # --- ids --------------------------------------------------------------------------------------
@@ -167,6 +192,7 @@ elif [[ $DRY_RUN == true ]]; then
 else
   query subscription SUB az account show --query id --output tsv
   [[ -n $SUB ]] || die "az account show gave no subscription id; log in (az login) or pass --subscription"
+  check_guid "$SUB" "the subscription id from az account show"
 fi
 
 SUB_ID=/subscriptions/$SUB
@@ -231,7 +257,13 @@ else
 fi
 IFS=$'\t' read -r IDENTITY_ID PRINCIPAL_ID CLIENT_ID <<<"$IDENTITY_ROW"
 [[ -n $IDENTITY_ID && -n $PRINCIPAL_ID && -n $CLIENT_ID ]] ||
-  die "identity $IDENTITY_NAME: could not read its id, principalId and clientId (got \"$IDENTITY_ROW\")"
+  die "identity $IDENTITY_NAME: could not read its id, principalId and clientId (got $(shown "$IDENTITY_ROW"))"
+# What az answered goes into JMESPath filters and the configs like the flags: checked the same way.
+if [[ $DRY_RUN == false ]]; then
+  check_azure_ref "$IDENTITY_ID" "the id of identity $IDENTITY_NAME" identity Microsoft.ManagedIdentity/userAssignedIdentities
+  check_guid "$PRINCIPAL_ID" "the principalId of identity $IDENTITY_NAME"
+  check_guid "$CLIENT_ID" "the clientId of identity $IDENTITY_NAME"
+fi
 
 # --- 2. custom roles --------------------------------------------------------------------------
 
@@ -364,8 +396,8 @@ for spec in "${FLOATING[@]}"; do
     [[ -z $pip_id ]] || create+=(--public-ip-address "$pip_id")
     change "floating IP $address on NIC $NIC_A" "${create[@]}" --output none
   fi
-  FLOATING_TOML+=$'\n'"[[floating_ip]]"$'\n'"address = \"$address\""
-  [[ -z $pip_id ]] || FLOATING_TOML+=$'\n'"public_ip = \"$pip_id\""
+  FLOATING_TOML+=$'\n'"[[floating_ip]]"$'\n'"$(toml_kv address "$address")"
+  [[ -z $pip_id ]] || FLOATING_TOML+=$'\n'"$(toml_kv public_ip "$pip_id")"
   FLOATING_TOML+=$'\n'
 done
 
@@ -384,6 +416,7 @@ lan_ip() {
     ip="<primary private IP of $nic>"
   fi
   [[ -n $ip ]] || die "NIC $nic has no primary private IP; pass the keepalive address with --lan-ip-a/--lan-ip-b"
+  [[ $DRY_RUN == true ]] || check_host_ipv4 "$ip" "the primary private IP of NIC $nic (or pass --lan-ip-a/--lan-ip-b)"
   printf -v "$var" '%s' "$ip"
 }
 lan_ip "$NIC_A" "$LAN_IP_A" LAN_IP_A
@@ -392,24 +425,21 @@ lan_ip "$NIC_B" "$LAN_IP_B" LAN_IP_B
 ROUTES_TOML=""
 for spec in "${ROUTES[@]}"; do
   IFS=, read -r rt_table rt_name rt_prefix rt_hop <<<"$spec"
-  ROUTES_TOML+=$'\n'"[[route]]"$'\n'"table = \"$(resource_id "$RT_RG" Microsoft.Network/routeTables "$rt_table")\""
-  ROUTES_TOML+=$'\n'"name = \"$rt_name\""$'\n'"prefix = \"$rt_prefix\""$'\n'"next_hop = \"${rt_hop:-self_address}\""$'\n'
+  ROUTES_TOML+=$'\n'"[[route]]"$'\n'"$(toml_kv table "$(resource_id "$RT_RG" Microsoft.Network/routeTables "$rt_table")")"
+  ROUTES_TOML+=$'\n'"$(toml_kv name "$rt_name")"$'\n'"$(toml_kv prefix "$rt_prefix")"
+  ROUTES_TOML+=$'\n'"$(toml_kv next_hop "${rt_hop:-self_address}")"$'\n'
 done
 
 # node_config NAME PRIORITY PEER OWN_IP PEER_IP OWN_NIC_ID PEER_NIC_ID
 node_config() {
   config_head setup-azure.sh azure "$1" "$2" "$3" "$4" "$5" 180s
-  cat <<EOF
-
-[provider]
-kind = "azure"
-
-[provider.azure]
-own_nic = "$6"
-peer_nic = "$7"
-identity_client_id = "$CLIENT_ID"
-$FLOATING_TOML$ROUTES_TOML
-EOF
+  printf '\n[provider]\n'
+  toml_kv kind azure
+  printf '\n[provider.azure]\n'
+  toml_kv own_nic "$6"
+  toml_kv peer_nic "$7"
+  toml_kv identity_client_id "$CLIENT_ID"
+  printf '%s\n' "$FLOATING_TOML$ROUTES_TOML"
 }
 CONFIG_A=$(node_config "$NAME_A" 200 "$NAME_B" "$LAN_IP_A" "$LAN_IP_B" "$NIC_A_ID" "$NIC_B_ID")
 CONFIG_B=$(node_config "$NAME_B" 100 "$NAME_A" "$LAN_IP_B" "$LAN_IP_A" "$NIC_B_ID" "$NIC_A_ID")
