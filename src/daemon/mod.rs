@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::control::{self, CommandRequest, Response};
 use crate::fsm::{Action, Command, Event, Fsm, FsmConfig, Millis, Role, SentAt, TakeoverState};
 use crate::keepalive::link::{self, LinkIdentity, Links, PathSpec, Received};
-use crate::keepalive::packet::Keepalive;
+use crate::keepalive::packet::{self, Accepted, Keepalive};
+use crate::keepalive::peer_state::{self, PeerIncarnation};
 use crate::ops::hooks::Hooks;
 use crate::ops::journal::Kind;
 use crate::ops::metrics::{self, Metrics};
@@ -165,6 +166,18 @@ pub async fn run(
         incarnation,
         config_digest: config.ha_digest(),
         software_version: VERSION.to_string(),
+        boot_offset_us: peer_state::random_boot_offset_us(),
+        proof_window: config
+            .keepalive
+            .dead_interval
+            .0
+            .saturating_mul(u32::try_from(crate::fsm::PROOF_WINDOW_DEAD_INTERVALS).unwrap_or(10)),
+        max_age: config
+            .keepalive
+            .dead_interval
+            .0
+            .saturating_add(config.alarms.max_clock_skew.0),
+        peer_incarnation: PeerIncarnation::load(&config.node.state_dir),
     };
     let paths = config
         .keepalive
@@ -467,6 +480,18 @@ impl Daemon {
 
     fn on_keepalive(&mut self, received: Received) -> Option<Event> {
         let advert = received.packet.advert;
+        if received.accepted == Accepted::Backwards {
+            let message = format!(
+                "peer {} came back with a lower incarnation ({}) than seen before: it lost its state directory and its clock is behind; accepted as its new boot because its keepalives echo this boot's timestamps (check NTP and the peer's node.state_dir)",
+                self.config.peer.name, received.packet.incarnation
+            );
+            warn!("{message}");
+            self.emit(
+                Kind::Note,
+                message,
+                json!({ "peer_incarnation": received.packet.incarnation }),
+            );
+        }
         if let Some(previous) = &self.peer_packet {
             if previous.incarnation != received.packet.incarnation {
                 self.record_event(
@@ -483,7 +508,7 @@ impl Daemon {
             incarnation: received.packet.incarnation,
             at_us: received.packet.tx_timestamp_us,
         };
-        let echo_us = Some(received.packet.echo_timestamp_us);
+        let echo_us = Some(received.echo_fsm_us);
         if fresher {
             self.peer_heard_unix_ms = unix_ms();
             self.peer_packet = Some(received.packet);
@@ -810,7 +835,7 @@ impl Daemon {
             },
             priority: peer_view.map(|p| p.advert.priority),
             epoch: peer_view.map(|p| p.advert.epoch),
-            version: packet.map(|p| p.software_version.clone()),
+            version: packet.map(|p| packet::escape(&p.software_version)),
             config_digest: packet.map(|p| hex(&p.config_digest)),
             last_heard_ms_ago: peer_view.map(|p| now.saturating_sub(p.at)),
             takeover_in_progress: peer_view.is_some_and(|p| p.advert.takeover_in_progress),
@@ -919,7 +944,10 @@ impl Daemon {
             Some(p) => Indicator {
                 name: "same_version".into(),
                 ok: false,
-                detail: format!("peer runs {}, this node {VERSION}", p.software_version),
+                detail: format!(
+                    "peer runs {}, this node {VERSION}",
+                    packet::escape(&p.software_version)
+                ),
             },
             None => Indicator {
                 name: "same_version".into(),

@@ -555,6 +555,7 @@ pub(crate) fn forged(cluster_id: u32, node_name: &str, incarnation: u64, key: &[
             takeover_in_progress: false,
             yielding: false,
             leaving: false,
+            planned: false,
         },
         wall_clock_ms: 0,
         tx_timestamp_us: 1,
