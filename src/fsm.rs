@@ -1128,7 +1128,13 @@ impl Fsm {
     }
 
     /// `planned`: the term begins by a planned handover (see `PeerAdvert::planned`).
-    fn become_active_as(&mut self, reason: &str, planned: bool, now: Millis, out: &mut Vec<Action>) {
+    fn become_active_as(
+        &mut self,
+        reason: &str,
+        planned: bool,
+        now: Millis,
+        out: &mut Vec<Action>,
+    ) {
         self.planned_term = planned;
         let peer_epoch = self.peer.map(|p| p.advert.epoch).unwrap_or(0);
         self.epoch = self.epoch.max(peer_epoch).saturating_add(1);

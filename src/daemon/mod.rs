@@ -158,27 +158,26 @@ pub async fn run(
     let fsm = Fsm::new(fsm_config(&config), 0);
     let (advert_tx, advert_rx) = watch::channel(fsm.advert());
     let (received_tx, mut received_rx) = mpsc::unbounded_channel::<Received>();
-    let identity = LinkIdentity {
-        cluster_id: config.cluster.id,
-        key: Arc::from(key),
-        node_name: config.node.name.clone(),
-        peer_name: config.peer.name.clone(),
-        incarnation,
-        config_digest: config.ha_digest(),
-        software_version: VERSION.to_string(),
-        boot_offset_us: peer_state::random_boot_offset_us(),
-        proof_window: config
-            .keepalive
-            .dead_interval
-            .0
-            .saturating_mul(u32::try_from(crate::fsm::PROOF_WINDOW_DEAD_INTERVALS).unwrap_or(10)),
-        max_age: config
-            .keepalive
-            .dead_interval
-            .0
-            .saturating_add(config.alarms.max_clock_skew.0),
-        peer_incarnation: PeerIncarnation::load(&config.node.state_dir),
-    };
+    let identity =
+        LinkIdentity {
+            cluster_id: config.cluster.id,
+            key: Arc::from(key),
+            node_name: config.node.name.clone(),
+            peer_name: config.peer.name.clone(),
+            incarnation,
+            config_digest: config.ha_digest(),
+            software_version: VERSION.to_string(),
+            boot_offset_us: peer_state::random_boot_offset_us(),
+            proof_window: config.keepalive.dead_interval.0.saturating_mul(
+                u32::try_from(crate::fsm::PROOF_WINDOW_DEAD_INTERVALS).unwrap_or(10),
+            ),
+            max_age: config
+                .keepalive
+                .dead_interval
+                .0
+                .saturating_add(config.alarms.max_clock_skew.0),
+            peer_incarnation: PeerIncarnation::load(&config.node.state_dir),
+        };
     let paths = config
         .keepalive
         .paths

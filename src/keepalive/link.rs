@@ -435,7 +435,8 @@ impl PathTask {
             let newer = match current {
                 Some(inc) => {
                     packet.incarnation == inc
-                        && (echo.peer_incarnation != inc || packet.tx_timestamp_us > echo.peer_tx_us)
+                        && (echo.peer_incarnation != inc
+                            || packet.tx_timestamp_us > echo.peer_tx_us)
                 }
                 None => {
                     (packet.incarnation, packet.tx_timestamp_us)

@@ -656,7 +656,10 @@ mod tests {
                 "{bad:?} accepted"
             );
         }
-        assert_eq!(escape("0.1\n[ OK ] \u{1b}[1m\"x\\"), "0.1\\n[ OK ] \\u{1b}[1m\\\"x\\\\");
+        assert_eq!(
+            escape("0.1\n[ OK ] \u{1b}[1m\"x\\"),
+            "0.1\\n[ OK ] \\u{1b}[1m\\\"x\\\\"
+        );
         assert_eq!(escape("1.2.3-rc1"), "1.2.3-rc1");
     }
 }

@@ -234,9 +234,8 @@ fn e2e_replayed_active_adverts_do_not_suppress_the_failover_of_a_restarted_stand
     let reason = status["last_transition"]["reason"].as_str().unwrap_or("");
     assert!(reason.contains("no peer heard"), "{status}");
     let status = wait_until("fw-b to drop the replay", SOON, || {
-        pair.status(Node::B).filter(|s| {
-            rejected(s, "unproven") + rejected(s, "stale") >= active.len() as u64 / 2
-        })
+        pair.status(Node::B)
+            .filter(|s| rejected(s, "unproven") + rejected(s, "stale") >= active.len() as u64 / 2)
     });
     assert_eq!(status["role"], "active");
     assert_eq!(status["peer"]["alive"], false);
@@ -275,7 +274,10 @@ fn e2e_a_peer_whose_incarnation_went_backwards_is_recovered_through_the_handshak
         .trim()
         .parse()
         .expect("a number");
-    assert_eq!(stored, incarnation, "the stored incarnation follows the peer");
+    assert_eq!(
+        stored, incarnation,
+        "the stored incarnation follows the peer"
+    );
     assert!(
         pair.logs().contains("lower incarnation"),
         "no note of the backwards incarnation:\n{}",
