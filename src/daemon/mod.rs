@@ -262,6 +262,8 @@ pub async fn run(
         failover_started: None,
         events: VecDeque::new(),
         peer_packet: None,
+        peer_packet_at: None,
+        peer_boots: BTreeMap::new(),
         peer_heard_unix_ms: 0,
         provider_health: Ok(()),
         pending_command: None,
@@ -400,6 +402,10 @@ struct Daemon {
     failover_started: Option<Instant>,
     events: VecDeque<EventRecord>,
     peer_packet: Option<Keepalive>,
+    /// `(boot order, tx timestamp)` of `peer_packet` (see `Daemon::peer_boot`).
+    peer_packet_at: Option<(u64, u64)>,
+    /// The peer's incarnations accepted so far, with the order of their first acceptance.
+    peer_boots: BTreeMap<u64, u64>,
     peer_heard_unix_ms: u64,
     provider_health: Result<(), String>,
     pending_command: Option<tokio::sync::oneshot::Sender<Response>>,
@@ -477,9 +483,28 @@ impl Daemon {
         event
     }
 
+    /// The order in which the peer's boot was first accepted (1, 2, ...): what the FSM compares
+    /// as the sender's incarnation. The raw incarnation is not ordered when the peer lost its
+    /// state with its clock behind (its new boot's is lower); the link accepts a new one only
+    /// with proof of liveness, so the boot accepted last is the peer's current one.
+    fn peer_boot(&mut self, incarnation: u64) -> (u64, bool) {
+        if let Some(&generation) = self.peer_boots.get(&incarnation) {
+            return (generation, false);
+        }
+        let generation = self.peer_boots.values().max().copied().unwrap_or(0) + 1;
+        self.peer_boots.insert(incarnation, generation);
+        if self.peer_boots.len() > 16 {
+            if let Some((&oldest, _)) = self.peer_boots.iter().min_by_key(|(_, g)| **g) {
+                self.peer_boots.remove(&oldest);
+            }
+        }
+        (generation, true)
+    }
+
     fn on_keepalive(&mut self, received: Received) -> Option<Event> {
         let advert = received.packet.advert;
-        if received.accepted == Accepted::Backwards {
+        let (generation, new_boot) = self.peer_boot(received.packet.incarnation);
+        if new_boot && received.accepted == Accepted::Backwards {
             let message = format!(
                 "peer {} came back with a lower incarnation ({}) than seen before: it lost its state directory and its clock is behind; accepted as its new boot because its keepalives echo this boot's timestamps (check NTP and the peer's node.state_dir)",
                 self.config.peer.name, received.packet.incarnation
@@ -490,26 +515,23 @@ impl Daemon {
                 message,
                 json!({ "peer_incarnation": received.packet.incarnation }),
             );
+        } else if new_boot && self.peer_packet.is_some() {
+            self.record_event(
+                Kind::Note,
+                format!("peer {} restarted (new incarnation)", self.config.peer.name),
+            );
         }
-        if let Some(previous) = &self.peer_packet {
-            if previous.incarnation != received.packet.incarnation {
-                self.record_event(
-                    Kind::Note,
-                    format!("peer {} restarted (new incarnation)", self.config.peer.name),
-                );
-            }
-        }
-        let fresher = self.peer_packet.as_ref().is_none_or(|p| {
-            (received.packet.incarnation, received.packet.tx_timestamp_us)
-                >= (p.incarnation, p.tx_timestamp_us)
-        });
+        let fresher = self
+            .peer_packet_at
+            .is_none_or(|(g, tx)| (generation, received.packet.tx_timestamp_us) >= (g, tx));
         let sent = SentAt {
-            incarnation: received.packet.incarnation,
+            incarnation: generation,
             at_us: received.packet.tx_timestamp_us,
         };
         let echo_us = Some(received.echo_fsm_us);
         if fresher {
             self.peer_heard_unix_ms = unix_ms();
+            self.peer_packet_at = Some((generation, received.packet.tx_timestamp_us));
             self.peer_packet = Some(received.packet);
         }
         Some(Event::Keepalive {

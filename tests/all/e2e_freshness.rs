@@ -323,3 +323,52 @@ fn e2e_after_a_preemption_a_kill_is_detected_within_one_dead_interval() {
     let reason = status["last_transition"]["reason"].as_str().unwrap_or("");
     assert!(!reason.contains("damped"), "{reason}");
 }
+
+/// H2, the receiver running throughout: fw-a's first boot had its clock far ahead (planted
+/// `incarnation` file), then fw-a loses its state directory and restarts with the real clock,
+/// a lower incarnation. fw-b, which saw the higher one, must take the new boot through the
+/// handshake; fw-a then preempts, and exactly one node is active (before: fw-b dropped fw-a as
+/// `replayed` for good and both stayed active). Its recorded first-boot keepalives are replayed
+/// at fw-b meanwhile.
+#[test]
+fn e2e_a_running_node_recovers_a_peer_that_came_back_with_a_lower_incarnation() {
+    let mut pair = Pair::prepare(
+        "e2eh2run",
+        Options::default(),
+        crate::e2e_local::local_provider,
+    );
+    let state = pair.dir.path().join("fw-a-state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    let ahead = now_ms + 1_000_000_000;
+    std::fs::write(state.join("incarnation"), format!("{ahead}\n")).expect("plant");
+    let mut pair = pair.start_both();
+    let file = pair.dir.path().join("a-first-boot.hex");
+    finish(start_capture(&pair, Node::B, Node::A, 1.0, &file));
+    let recorded = captured(&file, |k| k.incarnation > ahead);
+    assert!(!recorded.is_empty(), "{}", capture_log(&pair));
+
+    pair.daemon(Node::A).kill9().expect("kill fw-a");
+    std::fs::remove_dir_all(&state).expect("lose fw-a's state");
+    pair.wait_role(Node::B, "active");
+    let _replay = start_replay(&pair, Node::B, &recorded, 4.0, Replay::InOrder);
+    pair.spawn(Node::A);
+    pair.wait_role(Node::A, "standby");
+    // fw-a preempts after the hold-down; fw-b hears it and steps down.
+    pair.wait_role(Node::A, "active");
+    let status = pair.wait_role(Node::B, "standby");
+    assert_eq!(status["peer"]["state"], "active", "{status}");
+    let stored: u64 = std::fs::read_to_string(state_file(&pair, Node::B))
+        .expect("stored incarnation")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(stored < ahead, "fw-b still stores {stored}");
+    assert!(pair.logs().contains("lower incarnation"), "{}", pair.logs());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pair.role(Node::A).as_deref(), Some("active"));
+    assert_eq!(pair.role(Node::B).as_deref(), Some("standby"));
+}
