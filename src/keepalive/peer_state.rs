@@ -135,6 +135,6 @@ mod tests {
         let a = random_boot_offset_us();
         let b = random_boot_offset_us();
         assert_ne!(a, b);
-        assert!(a >= 1 << 60 && a < 1 << 61);
+        assert!((1 << 60..1 << 61).contains(&a));
     }
 }

@@ -332,7 +332,7 @@ fn e2e_after_a_preemption_a_kill_is_detected_within_one_dead_interval() {
 /// at fw-b meanwhile.
 #[test]
 fn e2e_a_running_node_recovers_a_peer_that_came_back_with_a_lower_incarnation() {
-    let mut pair = Pair::prepare(
+    let pair = Pair::prepare(
         "e2eh2run",
         Options::default(),
         crate::e2e_local::local_provider,
