@@ -125,6 +125,10 @@ pub struct PeerAdvert {
     /// The peer is shutting down.
     #[serde(default)]
     pub leaving: bool,
+    /// The peer is active in a term that began by a planned handover (preemption, operator
+    /// switchover, or this node handing over or leaving): the node it relieved does not damp.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub planned: bool,
 }
 
 /// When the peer sent a keepalive, on the peer's own monotonic clock.
@@ -159,6 +163,12 @@ pub const DAMPED_DEAD_INTERVALS: u64 = 3;
 /// Damping ends once the peer has been heard without a gap (a silence longer than half a dead
 /// interval) for this many dead intervals.
 pub const DAMPING_CLEAN_DEAD_INTERVALS: u64 = 10;
+
+/// A keepalive proves the peer alive now only when it echoes one of this node's own timestamps
+/// sent within this many dead intervals (and of this boot: the link counts its timestamps from
+/// a random per-boot offset, so a recording made in an earlier boot never matches). Anything
+/// else may be a recording: it is neither believed nor counted as hearing the peer.
+pub const PROOF_WINDOW_DEAD_INTERVALS: u64 = 10;
 
 /// See [`DAMPED_DEAD_INTERVALS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,6 +358,9 @@ pub struct Fsm {
     fenced_at: Option<Millis>,
     /// Lost the role against its will: silence must last longer before taking over again.
     damping: Option<Damping>,
+    /// The current active term began by a planned handover (advertised as `planned`).
+    #[serde(default)]
+    planned_term: bool,
     /// When a reconcile first saw the peer, heard and not active, holding a floating IP or a
     /// route (see `on_observed`).
     peer_hold_seen_at: Option<Millis>,
@@ -386,6 +399,7 @@ impl Fsm {
             leaving: false,
             fenced_at: None,
             damping: None,
+            planned_term: false,
             peer_hold_seen_at: None,
             unheard_drift_seen: false,
         }
@@ -472,6 +486,7 @@ impl Fsm {
                 ),
             yielding: self.yielding.is_some(),
             leaving: self.leaving,
+            planned: self.role == Role::Active && self.planned_term,
         }
     }
 
@@ -542,7 +557,10 @@ impl Fsm {
                 sent,
                 echo_us,
             } => {
-                if self.held_in_flight(sent, now) {
+                if !self.proves_liveness(echo_us, now) {
+                    // A recording, or sent before it heard anything recent of ours: no action
+                    // on it can be justified ("leaving", "handing over" or "active" alike).
+                } else if self.held_in_flight(sent, now) {
                     // Neither believed nor counted as hearing the peer now: marking it alive
                     // would have the node decide on the advert it last believed, older still.
                 } else if self.predates_fence(&advert, echo_us) {
@@ -583,6 +601,21 @@ impl Fsm {
             self.evaluate(now, &mut out);
         }
         out
+    }
+
+    /// Whether a keepalive echoing `echo_us` (this node's send time, on the FSM's clock) proves
+    /// the peer alive now: the echo is not from the future and within
+    /// [`PROOF_WINDOW_DEAD_INTERVALS`]. Absent: "just now" (the daemon never sends an event
+    /// without a matching echo; the link drops those as `unproven`).
+    fn proves_liveness(&self, echo_us: Option<u64>, now: Millis) -> bool {
+        let Some(echo) = echo_us else { return true };
+        let now_us = now.saturating_mul(1000);
+        let window_us = self
+            .config
+            .dead_interval_ms
+            .saturating_mul(PROOF_WINDOW_DEAD_INTERVALS)
+            .saturating_mul(1000);
+        echo <= now_us && now_us - echo <= window_us
     }
 
     /// Delivered more than a dead interval later than the keepalive last taken from the same
@@ -832,7 +865,7 @@ impl Fsm {
                         command,
                         message: format!("taking the active role from {peer}{note}"),
                     });
-                    self.become_active("operator switchover", now, out);
+                    self.become_active_as("operator switchover", true, now, out);
                 }
                 _ => out.push(Action::Refused {
                     command,
@@ -998,7 +1031,7 @@ impl Fsm {
             } else {
                 format!("peer is in {}", p.role.as_str())
             };
-            self.become_active(&why, now, out);
+            self.become_active_as(&why, true, now, out);
             return;
         }
         match p.role {
@@ -1014,8 +1047,9 @@ impl Fsm {
                     self.transition(Role::Standby, "peer is active".into(), now, out);
                 } else if let Some(at) = self.preempt_at() {
                     if now >= at {
-                        self.become_active(
+                        self.become_active_as(
                             "preempting: higher priority and the peer is healthy past the hold-down",
+                            true,
                             now,
                             out,
                         );
@@ -1029,8 +1063,11 @@ impl Fsm {
     fn evaluate_active(&mut self, peer: Option<PeerAdvert>, now: Millis, out: &mut Vec<Action>) {
         if let Some(p) = peer {
             if p.role == Role::Active && self.peer_outranks(&p) {
-                // Handing over on purpose (switchover, maintenance, fault) is not a contest.
-                if self.yielding.is_none() {
+                // Handing over on purpose (switchover, maintenance, fault) is not a contest, and
+                // neither is being relieved by a planned handover of the peer's (preemption, or
+                // the peer's operator switchover): damping then only made the next failure take
+                // three dead intervals to detect.
+                if self.yielding.is_none() && !p.planned {
                     self.damping = Some(Damping { clean_since: now });
                 }
                 let target = match self.yielding.map(|(r, _)| r) {
@@ -1087,6 +1124,18 @@ impl Fsm {
     }
 
     fn become_active(&mut self, reason: &str, now: Millis, out: &mut Vec<Action>) {
+        self.become_active_as(reason, false, now, out)
+    }
+
+    /// `planned`: the term begins by a planned handover (see `PeerAdvert::planned`).
+    fn become_active_as(
+        &mut self,
+        reason: &str,
+        planned: bool,
+        now: Millis,
+        out: &mut Vec<Action>,
+    ) {
+        self.planned_term = planned;
         let peer_epoch = self.peer.map(|p| p.advert.epoch).unwrap_or(0);
         self.epoch = self.epoch.max(peer_epoch).saturating_add(1);
         self.yielding = None;

@@ -21,7 +21,8 @@ use crate::config::Config;
 use crate::control::{self, CommandRequest, Response};
 use crate::fsm::{Action, Command, Event, Fsm, FsmConfig, Millis, Role, SentAt, TakeoverState};
 use crate::keepalive::link::{self, LinkIdentity, Links, PathSpec, Received};
-use crate::keepalive::packet::Keepalive;
+use crate::keepalive::packet::{self, Accepted, Keepalive};
+use crate::keepalive::peer_state::{self, PeerIncarnation};
 use crate::ops::hooks::Hooks;
 use crate::ops::journal::Kind;
 use crate::ops::metrics::{self, Metrics};
@@ -164,15 +165,26 @@ pub async fn run(
     let fsm = Fsm::new(fsm_config(&config), 0);
     let (advert_tx, advert_rx) = watch::channel(fsm.advert());
     let (received_tx, mut received_rx) = mpsc::unbounded_channel::<Received>();
-    let identity = LinkIdentity {
-        cluster_id: config.cluster.id,
-        key: Arc::from(key),
-        node_name: config.node.name.clone(),
-        peer_name: config.peer.name.clone(),
-        incarnation,
-        config_digest: config.ha_digest(),
-        software_version: VERSION.to_string(),
-    };
+    let identity =
+        LinkIdentity {
+            cluster_id: config.cluster.id,
+            key: Arc::from(key),
+            node_name: config.node.name.clone(),
+            peer_name: config.peer.name.clone(),
+            incarnation,
+            config_digest: config.ha_digest(),
+            software_version: VERSION.to_string(),
+            boot_offset_us: peer_state::random_boot_offset_us(),
+            proof_window: config.keepalive.dead_interval.0.saturating_mul(
+                u32::try_from(crate::fsm::PROOF_WINDOW_DEAD_INTERVALS).unwrap_or(10),
+            ),
+            max_age: config
+                .keepalive
+                .dead_interval
+                .0
+                .saturating_add(config.alarms.max_clock_skew.0),
+            peer_incarnation: PeerIncarnation::load(&config.node.state_dir),
+        };
     let paths = config
         .keepalive
         .paths
@@ -261,6 +273,8 @@ pub async fn run(
         failover_started: None,
         events: VecDeque::new(),
         peer_packet: None,
+        peer_packet_at: None,
+        peer_boots: BTreeMap::new(),
         peer_heard_unix_ms: 0,
         provider_health: Ok(()),
         pending_command: None,
@@ -456,6 +470,10 @@ struct Daemon {
     failover_started: Option<Instant>,
     events: VecDeque<EventRecord>,
     peer_packet: Option<Keepalive>,
+    /// `(boot order, tx timestamp)` of `peer_packet` (see `Daemon::peer_boot`).
+    peer_packet_at: Option<(u64, u64)>,
+    /// The peer's incarnations accepted so far, with the order of their first acceptance.
+    peer_boots: BTreeMap<u64, u64>,
     peer_heard_unix_ms: u64,
     provider_health: Result<(), String>,
     pending_command: Option<tokio::sync::oneshot::Sender<Response>>,
@@ -571,27 +589,55 @@ impl Daemon {
         event
     }
 
-    fn on_keepalive(&mut self, received: Received) -> Option<Event> {
-        let advert = received.packet.advert;
-        if let Some(previous) = &self.peer_packet {
-            if previous.incarnation != received.packet.incarnation {
-                self.record_event(
-                    Kind::Note,
-                    format!("peer {} restarted (new incarnation)", self.config.peer.name),
-                );
+    /// The order in which the peer's boot was first accepted (1, 2, ...): what the FSM compares
+    /// as the sender's incarnation. The raw incarnation is not ordered when the peer lost its
+    /// state with its clock behind (its new boot's is lower); the link accepts a new one only
+    /// with proof of liveness, so the boot accepted last is the peer's current one.
+    fn peer_boot(&mut self, incarnation: u64) -> (u64, bool) {
+        if let Some(&generation) = self.peer_boots.get(&incarnation) {
+            return (generation, false);
+        }
+        let generation = self.peer_boots.values().max().copied().unwrap_or(0) + 1;
+        self.peer_boots.insert(incarnation, generation);
+        if self.peer_boots.len() > 16 {
+            if let Some((&oldest, _)) = self.peer_boots.iter().min_by_key(|(_, g)| **g) {
+                self.peer_boots.remove(&oldest);
             }
         }
-        let fresher = self.peer_packet.as_ref().is_none_or(|p| {
-            (received.packet.incarnation, received.packet.tx_timestamp_us)
-                >= (p.incarnation, p.tx_timestamp_us)
-        });
+        (generation, true)
+    }
+
+    fn on_keepalive(&mut self, received: Received) -> Option<Event> {
+        let advert = received.packet.advert;
+        let (generation, new_boot) = self.peer_boot(received.packet.incarnation);
+        if new_boot && received.accepted == Accepted::Backwards {
+            let message = format!(
+                "peer {} came back with a lower incarnation ({}) than seen before: it lost its state directory and its clock is behind; accepted as its new boot because its keepalives echo this boot's timestamps (check NTP and the peer's node.state_dir)",
+                self.config.peer.name, received.packet.incarnation
+            );
+            warn!("{message}");
+            self.emit(
+                Kind::Note,
+                message,
+                json!({ "peer_incarnation": received.packet.incarnation }),
+            );
+        } else if new_boot && self.peer_packet.is_some() {
+            self.record_event(
+                Kind::Note,
+                format!("peer {} restarted (new incarnation)", self.config.peer.name),
+            );
+        }
+        let fresher = self
+            .peer_packet_at
+            .is_none_or(|(g, tx)| (generation, received.packet.tx_timestamp_us) >= (g, tx));
         let sent = SentAt {
-            incarnation: received.packet.incarnation,
+            incarnation: generation,
             at_us: received.packet.tx_timestamp_us,
         };
-        let echo_us = Some(received.packet.echo_timestamp_us);
+        let echo_us = Some(received.echo_fsm_us);
         if fresher {
             self.peer_heard_unix_ms = unix_ms();
+            self.peer_packet_at = Some((generation, received.packet.tx_timestamp_us));
             self.peer_packet = Some(received.packet);
         }
         Some(Event::Keepalive {
@@ -916,7 +962,7 @@ impl Daemon {
             },
             priority: peer_view.map(|p| p.advert.priority),
             epoch: peer_view.map(|p| p.advert.epoch),
-            version: packet.map(|p| p.software_version.clone()),
+            version: packet.map(|p| packet::escape(&p.software_version)),
             config_digest: packet.map(|p| hex(&p.config_digest)),
             last_heard_ms_ago: peer_view.map(|p| now.saturating_sub(p.at)),
             takeover_in_progress: peer_view.is_some_and(|p| p.advert.takeover_in_progress),
@@ -1025,7 +1071,10 @@ impl Daemon {
             Some(p) => Indicator {
                 name: "same_version".into(),
                 ok: false,
-                detail: format!("peer runs {}, this node {VERSION}", p.software_version),
+                detail: format!(
+                    "peer runs {}, this node {VERSION}",
+                    packet::escape(&p.software_version)
+                ),
             },
             None => Indicator {
                 name: "same_version".into(),

@@ -259,6 +259,7 @@ impl Daemon {
             my_role: Some(self.fsm.role()),
             peer_role,
             bad_packets,
+            peer_drops: self.links.stats().iter().map(|p| p.peer_drops).sum(),
             version_mismatch: indicator_failing("same_version").and(s.peer.version.clone()),
             config_mismatch: indicator_failing("same_config"),
             takeover_running_ms: self

@@ -14,7 +14,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
-use super::packet::{Keepalive, Rejection, ReplayGuard, MAX_LEN};
+use super::packet::{Accepted, DecodeError, Keepalive, Rejection, ReplayGuard, MAX_LEN};
+use super::peer_state::PeerIncarnation;
 use crate::fsm::PeerAdvert;
 
 /// Identity and secrets shared by every path.
@@ -34,6 +35,16 @@ pub struct LinkIdentity {
     pub config_digest: [u8; 16],
     /// Our software version.
     pub software_version: String,
+    /// This boot's random offset added to every tx timestamp: an echo of an earlier boot's
+    /// timestamp never falls in this boot's range (see `peer_state::random_boot_offset_us`).
+    pub boot_offset_us: u64,
+    /// An echo older than this proves nothing (`fsm::PROOF_WINDOW_DEAD_INTERVALS`).
+    pub proof_window: Duration,
+    /// An unproven packet sent (by the sender's wall clock) longer ago than this is `stale`:
+    /// the dead interval plus the allowed clock skew.
+    pub max_age: Duration,
+    /// The highest peer incarnation accepted, persisted in the state directory.
+    pub peer_incarnation: PeerIncarnation,
 }
 
 /// One configured path.
@@ -56,6 +67,11 @@ pub struct Received {
     pub path: usize,
     /// The packet.
     pub packet: Keepalive,
+    /// The echoed timestamp on the FSM's clock (µs since the daemon's start): it proved the
+    /// peer alive.
+    pub echo_fsm_us: u64,
+    /// What it says about the peer's boot.
+    pub accepted: Accepted,
 }
 
 /// Counters and measurements for one path, shared with `status`.
@@ -77,6 +93,9 @@ pub struct PathStats {
     pub bound: bool,
     /// The last bind or send error, for status.
     pub last_error: Option<String>,
+    /// Replayed packets with the peer's name, and malformed ones from the peer's address: a
+    /// recording being replayed, or a broken or hostile sender at the peer's address (alarm).
+    pub peer_drops: u64,
 }
 
 impl PathStats {
@@ -94,6 +113,7 @@ impl PathStats {
 /// What the receiver remembers to echo back (for the peer's RTT) on one path.
 #[derive(Debug, Default, Clone, Copy)]
 struct Echo {
+    peer_incarnation: u64,
     peer_tx_us: u64,
     received_at_us: u64,
 }
@@ -142,6 +162,7 @@ pub fn start(
     received: mpsc::UnboundedSender<Received>,
 ) -> Links {
     let send_now = Arc::new(Notify::new());
+    let floor = identity.peer_incarnation.get();
     let mut stats = Vec::new();
     for path in paths {
         let path_stats = Arc::new(Mutex::new(PathStats::default()));
@@ -154,6 +175,7 @@ pub fn start(
             stats: path_stats,
             echo,
             origin,
+            floor,
         };
         tokio::spawn(task.run(advert.clone(), received.clone(), send_now.clone()));
     }
@@ -167,9 +189,26 @@ struct PathTask {
     stats: Arc<Mutex<PathStats>>,
     echo: Arc<Mutex<Echo>>,
     origin: Instant,
+    /// The persisted peer incarnation at start (older boots are replays unless proven).
+    floor: u64,
 }
 
 impl PathTask {
+    /// This boot's timestamp: the random offset plus monotonic µs since the FSM's zero.
+    fn now_us(&self) -> u64 {
+        self.identity
+            .boot_offset_us
+            .saturating_add(micros_since(self.origin))
+    }
+
+    /// The FSM-clock time of an echoed timestamp, when it is one of ours of this boot, not from
+    /// the future and within the proof window.
+    fn proof(&self, echo_timestamp_us: u64, now_us: u64) -> Option<u64> {
+        let window = u64::try_from(self.identity.proof_window.as_micros()).unwrap_or(u64::MAX);
+        let fsm_us = echo_timestamp_us.checked_sub(self.identity.boot_offset_us)?;
+        (echo_timestamp_us <= now_us && now_us - echo_timestamp_us <= window).then_some(fsm_us)
+    }
+
     fn with_stats(&self, f: impl FnOnce(&mut PathStats)) {
         if let Ok(mut s) = self.stats.lock() {
             f(&mut s);
@@ -237,7 +276,7 @@ impl PathTask {
             }
             sequence += 1;
             let echo = self.echo.lock().map(|e| *e).unwrap_or_default();
-            let now_us = micros_since(self.origin);
+            let now_us = self.now_us();
             let packet = Keepalive {
                 cluster_id: self.identity.cluster_id,
                 incarnation: self.identity.incarnation,
@@ -272,7 +311,7 @@ impl PathTask {
         socket: Arc<UdpSocket>,
         received: mpsc::UnboundedSender<Received>,
     ) {
-        let mut guard = ReplayGuard::default();
+        let mut guard = ReplayGuard::seeded(self.floor);
         let mut buf = vec![0u8; MAX_LEN + 1];
         loop {
             let (len, from) = match socket.recv_from(&mut buf).await {
@@ -283,10 +322,10 @@ impl PathTask {
                     continue;
                 }
             };
-            let now_us = micros_since(self.origin);
+            let now_us = self.now_us();
             let before = guard.last();
-            match self.validate(&buf[..len], &mut guard) {
-                Ok(packet) => {
+            match self.validate(&buf[..len], &mut guard, now_us) {
+                Ok((packet, echo_fsm_us, accepted)) => {
                     // Within one incarnation the sequence is dense: a gap is packets lost.
                     let lost = match before {
                         Some((incarnation, last)) if incarnation == packet.incarnation => {
@@ -295,10 +334,15 @@ impl PathTask {
                         _ => 0,
                     };
                     self.record(&packet, now_us, lost);
+                    if accepted != Accepted::Current || packet.incarnation != self.floor {
+                        self.identity.peer_incarnation.set(packet.incarnation);
+                    }
                     if received
                         .send(Received {
                             path: self.path.index,
                             packet,
+                            echo_fsm_us,
+                            accepted,
                         })
                         .is_err()
                     {
@@ -307,12 +351,28 @@ impl PathTask {
                 }
                 Err(rejection) => {
                     let label = rejection.label();
+                    // Replays carry the peer's name (they authenticated); malformed packets are
+                    // the peer's when they come from its address.
+                    let from_peer = from.ip() == self.path.peer.ip();
+                    let suspect = match rejection {
+                        Rejection::Replayed => true,
+                        Rejection::Decode(
+                            DecodeError::Length
+                            | DecodeError::Field
+                            | DecodeError::Magic
+                            | DecodeError::Version,
+                        ) => from_peer,
+                        _ => false,
+                    };
                     let first = {
                         let mut first = false;
                         self.with_stats(|s| {
                             let n = s.rejected.entry(label).or_insert(0);
                             *n += 1;
                             first = *n == 1;
+                            if suspect {
+                                s.peer_drops += 1;
+                            }
                         });
                         first
                     };
@@ -324,7 +384,19 @@ impl PathTask {
         }
     }
 
-    fn validate(&self, bytes: &[u8], guard: &mut ReplayGuard) -> Result<Keepalive, Rejection> {
+    /// Decode and check a datagram; on success returns it with the FSM-clock time of its echo.
+    ///
+    /// Every authenticated packet of the peer on this path is offered to the echo (see
+    /// [`PathTask::remember_echo`]) before the freshness checks: the peer can prove it is alive
+    /// only by echoing what it heard from us, so we must echo its packets, even its unproven
+    /// first ones. A recording echoed back proves nothing to the peer: its timestamps are of
+    /// another boot or too old.
+    fn validate(
+        &self,
+        bytes: &[u8],
+        guard: &mut ReplayGuard,
+        now_us: u64,
+    ) -> Result<(Keepalive, u64, Accepted), Rejection> {
         let packet = Keepalive::decode(bytes, &self.identity.key).map_err(Rejection::Decode)?;
         if packet.cluster_id != self.identity.cluster_id {
             return Err(Rejection::ForeignCluster);
@@ -335,17 +407,53 @@ impl PathTask {
         if usize::from(packet.path_id) != self.path.index {
             return Err(Rejection::WrongPath);
         }
-        guard.check(packet.incarnation, packet.sequence)?;
-        Ok(packet)
+        self.remember_echo(&packet, guard.last().map(|(inc, _)| inc), now_us);
+        let proof = self.proof(packet.echo_timestamp_us, now_us);
+        match guard.check(packet.incarnation, packet.sequence, proof.is_some()) {
+            Ok(accepted) => Ok((packet, proof.unwrap_or(0), accepted)),
+            Err(Rejection::Unproven) if self.too_old(&packet) => Err(Rejection::Stale),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sent, by the sender's wall clock, longer ago than the dead interval plus the allowed
+    /// clock skew.
+    fn too_old(&self, packet: &Keepalive) -> bool {
+        let max_age = u64::try_from(self.identity.max_age.as_millis()).unwrap_or(u64::MAX);
+        unix_ms().saturating_sub(packet.wall_clock_ms) > max_age
+    }
+
+    /// Echo the peer's newest packet of the boot last proven alive (`current`; before any, the
+    /// highest `(incarnation, tx)`); any other packet replaces the echo only once the echoed one
+    /// is two keepalive intervals old: a restarted peer, or one that lost its state and came
+    /// back with a lower incarnation, must get its echoes to prove itself. A recording replayed
+    /// while the peer is alive therefore never displaces the live peer's timestamps.
+    fn remember_echo(&self, packet: &Keepalive, current: Option<u64>, now_us: u64) {
+        let stale_us =
+            u64::try_from(self.interval.as_micros().saturating_mul(2)).unwrap_or(u64::MAX);
+        if let Ok(mut echo) = self.echo.lock() {
+            let newer = match current {
+                Some(inc) => {
+                    packet.incarnation == inc
+                        && (echo.peer_incarnation != inc
+                            || packet.tx_timestamp_us > echo.peer_tx_us)
+                }
+                None => {
+                    (packet.incarnation, packet.tx_timestamp_us)
+                        > (echo.peer_incarnation, echo.peer_tx_us)
+                }
+            };
+            if newer || now_us.saturating_sub(echo.received_at_us) > stale_us {
+                *echo = Echo {
+                    peer_incarnation: packet.incarnation,
+                    peer_tx_us: packet.tx_timestamp_us,
+                    received_at_us: now_us,
+                };
+            }
+        }
     }
 
     fn record(&self, packet: &Keepalive, now_us: u64, lost: u64) {
-        if let Ok(mut echo) = self.echo.lock() {
-            *echo = Echo {
-                peer_tx_us: packet.tx_timestamp_us,
-                received_at_us: now_us,
-            };
-        }
         self.with_stats(|s| {
             s.received += 1;
             s.lost += lost;

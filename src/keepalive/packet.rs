@@ -37,8 +37,17 @@
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! ```
 //!
-//! Flags: bit 0 takeover in progress, bit 1 yielding (handing over), bit 2 leaving (shutdown).
+//! Flags: bit 0 takeover in progress, bit 1 yielding (handing over), bit 2 leaving (shutdown),
+//! bit 3 planned (this active term began by a planned handover: preemption, operator
+//! switchover, or the peer handing over or leaving; the node it relieved does not damp).
 //! Other bits must be zero.
+//!
+//! Strings are printable ASCII (0x20..=0x7e), at most 32 bytes each; anything else is
+//! `malformed_field`. They are still rendered through [`escape`] wherever they are printed.
+//!
+//! Freshness: the tx timestamp counts from a random per-boot offset, so an echo timestamp can
+//! only match the receiver's current boot; the receiver acts on an advert only when it echoes
+//! one of its own recent timestamps (proof of liveness, see `keepalive::link`).
 //!
 //! The tag is verified before any field after the version byte is trusted, so garbage and
 //! forgeries are classified as `Unauthenticated` no matter what they contain. The echo fields
@@ -68,7 +77,8 @@ pub const MAX_LEN: usize = FIXED_LEN + 2 * MAX_STRING + TAG_LEN;
 const FLAG_TAKEOVER: u8 = 1 << 0;
 const FLAG_YIELDING: u8 = 1 << 1;
 const FLAG_LEAVING: u8 = 1 << 2;
-const KNOWN_FLAGS: u8 = FLAG_TAKEOVER | FLAG_YIELDING | FLAG_LEAVING;
+const FLAG_PLANNED: u8 = 1 << 3;
+const KNOWN_FLAGS: u8 = FLAG_TAKEOVER | FLAG_YIELDING | FLAG_LEAVING | FLAG_PLANNED;
 
 /// One keepalive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +168,9 @@ impl Keepalive {
         if self.advert.leaving {
             flags |= FLAG_LEAVING;
         }
+        if self.advert.planned {
+            flags |= FLAG_PLANNED;
+        }
         buf.push(flags);
         buf.extend_from_slice(&self.cluster_id.to_be_bytes());
         buf.extend_from_slice(&self.incarnation.to_be_bytes());
@@ -226,12 +239,8 @@ impl Keepalive {
         {
             return Err(DecodeError::Length);
         }
-        let node_name = std::str::from_utf8(r.take(name_len)?)
-            .map_err(|_| DecodeError::Field)?
-            .to_string();
-        let software_version = std::str::from_utf8(r.take(version_len)?)
-            .map_err(|_| DecodeError::Field)?
-            .to_string();
+        let node_name = printable(r.take(name_len)?)?;
+        let software_version = printable(r.take(version_len)?)?;
         Ok(Keepalive {
             cluster_id,
             incarnation,
@@ -244,6 +253,7 @@ impl Keepalive {
                 takeover_in_progress: flags & FLAG_TAKEOVER != 0,
                 yielding: flags & FLAG_YIELDING != 0,
                 leaving: flags & FLAG_LEAVING != 0,
+                planned: flags & FLAG_PLANNED != 0,
             },
             wall_clock_ms,
             tx_timestamp_us,
@@ -254,6 +264,34 @@ impl Keepalive {
             software_version,
         })
     }
+}
+
+/// A peer-supplied string: printable ASCII only (no control characters, no escape sequences,
+/// no newlines that could forge a line in status or the journal).
+fn printable(bytes: &[u8]) -> Result<String, DecodeError> {
+    if bytes.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        // Printable ASCII is valid UTF-8.
+        std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|_| DecodeError::Field)
+    } else {
+        Err(DecodeError::Field)
+    }
+}
+
+/// Render a peer-supplied string for humans, logs and metrics labels: printable ASCII other
+/// than `\` and `"` as is, everything else escaped (`\n`, `\u{1b}`, ...), at most
+/// [`MAX_STRING`] characters of input. Decode already refuses such strings; this is the second
+/// line, used wherever a peer string is printed.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().take(MAX_STRING) {
+        match c {
+            ' '..='~' if c != '\\' && c != '"' => out.push(c),
+            _ => out.extend(c.escape_default()),
+        }
+    }
+    out
 }
 
 fn truncate(s: &str) -> &str {
@@ -309,6 +347,12 @@ pub enum Rejection {
     WrongPath,
     /// An old incarnation or a sequence number already seen: a replay or a stale packet.
     Replayed,
+    /// Does not echo one of this node's recent timestamps of this boot: no proof that the
+    /// sender is alive now (a new peer's first packets, or a replay of a captured one).
+    Unproven,
+    /// No proof of liveness, and sent (by its wall clock) longer ago than the dead interval plus
+    /// the allowed clock skew.
+    Stale,
 }
 
 impl Rejection {
@@ -320,31 +364,73 @@ impl Rejection {
             Rejection::UnknownSender => "unknown_sender",
             Rejection::WrongPath => "wrong_path",
             Rejection::Replayed => "replayed",
+            Rejection::Unproven => "unproven",
+            Rejection::Stale => "stale",
         }
     }
 }
 
+/// What an accepted packet says about the peer's boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// The boot already heard on this path (or the first heard at or above the floor).
+    Current,
+    /// A newer incarnation: the peer restarted.
+    NewBoot,
+    /// A lower incarnation than the highest ever seen, proven alive: the peer lost its state
+    /// directory and its clock is behind the previous boot's.
+    Backwards,
+}
+
 /// Rejects replayed and stale packets on one path: accepts only `(incarnation, sequence)`
-/// strictly greater than the last accepted one.
+/// strictly greater than the last accepted one within a boot, and a change of boot only from a
+/// packet that proves liveness (echoes one of this node's recent timestamps of this boot).
 ///
-/// The sender persists its incarnation so that it grows across restarts; an old incarnation's
-/// packets recorded by an attacker can therefore never be replayed to fake a live peer.
+/// `floor` is the highest incarnation ever accepted from the peer, persisted across this
+/// node's restarts: without it a restarted node would take a recording of any earlier boot as
+/// the peer's current one. A lower incarnation is still accepted when proven: the peer lost its
+/// state and its clock is behind, and its packets echo what this node sent moments ago, which
+/// no recording can.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayGuard {
     last: Option<(u64, u64)>,
+    floor: u64,
 }
 
 impl ReplayGuard {
-    /// Accept and remember, or reject.
-    pub fn check(&mut self, incarnation: u64, sequence: u64) -> Result<(), Rejection> {
-        let candidate = (incarnation, sequence);
-        match self.last {
-            Some(last) if candidate <= last => Err(Rejection::Replayed),
-            _ => {
-                self.last = Some(candidate);
-                Ok(())
+    /// A guard that takes incarnations below `floor` for replays unless proven.
+    pub fn seeded(floor: u64) -> ReplayGuard {
+        ReplayGuard { last: None, floor }
+    }
+
+    /// Accept and remember, or reject. Unproven packets are never remembered.
+    pub fn check(
+        &mut self,
+        incarnation: u64,
+        sequence: u64,
+        proven: bool,
+    ) -> Result<Accepted, Rejection> {
+        let outcome = match self.last {
+            Some((last_inc, last_seq)) if incarnation == last_inc => {
+                if sequence <= last_seq {
+                    return Err(Rejection::Replayed);
+                }
+                Accepted::Current
             }
+            Some((last_inc, _)) if incarnation > last_inc => Accepted::NewBoot,
+            Some(_) => Accepted::Backwards,
+            None if incarnation < self.floor => Accepted::Backwards,
+            None if incarnation > self.floor && self.floor != 0 => Accepted::NewBoot,
+            None => Accepted::Current,
+        };
+        if !proven {
+            return Err(match outcome {
+                Accepted::Backwards => Rejection::Replayed,
+                _ => Rejection::Unproven,
+            });
         }
+        self.last = Some((incarnation, sequence));
+        Ok(outcome)
     }
 
     /// The last accepted `(incarnation, sequence)`.
@@ -372,6 +458,7 @@ mod tests {
                 takeover_in_progress: true,
                 yielding: false,
                 leaving: true,
+                planned: false,
             },
             wall_clock_ms: 1_700_000_000_000,
             tx_timestamp_us: 5_000_000,
@@ -514,24 +601,65 @@ mod tests {
     #[test]
     fn long_strings_are_truncated_on_char_boundaries() {
         let mut packet = sample();
-        packet.node_name = "é".repeat(20); // 40 bytes
+        packet.node_name = "x".repeat(40);
         let decoded = Keepalive::decode(&packet.encode(KEY), KEY).expect("decodes");
-        assert_eq!(decoded.node_name, "é".repeat(16));
+        assert_eq!(decoded.node_name, "x".repeat(32));
+        // Non-ASCII is cut on a char boundary by the encoder (and refused by the decoder).
+        assert_eq!(truncate(&"é".repeat(20)), "é".repeat(16));
     }
 
     #[test]
     fn replay_guard_orders_by_incarnation_then_sequence() {
         let mut guard = ReplayGuard::default();
-        assert_eq!(guard.check(5, 10), Ok(()));
-        assert_eq!(guard.check(5, 10), Err(Rejection::Replayed));
-        assert_eq!(guard.check(5, 9), Err(Rejection::Replayed));
-        assert_eq!(guard.check(4, 1000), Err(Rejection::Replayed));
-        assert_eq!(guard.check(5, 11), Ok(()));
+        assert_eq!(guard.check(5, 10, true), Ok(Accepted::Current));
+        assert_eq!(guard.check(5, 10, true), Err(Rejection::Replayed));
+        assert_eq!(guard.check(5, 9, true), Err(Rejection::Replayed));
+        assert_eq!(guard.check(4, 1000, false), Err(Rejection::Replayed));
+        assert_eq!(guard.check(5, 11, false), Err(Rejection::Unproven));
+        assert_eq!(guard.check(5, 11, true), Ok(Accepted::Current));
         assert_eq!(
-            guard.check(6, 0),
-            Ok(()),
+            guard.check(6, 0, false),
+            Err(Rejection::Unproven),
+            "a new boot is taken only with proof of liveness"
+        );
+        assert_eq!(
+            guard.check(6, 0, true),
+            Ok(Accepted::NewBoot),
             "a restarted peer starts a new incarnation"
         );
         assert_eq!(guard.last(), Some((6, 0)));
+        assert_eq!(
+            guard.check(3, 1, true),
+            Ok(Accepted::Backwards),
+            "a peer that lost its state is recovered through the proof"
+        );
+    }
+
+    #[test]
+    fn a_seeded_guard_refuses_older_boots_without_proof() {
+        let mut guard = ReplayGuard::seeded(100);
+        assert_eq!(guard.check(99, 5, false), Err(Rejection::Replayed));
+        assert_eq!(guard.check(100, 5, false), Err(Rejection::Unproven));
+        assert_eq!(guard.check(99, 5, true), Ok(Accepted::Backwards));
+        let mut guard = ReplayGuard::seeded(100);
+        assert_eq!(guard.check(101, 1, true), Ok(Accepted::NewBoot));
+    }
+
+    #[test]
+    fn strings_must_be_printable_ascii_and_are_rendered_escaped() {
+        for bad in ["0.1\n[ OK ]", "\u{1b}[2J", "caf\u{e9}", "a\u{7f}"] {
+            let mut packet = sample();
+            packet.software_version = bad.to_string();
+            assert_eq!(
+                Keepalive::decode(&packet.encode(KEY), KEY),
+                Err(DecodeError::Field),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            escape("0.1\n[ OK ] \u{1b}[1m\"x\\"),
+            "0.1\\n[ OK ] \\u{1b}[1m\\\"x\\\\"
+        );
+        assert_eq!(escape("1.2.3-rc1"), "1.2.3-rc1");
     }
 }

@@ -25,6 +25,7 @@ pub const NAMES: &[&str] = &[
     "dual_active",
     "no_active",
     "bad_packets",
+    "peer_bad_packets",
     "version_mismatch",
     "config_mismatch",
     "takeover_slow",
@@ -65,6 +66,11 @@ pub struct Inputs {
     /// Keepalives for our cluster dropped as unauthenticated or from an unknown sender
     /// (cumulative, all paths).
     pub bad_packets: u64,
+    /// Keepalives dropped as replayed (they carry the peer's name) or malformed from the peer's
+    /// address (cumulative, all paths): a recording replayed at this node, or a broken or
+    /// hostile sender at the peer's address; also a peer that lost its state with its clock
+    /// behind, until its new boot proves itself.
+    pub peer_drops: u64,
     /// Set when the peer runs another version: what it runs.
     pub version_mismatch: Option<String>,
     /// Set when the peer's HA config digest differs: a description.
@@ -104,6 +110,8 @@ pub struct Alarms {
     holding_since: BTreeMap<&'static str, u64>,
     /// The bad-packet count last seen and when it last grew.
     bad_packets: (u64, Option<u64>),
+    /// The same for `peer_bad_packets`.
+    peer_drops: (u64, Option<u64>),
     /// Per path: (time, received, lost) samples over the loss window.
     history: BTreeMap<String, VecDeque<(u64, u64, u64)>>,
 }
@@ -115,6 +123,7 @@ impl Alarms {
             active: BTreeMap::new(),
             holding_since: BTreeMap::new(),
             bad_packets: (0, None),
+            peer_drops: (0, None),
             history: BTreeMap::new(),
         }
     }
@@ -163,6 +172,23 @@ impl Alarms {
                 format!(
                     "keepalives for this cluster with a wrong key or from an unknown sender ({} dropped so far): another speaker uses this cluster id, or a node has the wrong key",
                     inputs.bad_packets
+                )
+            }),
+        ));
+
+        if inputs.peer_drops > self.peer_drops.0 {
+            self.peer_drops = (inputs.peer_drops, Some(now));
+        }
+        let recent = self
+            .peer_drops
+            .1
+            .is_some_and(|at| now.saturating_sub(at) < t.bad_packet_quiet_ms);
+        conditions.push((
+            "peer_bad_packets",
+            recent.then(|| {
+                format!(
+                    "keepalives replayed with the peer's name or malformed from the peer's address ({} dropped so far): someone replays recorded keepalives, the peer came back with a lower incarnation (lost node.state_dir and a clock behind: check NTP), or a broken sender uses the peer's address",
+                    inputs.peer_drops
                 )
             }),
         ));
@@ -358,6 +384,21 @@ mod tests {
         assert!(alarms.evaluate(&inputs).is_empty());
         inputs.now_ms = 31_000;
         assert_eq!(names(&alarms.evaluate(&inputs)), ["-bad_packets"]);
+    }
+
+    #[test]
+    fn replayed_or_malformed_peer_packets_raise_an_alarm_that_clears_when_quiet() {
+        let mut alarms = Alarms::new(thresholds());
+        let mut inputs = Inputs {
+            now_ms: 1000,
+            ..Inputs::default()
+        };
+        assert!(!names(&alarms.evaluate(&inputs)).contains(&"+peer_bad_packets".to_string()));
+        inputs.peer_drops = 3;
+        inputs.now_ms = 2000;
+        assert!(names(&alarms.evaluate(&inputs)).contains(&"+peer_bad_packets".to_string()));
+        inputs.now_ms = 2000 + thresholds().bad_packet_quiet_ms + 1;
+        assert!(names(&alarms.evaluate(&inputs)).contains(&"-peer_bad_packets".to_string()));
     }
 
     #[test]

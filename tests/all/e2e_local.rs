@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use crate::netns::{self, wait_until, Daemon, Node, Topology, FLOATING_IP};
 
-const KEY: &str = "e2e-test-key-0123456789abcdef0123456789";
-const INTERVAL_MS: u64 = 100;
-const DEAD_MS: u64 = 500;
-const PORT: u16 = 5405;
+pub(crate) const KEY: &str = "e2e-test-key-0123456789abcdef0123456789";
+pub(crate) const INTERVAL_MS: u64 = 100;
+pub(crate) const DEAD_MS: u64 = 500;
+pub(crate) const PORT: u16 = 5405;
 /// Generous bound for anything that should happen within a few dead intervals.
 pub(crate) const SOON: Duration = Duration::from_secs(15);
 
@@ -253,7 +253,7 @@ impl Pair {
         serde_json::from_slice(&out.stdout).ok()
     }
 
-    fn role(&self, node: Node) -> Option<String> {
+    pub(crate) fn role(&self, node: Node) -> Option<String> {
         self.status(node)
             .and_then(|s| s["role"].as_str().map(str::to_string))
     }
@@ -555,6 +555,7 @@ pub(crate) fn forged(cluster_id: u32, node_name: &str, incarnation: u64, key: &[
             takeover_in_progress: false,
             yielding: false,
             leaving: false,
+            planned: false,
         },
         wall_clock_ms: 0,
         tx_timestamp_us: 1,
