@@ -1023,7 +1023,13 @@ impl Daemon {
             fenced: fsm.fenced(),
             damped: fsm.damped(),
             alarms: Vec::new(),
-            daemon_warnings: self.ops.warnings.clone(),
+            daemon_warnings: self
+                .ops
+                .warnings
+                .iter()
+                .cloned()
+                .chain(self.ops.metrics.listener_warning())
+                .collect(),
             scheduled_maintenance: self.maintenance_lines(),
             cloud: self.cloud.as_ref().map(|(at, result)| CloudStatus {
                 observed_ms_ago: millis(at.elapsed()),

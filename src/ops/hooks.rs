@@ -8,7 +8,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
@@ -128,50 +128,103 @@ async fn execute(run: HookRun) -> HookResult {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: whatever it starts in the background is killed with it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => return finish(Outcome::Failed(format!("{program}: {e}")), String::new()),
     };
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let collect = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.read_to_end(&mut out).await;
-        }
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.read_to_end(&mut err).await;
-        }
-        out.extend_from_slice(&err);
-        out
-    };
+    // Dropped at the timeout, or with this future when the daemon exits: kills the group.
+    let mut group = GroupKill(child.id().and_then(|id| i32::try_from(id).ok()));
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    // Both streams at once, so a hook filling one pipe never waits on the other; only the
+    // head of each is kept, the rest counted.
+    let collect = async { tokio::join!(drain(stdout), drain(stderr)) };
     let waited = tokio::time::timeout(run.timeout, async {
         let output = collect.await;
         (child.wait().await, output)
     })
     .await;
     match waited {
-        Ok((status, output)) => {
-            let mut text = String::from_utf8_lossy(&output).into_owned();
-            if text.len() > OUTPUT_KEPT {
-                let mut cut = OUTPUT_KEPT;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
+        Ok((status, ((out, out_dropped), (err, err_dropped)))) => {
+            group.0 = None;
+            let mut text = head(&out, out_dropped);
+            let err = head(&err, err_dropped);
+            if !err.is_empty() {
+                if !text.is_empty() {
+                    text.push('\n');
                 }
-                text.truncate(cut);
+                text.push_str(&err);
             }
             let outcome = match status {
                 Ok(status) => Outcome::Exited(status.code()),
                 Err(e) => Outcome::Failed(e.to_string()),
             };
-            finish(outcome, text.trim_end().to_string())
+            finish(outcome, text)
         }
         Err(_) => {
+            drop(group);
             let _ = child.kill().await;
             finish(Outcome::TimedOut, String::new())
+        }
+    }
+}
+
+/// Bytes of each stream read into memory; the rest is read and counted, not kept.
+const STREAM_HEAD: usize = 64 * 1024;
+
+/// Read a stream to its end, keeping its first [`STREAM_HEAD`] bytes.
+async fn drain<R: AsyncRead + Unpin>(stream: Option<R>) -> (Vec<u8>, u64) {
+    let mut kept = Vec::new();
+    let mut dropped = 0u64;
+    let Some(mut stream) = stream else {
+        return (kept, dropped);
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return (kept, dropped),
+            Ok(n) => {
+                let room = STREAM_HEAD.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&buf[..room]);
+                dropped += (n - room) as u64;
+            }
+        }
+    }
+}
+
+/// The start of a stream for the journal, saying how much more there was.
+fn head(bytes: &[u8], dropped: u64) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    let mut more = dropped;
+    if text.len() > OUTPUT_KEPT {
+        let mut cut = OUTPUT_KEPT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        more += (text.len() - cut) as u64;
+        text.truncate(cut);
+    }
+    let mut text = text.trim_end().to_string();
+    if more > 0 {
+        text.push_str(&format!(" [... {more} more bytes]"));
+    }
+    text
+}
+
+/// Kills a hook's whole process group when dropped (unless disarmed with `None`).
+struct GroupKill(Option<i32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -237,6 +290,78 @@ mod tests {
         assert_eq!(second.outcome, Outcome::Exited(Some(3)));
         assert_eq!(second.output, "next");
         assert!(second.summary().contains("failed with exit code 3"));
+    }
+
+    #[tokio::test]
+    async fn big_output_is_bounded_and_stderr_does_not_deadlock() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let hooks = Hooks::start(tx);
+        // 300 MB on stdout and 1 MB on stderr: both are drained at once, only the head kept.
+        hooks.queue(run(
+            "head -c 1000000 /dev/zero >&2; head -c 300000000 /dev/zero; echo done >&2",
+            "active",
+            60_000,
+        ));
+        let result = rx.recv().await.expect("result");
+        assert!(result.succeeded(), "{}", result.summary());
+        assert!(
+            result.output.len() < 4 * OUTPUT_KEPT,
+            "{}",
+            result.output.len()
+        );
+        assert!(result.output.contains("more bytes]"), "{}", result.output);
+        // The daemon side stayed small (the whole output would be 300 MB).
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let hwm_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        assert!(hwm_kb < 200 * 1024, "peak RSS {hwm_kb} kB");
+
+        hooks.queue(run(
+            "head -c 200000 /dev/zero >&2; echo ok",
+            "standby",
+            5000,
+        ));
+        let result = rx.recv().await.expect("result");
+        assert_eq!(result.outcome, Outcome::Exited(Some(0)));
+        assert!(
+            result.elapsed < Duration::from_secs(5),
+            "{:?}",
+            result.elapsed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hooks_background_child_is_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let hooks = Hooks::start(tx);
+        let script = format!(
+            "sleep 60 >/dev/null 2>&1 & echo $! > {}; wait",
+            pidfile.display()
+        );
+        hooks.queue(run(&script, "active", 300));
+        let result = rx.recv().await.expect("result");
+        assert_eq!(result.outcome, Outcome::TimedOut);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("a pid");
+        // Reaped by init or still a zombie: either way not running `sleep` any more.
+        let mut gone = false;
+        for _ in 0..100 {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if state.is_empty() || state.contains(") Z") {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "background child {pid} survived the hook's timeout");
     }
 
     #[tokio::test]

@@ -8,14 +8,15 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,7 +25,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tracing::warn;
 
 use crate::ops::alarms;
 use crate::status::StatusSnapshot;
@@ -105,6 +107,9 @@ pub struct Metrics {
     alarms: Family<AlarmLabels, Gauge>,
     hooks_failed: Counter,
     journal_errors: Counter,
+    connections_refused: Counter,
+    /// Why the listener cannot accept, while it cannot (shown in status).
+    listener_warning: Mutex<Option<String>>,
 }
 
 /// The roles exported, each as 0 or 1.
@@ -133,6 +138,8 @@ impl Metrics {
             alarms: Family::default(),
             hooks_failed: Counter::default(),
             journal_errors: Counter::default(),
+            connections_refused: Counter::default(),
+            listener_warning: Mutex::new(None),
             registry: Registry::default(),
         };
         registry.register("role", "1 for the node's current role", m.role.clone());
@@ -217,6 +224,11 @@ impl Metrics {
             "journal_write_errors",
             "Journal appends that failed",
             m.journal_errors.clone(),
+        );
+        registry.register(
+            "metrics_connections_refused",
+            "Connections to /metrics closed at once because the connection cap was reached",
+            m.connections_refused.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }
@@ -322,6 +334,23 @@ impl Metrics {
         self.journal_errors.inc();
     }
 
+    /// Record why the listener cannot accept (`None`: it can again); true when it changed.
+    fn set_listener_warning(&self, warning: Option<String>) -> bool {
+        let Ok(mut current) = self.listener_warning.lock() else {
+            return false;
+        };
+        if *current == warning {
+            return false;
+        }
+        *current = warning;
+        true
+    }
+
+    /// Why the listener cannot accept connections, while it cannot.
+    pub fn listener_warning(&self) -> Option<String> {
+        self.listener_warning.lock().ok().and_then(|w| w.clone())
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -354,22 +383,69 @@ pub fn failover_cause(reason: &str) -> &'static str {
         .map_or("other", |(_, cause)| cause)
 }
 
+/// Connections served at once. Each holds one file descriptor; the cap keeps the listener's
+/// share far below any `LimitNOFILE` (the unit sets 65536, the default soft limit is 1024), so
+/// a flood of idle connections can never take the descriptors the keepalive sockets and the
+/// provider's HTTPS calls need. A scraper needs one.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A client must send its request headers within this, or the connection is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer than this, whatever it sends (one request per connection).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(15);
+/// After a failed accept (EMFILE, ENFILE, ENOBUFS...): wait this long, doubling up to the max.
+const ACCEPT_BACKOFF_INITIAL: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Serve `/metrics` on `listener` until the runtime ends.
+///
+/// Accept errors never end the loop: the listener backs off, and the problem shows in status
+/// (`daemon_warnings`) through [`Metrics::listener_warning`] until an accept succeeds again.
+/// Connections past [`MAX_CONNECTIONS`] are accepted and closed at once, which frees their
+/// descriptor immediately rather than leaving them queued.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     status: watch::Receiver<StatusSnapshot>,
 ) {
-    while let Ok((stream, _)) = listener.accept().await {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF_INITIAL;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_INITIAL;
+                metrics.set_listener_warning(None);
+                stream
+            }
+            Err(e) => {
+                let text = format!(
+                    "the /metrics listener cannot accept connections: {e}; retrying (too many open files: raise LimitNOFILE)"
+                );
+                if metrics.set_listener_warning(Some(text.clone())) {
+                    warn!("{text}");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.connections_refused.inc();
+            drop(stream);
+            continue;
+        };
         let (metrics, status) = (metrics.clone(), status.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req: Request<Incoming>| {
                 let answer = answer(&metrics, &status, &req);
                 async move { Ok::<_, Infallible>(answer) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
         });
     }
 }
@@ -456,6 +532,87 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    async fn start_listener() -> (SocketAddr, Arc<Metrics>) {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = Metrics::new();
+        let (_tx, rx) = watch::channel(StatusSnapshot::default());
+        tokio::spawn(serve(listener, metrics.clone(), rx));
+        (addr, metrics)
+    }
+
+    async fn scrape(addr: SocketAddr) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer)).await;
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_idle_connections_is_capped_and_metrics_answers_afterwards() {
+        let (addr, metrics) = start_listener().await;
+        let mut idle = Vec::new();
+        for _ in 0..1200 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        // Every connection past the cap was closed by the server at once: its descriptor was
+        // never held. Wait (bounded) until the server has accepted the whole flood.
+        let refused = || metrics.connections_refused.get() as usize;
+        for _ in 0..500 {
+            if refused() >= 1200 - MAX_CONNECTIONS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(refused(), 1200 - MAX_CONNECTIONS);
+        drop(idle);
+        // The slots come back as the server sees the clients go: a scrape is answered.
+        let mut answer = String::new();
+        for _ in 0..100 {
+            answer = scrape(addr).await;
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        assert!(answer.contains("cloudha_epoch"), "{answer}");
+        assert_eq!(metrics.listener_warning(), None);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_finishes_its_headers_is_closed_at_the_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (addr, _metrics) = start_listener().await;
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            HEADER_TIMEOUT + Duration::from_secs(5),
+            slow.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(read.is_ok(), "still open after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(100),
+            "closed before the timeout: {:?}",
+            started.elapsed()
+        );
+        // And the listener still serves a prompt client.
+        assert!(scrape(addr).await.starts_with("HTTP/1.1 200"));
     }
 
     #[test]
