@@ -48,6 +48,8 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often a failover is proven possible (permissions, NIC settings): a few minutes keeps
 /// the cloud calls it costs far below every throttling limit.
 const PROOF_INTERVAL: Duration = Duration::from_secs(300);
+/// How soon a failed proof is tried again.
+const PROOF_RETRY: Duration = Duration::from_secs(15);
 /// Longest a proof may take.
 const PROOF_TIMEOUT: Duration = Duration::from_secs(90);
 /// How many recent events `status` shows.
@@ -404,16 +406,20 @@ async fn watch_failover_proof(
                 "run cloudha selftest to see which cloud call hangs",
             )],
         };
-        if tx
-            .send(FailoverProof {
-                at: Instant::now(),
-                checks,
-            })
-            .is_err()
-        {
+        let proof = FailoverProof {
+            at: Instant::now(),
+            checks,
+        };
+        // A failure may be passing (a throttled or lost read): look again soon, not in 5 min.
+        let next = if proof.failures().is_empty() {
+            PROOF_INTERVAL
+        } else {
+            PROOF_RETRY
+        };
+        if tx.send(proof).is_err() {
             return;
         }
-        tokio::time::sleep(PROOF_INTERVAL).await;
+        tokio::time::sleep(next).await;
     }
 }
 
