@@ -37,7 +37,8 @@ pub async fn build(config: &Config) -> Result<Arc<dyn Provider>, String> {
                 config.azure_floating_ips(),
                 config.route_specs(),
                 Arc::new(token),
-            )?;
+            )?
+            .with_state_dir(&config.node.state_dir)?;
             provider.start_token_renewal();
             Ok(Arc::new(provider))
         }

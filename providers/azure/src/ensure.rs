@@ -250,6 +250,31 @@ async fn converge(
     }
 }
 
+/// GET `id`, retrying what [`ensure`] retries (throttling, 5xx, timeouts, a refused token)
+/// until `deadline`; `None` when it does not exist.
+pub async fn read_within(
+    arm: &ArmClient,
+    log: &CallLog,
+    operation: &str,
+    id: &str,
+    api_version: &str,
+    deadline: Instant,
+) -> Result<Option<Value>, ArmError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match arm.get(log, operation, id, api_version).await {
+            Ok(r) => return Ok(Some(r.body)),
+            Err(e) if e.class == ErrorClass::NotFound => return Ok(None),
+            Err(e) if retryable(&e) => {
+                let wait = backoff.next_delay(e.retry_after);
+                sleep_within(wait, deadline, operation)?;
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn retryable(e: &ArmError) -> bool {
     matches!(
         e.class,

@@ -14,6 +14,8 @@
 //! - [`arm`]: requests, error classes, long-running operations; [`budget`]: ARM's write bucket.
 //! - [`ensure`]: read / decide / PUT with `If-Match` / follow the operation / verify, with retries.
 //! - [`nic`]: JSON edits of a NIC; [`moves`]: two-step and atomic moves; [`routes`]: route PUTs.
+//! - [`carried`]: the moved ipConfigurations kept whole on disk; [`gate`]: proof, before the
+//!   peer is stripped, that this node may add them.
 //! - [`events`]: Scheduled Events (maintenance announced through IMDS) and their approval.
 //!
 //! A takeover runs the NIC move and the route updates side by side (a route update applies in
@@ -22,9 +24,11 @@
 
 pub mod arm;
 pub mod budget;
+pub mod carried;
 pub mod config;
 pub mod ensure;
 pub mod events;
+pub mod gate;
 pub mod imds;
 pub mod moves;
 pub mod nic;
@@ -49,7 +53,13 @@ pub use config::{AzureConfig, FloatingIpConfig, MoveMode, ResourceId};
 pub use token::TokenSource;
 
 use arm::{ArmClient, ArmError, CallLog, ErrorClass, NETWORK_API_VERSION};
-use moves::{AtomicOutcome, NicPair, Templates};
+use carried::Carried;
+use gate::PermissionCache;
+use moves::{AtomicOutcome, NicPair, TwoStep};
+
+/// After the atomic move was refused, the two-step move is used for this long before the atomic
+/// one is tried again (a feature registration or a role grant may have happened meanwhile).
+const ATOMIC_RETRY: Duration = Duration::from_secs(30 * 60);
 
 /// What discovery settled once: this node's NIC and its own address and subnet.
 #[derive(Debug, Clone)]
@@ -66,9 +76,12 @@ pub struct AzureProvider {
     routes: Vec<RouteSpec>,
     arm: ArmClient,
     context: OnceCell<Context>,
-    templates: Templates,
-    /// Set when the atomic move turned out to be unavailable: why (shown in status).
-    atomic_unavailable: Mutex<Option<String>>,
+    /// The floating ipConfigurations as last seen, kept whole (on disk before a removal).
+    carried: Carried,
+    /// Permissions answers, for the check before the peer is stripped.
+    permissions: PermissionCache,
+    /// Set when the atomic move was refused: why (shown in status), and when.
+    atomic_unavailable: Mutex<Option<(String, Instant)>>,
     /// The client for Scheduled Events (no proxy: IMDS is link-local).
     imds_http: reqwest::Client,
     /// Time allowed to one Scheduled Events request.
@@ -116,13 +129,22 @@ impl AzureProvider {
             routes,
             arm,
             context: OnceCell::new(),
-            templates: Templates::default(),
+            carried: Carried::in_memory(),
+            permissions: PermissionCache::default(),
             atomic_unavailable: Mutex::new(None),
             imds_http,
             events_timeout: events::DEFAULT_TIMEOUT,
             vm_name: OnceCell::new(),
             events_problem: Mutex::new(None),
         })
+    }
+
+    /// Keep the moved ipConfigurations in `state_dir` (see [`carried`]): what an earlier run
+    /// kept there is read back, so a node restarted between the removal and the add recreates
+    /// the entry whole.
+    pub fn with_state_dir(mut self, state_dir: &std::path::Path) -> Result<Self, String> {
+        self.carried = Carried::persisted(state_dir).map_err(|e| format!("node.state_dir: {e}"))?;
+        Ok(self)
     }
 
     /// Allow each Scheduled Events request `timeout` instead of [`events::DEFAULT_TIMEOUT`].
@@ -244,7 +266,7 @@ impl AzureProvider {
                 log,
                 &nics,
                 &self.floating,
-                &self.templates,
+                &self.carried,
                 deadline,
             )
             .await?
@@ -252,31 +274,46 @@ impl AzureProvider {
                 AtomicOutcome::Done(c) => changed = c,
                 AtomicOutcome::Unavailable(reason) => {
                     let text = format!(
-                        "atomic move (moveIpConfigurations) unavailable: {reason}; using the two-step move"
+                        "atomic move (moveIpConfigurations) refused: {reason}; using the two-step move, the atomic one is tried again in {} min",
+                        ATOMIC_RETRY.as_secs() / 60
                     );
-                    warn!("{text}");
                     log.progress().note(text.clone());
                     if let Ok(mut slot) = self.atomic_unavailable.lock() {
-                        *slot = Some(text);
+                        // Said once per distinct reason, not at every attempt.
+                        if slot.as_ref().map(|(t, _)| t.as_str()) != Some(text.as_str()) {
+                            warn!("{text}");
+                        }
+                        *slot = Some((text, Instant::now()));
                     }
                 }
             }
         }
         // After an atomic move this only verifies (and repairs anything left over).
         let two_step = moves::two_step(
-            &self.arm,
-            log,
-            &nics,
-            &self.floating,
-            &self.templates,
+            &TwoStep {
+                arm: &self.arm,
+                log,
+                nics,
+                floating: &self.floating,
+                carried: &self.carried,
+                permissions: &self.permissions,
+            },
             deadline,
         )
         .await?;
         Ok(changed || two_step)
     }
 
+    /// Why the atomic move is not used right now (`None` once [`ATOMIC_RETRY`] has passed).
     fn atomic_reason(&self) -> Option<String> {
-        self.atomic_unavailable.lock().ok().and_then(|s| s.clone())
+        let mut slot = self.atomic_unavailable.lock().ok()?;
+        if slot
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= ATOMIC_RETRY)
+        {
+            *slot = None;
+        }
+        slot.as_ref().map(|(t, _)| t.clone())
     }
 
     /// Notes for status: settings that will hurt a failover, and fallbacks in use.
@@ -379,6 +416,27 @@ impl Provider for AzureProvider {
         }
     }
 
+    async fn prove_failover(&self) -> Vec<cloudha_provider_core::Check> {
+        let log = CallLog::new(ProgressReporter::discard());
+        let ctx = match self.context(&log).await {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                return vec![cloudha_provider_core::Check::fail(
+                    "discovery",
+                    format!("this node's NIC is not known: {e}"),
+                    "set provider.azure.own_nic to the LAN NIC's id, or let the metadata service answer",
+                )]
+            }
+        };
+        let input = selftest::Input {
+            config: self.config.clone(),
+            floating: self.floating.clone(),
+            routes: self.routes.clone(),
+            token: self.arm.token().clone(),
+        };
+        selftest::prove(&self.arm, &input, &ctx.own_nic).await
+    }
+
     async fn release(&self, _progress: &ProgressReporter) -> Result<(), ProviderError> {
         // The peer's takeover moves the resources; releasing first would leave nobody holding them.
         Ok(())
@@ -391,6 +449,12 @@ impl Provider for AzureProvider {
         let peer = self
             .read_optional(&log, "nic.get", &self.config.peer_nic)
             .await?;
+        let ips: Vec<Ipv4Addr> = self.floating.iter().map(|f| f.address).collect();
+        for (id, doc) in [(&ctx.own_nic, &own), (&self.config.peer_nic, &peer)] {
+            if let Some(doc) = doc {
+                self.carried.learn(id, doc, &ips);
+            }
+        }
         let peer_address = peer.as_ref().and_then(nic::primary_address);
         let mut resources = Vec::new();
         for f in &self.floating {

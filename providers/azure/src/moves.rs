@@ -8,9 +8,7 @@
 //! Atomic (opt-in): one `moveIpConfigurations` POST on the virtual network; when the subscription
 //! does not have the (preview) feature, the provider says so once and uses the two-step move.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use reqwest::Method;
@@ -18,8 +16,10 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::arm::{ArmClient, ArmError, CallLog, ErrorClass, MOVE_API_VERSION, NETWORK_API_VERSION};
+use crate::carried::Carried;
 use crate::config::{vnet_of_subnet, FloatingIpConfig};
-use crate::ensure::{ensure, Stage, Target};
+use crate::ensure::{ensure, read_within, Stage, Target};
+use crate::gate::{needed_for_add, PermissionCache};
 use crate::nic::{self, Template};
 
 /// The NICs a move works on.
@@ -33,56 +33,89 @@ pub struct NicPair<'a> {
     pub own_subnet: &'a str,
 }
 
-/// What the move remembers between attempts: the template of each floating ipConfiguration as
-/// last seen on the peer's NIC, so that an attempt which finds the address on neither NIC (the
-/// previous one was cut off between its two PUTs) recreates it with its public IP.
-#[derive(Debug, Default)]
-pub struct Templates(Mutex<HashMap<Ipv4Addr, Template>>);
-
-impl Templates {
-    fn learn(&self, peer_nic: &Value, ips: &[Ipv4Addr]) {
-        if let Ok(mut map) = self.0.lock() {
-            for ip in ips {
-                if let Some(t) = nic::template_of(peer_nic, *ip) {
-                    map.insert(*ip, t);
-                }
-            }
-        }
-    }
-
-    fn for_ip(&self, floating: &FloatingIpConfig, own_subnet: &str) -> Template {
-        let learned = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&floating.address).cloned());
-        learned.unwrap_or_else(|| Template {
-            name: floating
-                .ip_config_name
-                .clone()
-                .unwrap_or_else(|| default_ip_config_name(floating.address)),
-            subnet_id: own_subnet.to_string(),
-            public_ip_id: floating.public_ip.clone(),
-        })
-    }
-}
-
 /// `cloudha-10-0-1-100`: the name used when the config gives none and no NIC had it.
 pub fn default_ip_config_name(ip: Ipv4Addr) -> String {
     format!("cloudha-{}", ip.to_string().replace('.', "-"))
 }
 
-/// Two-step move: converge the peer's NIC to "none of the floating IPs" and this NIC to "all of
-/// them", the add gated on the removal being accepted. Returns whether anything changed.
-pub async fn two_step(
-    arm: &ArmClient,
-    log: &CallLog,
+/// The template for `floating` when nothing was kept of its entry.
+fn template(floating: &FloatingIpConfig, own_subnet: &str) -> Template {
+    Template {
+        name: floating
+            .ip_config_name
+            .clone()
+            .unwrap_or_else(|| default_ip_config_name(floating.address)),
+        subnet_id: own_subnet.to_string(),
+        public_ip_id: floating.public_ip.clone(),
+    }
+}
+
+/// The entries this NIC must end up with, one per floating IP.
+fn wanted(
+    carried: &Carried,
     nics: &NicPair<'_>,
     floating: &[FloatingIpConfig],
-    templates: &Templates,
-    deadline: Instant,
-) -> Result<bool, ArmError> {
-    let ips: Vec<Ipv4Addr> = floating.iter().map(|f| f.address).collect();
+) -> Vec<(Ipv4Addr, Value)> {
+    floating
+        .iter()
+        .map(|f| {
+            (
+                f.address,
+                carried.entry_for(f.address, nics.own, || template(f, nics.own_subnet)),
+            )
+        })
+        .collect()
+}
+
+/// The moving parts of a two-step move.
+pub struct TwoStep<'a> {
+    pub arm: &'a ArmClient,
+    pub log: &'a CallLog,
+    pub nics: NicPair<'a>,
+    pub floating: &'a [FloatingIpConfig],
+    pub carried: &'a Carried,
+    pub permissions: &'a PermissionCache,
+}
+
+/// Two-step move: converge the peer's NIC to "none of the floating IPs" and this NIC to "all of
+/// them", the add gated on the removal being accepted. Nothing is removed from the peer unless
+/// this node has proved it may add every entry whole (its NIC's write, the join on everything
+/// the entries link to) and has kept the entries on disk. An add refused for want of a
+/// permission after all puts the entries back on the peer's NIC. Returns whether anything
+/// changed.
+pub async fn two_step(m: &TwoStep<'_>, deadline: Instant) -> Result<bool, ArmError> {
+    let (arm, log, nics) = (m.arm, m.log, &m.nics);
+    let ips: Vec<Ipv4Addr> = m.floating.iter().map(|f| f.address).collect();
+    let peer_doc = read_within(
+        arm,
+        log,
+        "nic.get",
+        nics.peer,
+        NETWORK_API_VERSION,
+        deadline,
+    )
+    .await?;
+    let Some(own_doc) =
+        read_within(arm, log, "nic.get", nics.own, NETWORK_API_VERSION, deadline).await?
+    else {
+        return Err(own_missing(nics.own));
+    };
+    let to_strip: Vec<Ipv4Addr> = ips
+        .iter()
+        .copied()
+        .filter(|ip| !nic::holds(&own_doc, *ip))
+        .filter(|ip| peer_doc.as_ref().is_some_and(|d| nic::holds(d, *ip)))
+        .collect();
+    if let (false, Some(peer)) = (to_strip.is_empty(), &peer_doc) {
+        m.carried.learn(nics.peer, peer, &to_strip);
+        let entries: Vec<Value> = wanted(m.carried, nics, m.floating)
+            .into_iter()
+            .filter(|(ip, _)| to_strip.contains(ip))
+            .map(|(_, e)| e)
+            .collect();
+        let needed = needed_for_add(nics.own, &own_doc, &entries);
+        m.permissions.require(arm, log, &needed, deadline).await?;
+    }
     let (removal, gate) = watch::channel(Stage::Pending);
     let peer_target = Target {
         id: nics.peer,
@@ -104,6 +137,7 @@ pub async fn two_step(
         first_read: None,
         caller_verifies: false,
     };
+    let removed_any = std::sync::atomic::AtomicBool::new(false);
     let remove = async {
         let result = ensure(
             arm,
@@ -114,8 +148,14 @@ pub async fn two_step(
                 // A peer NIC that no longer exists holds nothing.
                 None => Ok(None),
                 Some(doc) => {
-                    templates.learn(doc, &ips);
-                    nic::without_addresses(doc, &ips)
+                    let next = nic::without_addresses(doc, &ips)?;
+                    if next.is_some() {
+                        // On disk before the removal is sent: a crash between the two writes
+                        // must not lose what only the peer's NIC held.
+                        m.carried.keep_before_removal(nics.peer, doc, &ips)?;
+                        removed_any.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(next)
                 }
             },
             None,
@@ -137,19 +177,80 @@ pub async fn two_step(
                 "own NIC {} does not exist; check provider.azure.own_nic",
                 nics.own
             )),
-            Some(doc) => {
-                let wanted: Vec<(Ipv4Addr, Template)> = floating
-                    .iter()
-                    .map(|f| (f.address, templates.for_ip(f, nics.own_subnet)))
-                    .collect();
-                nic::with_addresses(doc, &wanted)
-            }
+            Some(doc) => nic::with_addresses(doc, &wanted(m.carried, nics, m.floating)),
         },
         Some(gate.clone()),
         None,
     );
-    let (removed, added) = tokio::try_join!(remove, add)?;
-    Ok(removed || added)
+    let (removed, added) = tokio::join!(remove, add);
+    match (removed, added) {
+        (Ok(r), Ok(a)) => Ok(r || a),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) if e.status == 403 => {
+            m.permissions.forget().await;
+            if removed_any.load(std::sync::atomic::Ordering::SeqCst) {
+                put_back(m, &ips, deadline).await;
+            }
+            Err(e)
+        }
+        (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// The add was refused after the removal: put the kept entries back on the peer's NIC, so the
+/// address is served by the node that had it rather than by nobody. Best effort: the attempt
+/// fails either way and the daemon tries again.
+async fn put_back(m: &TwoStep<'_>, ips: &[Ipv4Addr], deadline: Instant) {
+    let nics = &m.nics;
+    let target = Target {
+        id: nics.peer,
+        api_version: NETWORK_API_VERSION,
+        kind: "nic",
+        label: format!("peer NIC {}", short(nics.peer)),
+        operation: format!("nic.restore {}", short(nics.peer)),
+        description: format!(
+            "put {} back on peer NIC {}: this node may not add it",
+            list(ips),
+            short(nics.peer)
+        ),
+        first_read: None,
+        caller_verifies: false,
+    };
+    let back = NicPair {
+        own: nics.peer,
+        peer: nics.own,
+        own_subnet: nics.own_subnet,
+    };
+    let result = ensure(
+        m.arm,
+        m.log,
+        &target,
+        deadline,
+        |current| match current {
+            None => Ok(None),
+            Some(doc) => nic::with_addresses(doc, &wanted(m.carried, &back, m.floating)),
+        },
+        None,
+        None,
+    )
+    .await;
+    if let Err(e) = result {
+        m.log.progress().note(format!(
+            "putting {} back on the peer's NIC failed too: {e}",
+            list(ips)
+        ));
+    }
+}
+
+fn own_missing(own: &str) -> ArmError {
+    ArmError {
+        operation: "nic.get".into(),
+        status: 404,
+        code: "NotFound".into(),
+        message: format!("own NIC {own} does not exist"),
+        retry_after: None,
+        class: ErrorClass::Permanent,
+    }
 }
 
 /// The outcome of an attempted atomic move.
@@ -167,7 +268,7 @@ pub async fn atomic(
     log: &CallLog,
     nics: &NicPair<'_>,
     floating: &[FloatingIpConfig],
-    templates: &Templates,
+    carried: &Carried,
     deadline: Instant,
 ) -> Result<AtomicOutcome, ArmError> {
     let ips: Vec<Ipv4Addr> = floating.iter().map(|f| f.address).collect();
@@ -179,7 +280,7 @@ pub async fn atomic(
         Err(e) if e.class == ErrorClass::NotFound => return Ok(AtomicOutcome::Done(false)),
         Err(e) => return Err(e),
     };
-    templates.learn(&peer, &ips);
+    carried.learn(nics.peer, &peer, &ips);
     let own = arm
         .get(log, "nic.get", nics.own, NETWORK_API_VERSION)
         .await?
@@ -190,13 +291,21 @@ pub async fn atomic(
         if nic::holds(&own, *ip) {
             continue;
         }
-        let Some(template) = nic::template_of(&peer, *ip) else {
+        let Some(entry) = nic::ipconfig_with(&peer, *ip) else {
             continue;
         };
-        vnet = vnet.or_else(|| vnet_of_subnet(&template.subnet_id).map(str::to_string));
+        let name = entry
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let subnet = entry
+            .pointer("/properties/subnet/id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        vnet = vnet.or_else(|| vnet_of_subnet(subnet).map(str::to_string));
         items.push(json!({
-            "sourceIpConfiguration": {"id": format!("{}/ipConfigurations/{}", nics.peer, template.name)},
-            "targetIpConfiguration": {"id": format!("{}/ipConfigurations/{}", nics.own, template.name)},
+            "sourceIpConfiguration": {"id": format!("{}/ipConfigurations/{name}", nics.peer)},
+            "targetIpConfiguration": {"id": format!("{}/ipConfigurations/{name}", nics.own)},
         }));
     }
     let Some(vnet) = vnet else {
@@ -221,9 +330,13 @@ pub async fn atomic(
             .wait_for_operation(log, "vnet.move", &accepted, deadline)
             .await
             .map(|()| AtomicOutcome::Done(true)),
-        Err(e) if e.class == ErrorClass::FeatureUnavailable => Ok(AtomicOutcome::Unavailable(
-            format!("HTTP {} {}: {}", e.status, e.code, e.message),
-        )),
+        // Not available to this subscription, or not to this identity: ARM authorizes the POST
+        // against the virtual network (`virtualNetworks/moveIpConfigurations/action`, by ARM's
+        // naming convention), where a role granted on the NICs has nothing. Either way the
+        // two-step move can still do the job.
+        Err(e) if e.class == ErrorClass::FeatureUnavailable || e.status == 403 => Ok(
+            AtomicOutcome::Unavailable(format!("HTTP {} {}: {}", e.status, e.code, e.message)),
+        ),
         Err(e) => Err(e),
     };
     op.finish(&result);

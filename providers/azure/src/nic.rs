@@ -8,15 +8,186 @@ use std::net::Ipv4Addr;
 
 use serde_json::{json, Map, Value};
 
-/// What an ipConfiguration for a floating IP needs besides its address.
+/// What a floating ipConfiguration is made from when no NIC holds it and nothing was kept of it:
+/// the config's `ip_config_name`, the subnet and the config's `public_ip`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
-    /// The ipConfiguration's name (kept across the move).
+    /// The ipConfiguration's name.
     pub name: String,
     /// Subnet id.
     pub subnet_id: String,
-    /// Public IP id, if the floating ipConfiguration carries one.
+    /// Public IP id, if the config gives one.
     pub public_ip_id: Option<String>,
+}
+
+impl Template {
+    /// The entry this template makes for `ip` (a static secondary ipConfiguration).
+    pub fn entry(&self, ip: Ipv4Addr) -> Value {
+        let mut properties = Map::new();
+        properties.insert("privateIPAddress".into(), json!(ip.to_string()));
+        properties.insert("privateIPAllocationMethod".into(), json!("Static"));
+        properties.insert("privateIPAddressVersion".into(), json!("IPv4"));
+        properties.insert("primary".into(), json!(false));
+        properties.insert("subnet".into(), json!({ "id": self.subnet_id }));
+        if let Some(pip) = &self.public_ip_id {
+            properties.insert("publicIPAddress".into(), json!({ "id": pip }));
+        }
+        json!({ "name": self.name, "properties": properties })
+    }
+}
+
+/// Keys of an ipConfiguration that ARM owns for the NIC it sits on: never carried to another NIC.
+const ARM_OWNED: &[&str] = &["id", "etag", "type"];
+/// Keys of an ipConfiguration's `properties` that ARM owns (read-only in the REST spec's
+/// `NetworkInterfaceIPConfigurationPropertiesFormat`).
+const ARM_OWNED_PROPERTIES: &[&str] = &["provisioningState", "privateLinkConnectionProperties"];
+
+/// The ipConfiguration `entry` read on NIC `from_nic`, made ready for NIC `to_nic` holding `ip`:
+/// every property kept (application security groups, backend pools, NAT rules, gateway load
+/// balancer, prefix length, public IP, properties this code does not know), less what ARM owns
+/// for the NIC (id, etag, type, provisioningState) and with nested ids that pointed into
+/// `from_nic` pointed into `to_nic`. It stays a static secondary entry at `ip`, whatever the
+/// source said, so the address cannot change on the way.
+pub fn carried_entry(entry: &Value, from_nic: &str, to_nic: &str, ip: Ipv4Addr) -> Value {
+    let mut out = entry.clone();
+    if let Some(map) = out.as_object_mut() {
+        for key in ARM_OWNED {
+            map.remove(*key);
+        }
+    }
+    if let Some(props) = out.get_mut("properties").and_then(Value::as_object_mut) {
+        for key in ARM_OWNED_PROPERTIES {
+            props.remove(*key);
+        }
+        props.insert("privateIPAddress".into(), json!(ip.to_string()));
+        props.insert("privateIPAllocationMethod".into(), json!("Static"));
+        props.insert("primary".into(), json!(false));
+    }
+    repoint_ids(&mut out, from_nic, to_nic);
+    out
+}
+
+/// Rewrite every `id` string under `value` that lies inside `from` to lie inside `to`.
+fn repoint_ids(value: &mut Value, from: &str, to: &str) {
+    let prefix = format!("{}/", from.trim_end_matches('/').to_ascii_lowercase());
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key == "id" {
+                    if let Value::String(id) = v {
+                        if id.to_ascii_lowercase().starts_with(&prefix) {
+                            *id = format!("{}/{}", to.trim_end_matches('/'), &id[prefix.len()..]);
+                        }
+                    }
+                } else {
+                    repoint_ids(v, from, to);
+                }
+            }
+        }
+        Value::Array(list) => list.iter_mut().for_each(|v| repoint_ids(v, from, to)),
+        _ => {}
+    }
+}
+
+/// The ids of every resource an ipConfiguration links to, with the `join` action ARM checks on
+/// each when a NIC PUT references it (the "linked authorization" of a write): subnet, public
+/// IP, application security groups, load balancer backend pools and inbound NAT rules,
+/// application gateway backend pools, gateway load balancer frontend.
+pub fn linked_resources(entry: &Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let one = |pointer: &str| {
+        entry
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let many = |key: &str| -> Vec<String> {
+        entry
+            .pointer(&format!("/properties/{key}"))
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|r| r.get("id").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if let Some(id) = one("/properties/subnet/id") {
+        out.push(("Microsoft.Network/virtualNetworks/subnets/join/action", id));
+    }
+    if let Some(id) = one("/properties/publicIPAddress/id") {
+        out.push(("Microsoft.Network/publicIPAddresses/join/action", id));
+    }
+    if let Some(id) = one("/properties/gatewayLoadBalancer/id") {
+        out.push((
+            "Microsoft.Network/loadBalancers/frontendIPConfigurations/join/action",
+            id,
+        ));
+    }
+    for (key, action) in [
+        (
+            "applicationSecurityGroups",
+            "Microsoft.Network/applicationSecurityGroups/joinIpConfiguration/action",
+        ),
+        (
+            "loadBalancerBackendAddressPools",
+            "Microsoft.Network/loadBalancers/backendAddressPools/join/action",
+        ),
+        (
+            "loadBalancerInboundNatRules",
+            "Microsoft.Network/loadBalancers/inboundNatRules/join/action",
+        ),
+        (
+            "applicationGatewayBackendAddressPools",
+            "Microsoft.Network/applicationGateways/backendAddressPools/join/action",
+        ),
+    ] {
+        for id in many(key) {
+            out.push((action, id));
+        }
+    }
+    out
+}
+
+/// What of `entry` a [`Template`] from the config would not recreate (for `selftest`): the
+/// properties beyond address, subnet, allocation and version, and a public IP other than the
+/// config's.
+pub fn beyond_template(entry: &Value, config_public_ip: Option<&str>) -> Vec<String> {
+    const PLAIN: &[&str] = &[
+        "privateIPAddress",
+        "privateIPAllocationMethod",
+        "privateIPAddressVersion",
+        "primary",
+        "subnet",
+        "provisioningState",
+        "privateLinkConnectionProperties",
+        "publicIPAddress",
+    ];
+    let mut out: Vec<String> = entry
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|props| {
+            props
+                .iter()
+                .filter(|(k, v)| {
+                    !PLAIN.contains(&k.as_str())
+                        && !v.is_null()
+                        && v.as_array().is_none_or(|l| !l.is_empty())
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(pip) = entry
+        .pointer("/properties/publicIPAddress/id")
+        .and_then(Value::as_str)
+    {
+        if !config_public_ip.is_some_and(|c| c.eq_ignore_ascii_case(pip)) {
+            out.push("publicIPAddress".into());
+        }
+    }
+    out
 }
 
 /// The NIC's ipConfigurations (empty if absent).
@@ -97,22 +268,6 @@ pub fn mac_address(nic: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-/// The template of the ipConfiguration holding `ip` (to recreate it on the other NIC).
-pub fn template_of(nic: &Value, ip: Ipv4Addr) -> Option<Template> {
-    let c = ipconfig_with(nic, ip)?;
-    Some(Template {
-        name: name_of(c).to_string(),
-        subnet_id: c
-            .pointer("/properties/subnet/id")
-            .and_then(Value::as_str)?
-            .to_string(),
-        public_ip_id: c
-            .pointer("/properties/publicIPAddress/id")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    })
-}
-
 /// The NIC without the ipConfigurations holding any of `ips`; `None` when none of them is there.
 /// Refuses to drop the primary ipConfiguration (ARM would answer `IpConfigDeleteNotSupported`).
 pub fn without_addresses(nic: &Value, ips: &[Ipv4Addr]) -> Result<Option<Value>, String> {
@@ -144,37 +299,25 @@ pub fn without_addresses(nic: &Value, ips: &[Ipv4Addr]) -> Result<Option<Value>,
     Ok(Some(out))
 }
 
-/// The NIC with an ipConfiguration added for each `(ip, template)` it does not hold yet; `None`
-/// when it already holds them all.
-pub fn with_addresses(
-    nic: &Value,
-    wanted: &[(Ipv4Addr, Template)],
-) -> Result<Option<Value>, String> {
+/// The NIC with each `(ip, entry)` added that it does not hold yet (`entry` as made by
+/// [`carried_entry`] or [`Template::entry`]); `None` when it already holds them all.
+pub fn with_addresses(nic: &Value, wanted: &[(Ipv4Addr, Value)]) -> Result<Option<Value>, String> {
     let mut added = Vec::new();
-    for (ip, template) in wanted {
+    for (ip, entry) in wanted {
         if holds(nic, *ip) {
             continue;
         }
+        let name = name_of(entry);
         if let Some(clash) = ipconfigs(nic)
             .iter()
-            .find(|c| name_of(c).eq_ignore_ascii_case(&template.name))
+            .find(|c| name_of(c).eq_ignore_ascii_case(name))
         {
             return Err(format!(
-                "the NIC already has an ipConfiguration named {} (address {}); give the floating IP {ip} another ip_config_name",
-                template.name,
+                "the NIC already has an ipConfiguration named {name} (address {}); give the floating IP {ip} another ip_config_name",
                 address_of(clash).map(|a| a.to_string()).unwrap_or_else(|| "dynamic".into())
             ));
         }
-        let mut properties = Map::new();
-        properties.insert("privateIPAddress".into(), json!(ip.to_string()));
-        properties.insert("privateIPAllocationMethod".into(), json!("Static"));
-        properties.insert("privateIPAddressVersion".into(), json!("IPv4"));
-        properties.insert("primary".into(), json!(false));
-        properties.insert("subnet".into(), json!({ "id": template.subnet_id }));
-        if let Some(pip) = &template.public_ip_id {
-            properties.insert("publicIPAddress".into(), json!({ "id": pip }));
-        }
-        added.push(json!({ "name": template.name, "properties": properties }));
+        added.push(entry.clone());
     }
     if added.is_empty() {
         return Ok(None);
@@ -259,25 +402,37 @@ mod tests {
 
     #[test]
     fn several_addresses_are_added_in_one_document() {
-        let mut base = nic();
-        base = without_addresses(&base, &[ip("10.0.1.100")])
+        let base = without_addresses(&nic(), &[ip("10.0.1.100")])
             .expect("ok")
             .expect("changed");
-        let t1 = template_of(&nic(), ip("10.0.1.100")).expect("template");
-        assert_eq!(t1.public_ip_id.as_deref(), Some("/pip/f"));
+        let carried = carried_entry(
+            ipconfig_with(&nic(), ip("10.0.1.100")).expect("entry"),
+            "/nic-a",
+            "/nic-b",
+            ip("10.0.1.100"),
+        );
         let t2 = Template {
             name: "floating-2".into(),
             subnet_id: "/sub/a".into(),
             public_ip_id: None,
         };
-        let after = with_addresses(&base, &[(ip("10.0.1.100"), t1), (ip("10.0.1.101"), t2)])
-            .expect("ok")
-            .expect("changed");
+        let after = with_addresses(
+            &base,
+            &[
+                (ip("10.0.1.100"), carried.clone()),
+                (ip("10.0.1.101"), t2.entry(ip("10.0.1.101"))),
+            ],
+        )
+        .expect("ok")
+        .expect("changed");
         assert_eq!(ipconfigs(&after).len(), 4);
         let added = ipconfig_with(&after, ip("10.0.1.100")).expect("added");
         assert_eq!(added["name"], "floating");
         assert_eq!(added["properties"]["publicIPAddress"]["id"], "/pip/f");
         assert_eq!(added["properties"]["privateIPAllocationMethod"], "Static");
+        let made = ipconfig_with(&after, ip("10.0.1.101")).expect("made");
+        assert_eq!(made["properties"]["subnet"]["id"], "/sub/a");
+        assert!(made["properties"].get("publicIPAddress").is_none());
         // Everything else is untouched.
         assert_eq!(
             after["properties"]["somethingNew"],
@@ -285,15 +440,65 @@ mod tests {
         );
         assert_eq!(after["tags"], base["tags"]);
         assert_eq!(
-            with_addresses(
-                &after,
-                &[(
-                    ip("10.0.1.100"),
-                    template_of(&after, ip("10.0.1.100")).expect("t")
-                )]
-            ),
+            with_addresses(&after, &[(ip("10.0.1.100"), carried)]),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn a_carried_entry_keeps_every_property_but_what_arm_owns_for_the_nic() {
+        let peer = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic-b";
+        let own = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic-a";
+        let entry = json!({
+            "name": "floating",
+            "id": format!("{peer}/ipConfigurations/floating"),
+            "etag": "W/\"7\"",
+            "type": "Microsoft.Network/networkInterfaces/ipConfigurations",
+            "properties": {
+                "provisioningState": "Succeeded",
+                "privateIPAddress": "10.0.1.100",
+                "privateIPAllocationMethod": "Dynamic",
+                "privateIPAddressPrefixLength": 28,
+                "primary": false,
+                "subnet": {"id": "/sub/a"},
+                "publicIPAddress": {"id": "/pip/f"},
+                "applicationSecurityGroups": [{"id": "/asg/web"}],
+                "loadBalancerBackendAddressPools": [{"id": "/lb/x/backendAddressPools/p"}],
+                "loadBalancerInboundNatRules": [{"id": "/lb/x/inboundNatRules/ssh"}],
+                "applicationGatewayBackendAddressPools": [{"id": "/agw/g/backendAddressPools/p"}],
+                "gatewayLoadBalancer": {"id": "/lb/gw/frontendIPConfigurations/f"},
+                "virtualNetworkTaps": [{"id": "/tap/t"}],
+                "somethingNew": {"nested": {"id": format!("{peer}/ipConfigurations/floating/x")}}
+            }
+        });
+        let out = carried_entry(&entry, peer, own, ip("10.0.1.100"));
+        let mut expected = entry.clone();
+        let map = expected.as_object_mut().expect("object");
+        map.remove("id");
+        map.remove("etag");
+        map.remove("type");
+        let props = expected["properties"].as_object_mut().expect("props");
+        props.remove("provisioningState");
+        props.insert("privateIPAllocationMethod".into(), json!("Static"));
+        props.insert(
+            "somethingNew".into(),
+            json!({"nested": {"id": format!("{own}/ipConfigurations/floating/x")}}),
+        );
+        assert_eq!(out, expected);
+        let linked: Vec<&str> = linked_resources(&out).iter().map(|(a, _)| *a).collect();
+        assert_eq!(linked.len(), 7, "{linked:?}");
+        assert!(linked
+            .contains(&"Microsoft.Network/applicationSecurityGroups/joinIpConfiguration/action"));
+        let beyond = beyond_template(&out, Some("/pip/f"));
+        assert!(
+            beyond.contains(&"applicationSecurityGroups".to_string()),
+            "{beyond:?}"
+        );
+        assert!(
+            !beyond.contains(&"publicIPAddress".to_string()),
+            "{beyond:?}"
+        );
+        assert!(beyond_template(&out, None).contains(&"publicIPAddress".to_string()));
     }
 
     #[test]
@@ -303,7 +508,8 @@ mod tests {
             subnet_id: "/sub/a".into(),
             public_ip_id: None,
         };
-        let e = with_addresses(&nic(), &[(ip("10.0.1.200"), t)]).expect_err("clash");
+        let e = with_addresses(&nic(), &[(ip("10.0.1.200"), t.entry(ip("10.0.1.200")))])
+            .expect_err("clash");
         assert!(e.contains("ip_config_name"), "{e}");
     }
 

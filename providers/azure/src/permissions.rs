@@ -15,6 +15,12 @@ pub enum Scope {
     NetworkSecurityGroup,
     /// Each configured route table.
     RouteTables,
+    /// Each resource a floating ipConfiguration links to beyond subnet and public IP
+    /// (application security groups, load balancer pools and NAT rules, application gateway
+    /// pools, a gateway load balancer): the action applies where the entry references one.
+    LinkedResources,
+    /// The virtual network of the LAN subnet (the atomic move's POST is authorized there).
+    VirtualNetwork,
     /// This node's own VM (discovery of its NIC).
     OwnVm,
     /// The subscription: long-running operation status is read at `locations/.../operations`.
@@ -75,6 +81,36 @@ pub const FAILOVER_ACTIONS: &[RequiredAction] = &[
         "Microsoft.Network/networkSecurityGroups/join/action",
         Scope::NetworkSecurityGroup,
         "write a NIC that references a network security group",
+    ),
+    when_referenced(
+        "Microsoft.Network/applicationSecurityGroups/joinIpConfiguration/action",
+        Scope::LinkedResources,
+        "carry the floating ipConfiguration's application security groups to this node's NIC",
+    ),
+    when_referenced(
+        "Microsoft.Network/loadBalancers/backendAddressPools/join/action",
+        Scope::LinkedResources,
+        "carry the floating ipConfiguration's load balancer backend pools to this node's NIC",
+    ),
+    when_referenced(
+        "Microsoft.Network/loadBalancers/inboundNatRules/join/action",
+        Scope::LinkedResources,
+        "carry the floating ipConfiguration's inbound NAT rules to this node's NIC",
+    ),
+    when_referenced(
+        "Microsoft.Network/loadBalancers/frontendIPConfigurations/join/action",
+        Scope::LinkedResources,
+        "carry the floating ipConfiguration's gateway load balancer to this node's NIC",
+    ),
+    when_referenced(
+        "Microsoft.Network/applicationGateways/backendAddressPools/join/action",
+        Scope::LinkedResources,
+        "carry the floating ipConfiguration's application gateway backend pools to this node's NIC",
+    ),
+    when_referenced(
+        "Microsoft.Network/virtualNetworks/moveIpConfigurations/action",
+        Scope::VirtualNetwork,
+        "move the floating ipConfiguration in one call (move_mode = \"atomic\" only)",
     ),
     when_referenced(
         "Microsoft.Network/routeTables/read",

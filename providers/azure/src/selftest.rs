@@ -87,22 +87,48 @@ pub async fn run(input: &Input) -> Vec<Check> {
             return out;
         }
     };
-    let own = read(
-        &arm,
-        &log,
-        "read_own_nic",
-        "this node's NIC",
-        &own_nic,
-        &mut out,
-    )
-    .await;
+    check_pair(&arm, &log, input, &own_nic, instance.as_ref(), &mut out).await;
+    out
+}
+
+/// What the daemon proves at start and every few minutes ([`Provider::prove_failover`]): the
+/// NICs exist, differ and share the floating IPs' subnet, every action a failover needs is
+/// granted where it is needed, the floating IPs and routes are as [`run`] checks them. GETs
+/// only, and no metadata service: `own_nic` is what discovery found.
+///
+/// [`Provider::prove_failover`]: cloudha_provider_core::Provider::prove_failover
+pub async fn prove(arm: &ArmClient, input: &Input, own_nic: &str) -> Vec<Check> {
+    let log = CallLog::new(ProgressReporter::discard());
+    let mut out = Vec::new();
+    check_pair(arm, &log, input, own_nic, None, &mut out).await;
+    out
+}
+
+/// Every check that needs both NICs read.
+async fn check_pair(
+    arm: &ArmClient,
+    log: &CallLog,
+    input: &Input,
+    own_nic: &str,
+    instance: Option<&imds::Instance>,
+    out: &mut Vec<Check>,
+) {
+    if own_nic.eq_ignore_ascii_case(input.config.peer_nic.trim_end_matches('/')) {
+        out.push(Check::fail(
+            "read_peer_nic",
+            format!("provider.azure.peer_nic is this node's own NIC {own_nic}"),
+            "set provider.azure.peer_nic to the other node's LAN NIC id",
+        ));
+        return;
+    }
+    let own = read(arm, log, "read_own_nic", "this node's NIC", own_nic, out).await;
     let peer = read(
-        &arm,
-        &log,
+        arm,
+        log,
         "read_peer_nic",
-        "the peer's NIC",
+        "the peer's NIC (provider.azure.peer_nic)",
         &input.config.peer_nic,
-        &mut out,
+        out,
     )
     .await;
     let mut tables = BTreeMap::new();
@@ -112,25 +138,69 @@ pub async fn run(input: &Input) -> Vec<Check> {
             continue;
         }
         let doc = read(
-            &arm,
-            &log,
+            arm,
+            log,
             "read_route_table",
             "route table",
             &route.table,
-            &mut out,
+            out,
         )
         .await;
         tables.insert(key, doc);
     }
     let (Some(own), Some(peer)) = (own, peer) else {
         out.push(skipped("a NIC"));
-        return out;
+        return;
     };
-    let scopes = scopes(input, &own_nic, &own, &peer, instance.as_ref());
-    check_permissions(&arm, &log, &scopes, &mut out).await;
-    check_nics(&arm, &log, input, &own_nic, &own, &peer, &mut out).await;
-    check_routes(&arm, &log, input, &own, &peer, &tables, &mut out).await;
-    out
+    let scopes = scopes(input, own_nic, &own, &peer, instance);
+    check_permissions(arm, log, &scopes, out).await;
+    check_nics(arm, log, input, own_nic, &own, &peer, out).await;
+    check_recreatable(input, &own, &peer, out);
+    check_routes(arm, log, input, &own, &peer, &tables, out).await;
+}
+
+/// Warn where a floating entry holds what the config alone could not recreate: the daemon keeps
+/// it in `state_dir` during a move, and would lose it with that directory.
+fn check_recreatable(input: &Input, own: &Value, peer: &Value, out: &mut Vec<Check>) {
+    for f in &input.floating {
+        let Some(entry) =
+            nic::ipconfig_with(own, f.address).or_else(|| nic::ipconfig_with(peer, f.address))
+        else {
+            continue;
+        };
+        let mut extra = nic::beyond_template(entry, f.public_ip.as_deref());
+        let name = entry
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let from_config = f
+            .ip_config_name
+            .clone()
+            .unwrap_or_else(|| crate::moves::default_ip_config_name(f.address));
+        if !name.eq_ignore_ascii_case(&from_config) {
+            extra.push(format!("name {name}"));
+        }
+        if extra.is_empty() {
+            out.push(Check::pass(
+                "recreatable",
+                format!(
+                    "{}'s ipConfiguration can be recreated from the config alone",
+                    f.address
+                ),
+            ));
+        } else {
+            out.push(Check::warn(
+                "recreatable",
+                format!(
+                    "{}'s ipConfiguration holds {} that the config alone would not recreate: during a move only node.state_dir ({}) keeps it",
+                    f.address,
+                    extra.join(", "),
+                    crate::carried::FILE_NAME
+                ),
+                "keep node.state_dir on persistent storage; set ip_config_name and public_ip in [[floating_ip]] for what the config can hold",
+            ));
+        }
+    }
 }
 
 fn skipped(what: &str) -> Check {
@@ -334,6 +404,26 @@ fn scopes(
             .collect(),
     );
     let tables = dedup(input.routes.iter().map(|r| r.table.clone()).collect());
+    // What the floating entries link to, on whichever NIC holds them now.
+    let mut linked: Vec<(&'static str, String)> = Vec::new();
+    for doc in [own, peer] {
+        for f in &input.floating {
+            if let Some(entry) = nic::ipconfig_with(doc, f.address) {
+                linked.extend(nic::linked_resources(entry));
+            }
+        }
+    }
+    let vnets: Vec<String> = if input.config.move_mode == crate::MoveMode::Atomic {
+        dedup(
+            subnets
+                .iter()
+                .filter_map(|s| crate::config::vnet_of_subnet(s))
+                .map(str::to_string)
+                .collect(),
+        )
+    } else {
+        Vec::new()
+    };
     let vm = own
         .pointer("/properties/virtualMachine/id")
         .and_then(Value::as_str)
@@ -353,6 +443,14 @@ fn scopes(
             Scope::PublicIps => public_ips.clone(),
             Scope::NetworkSecurityGroup => nsgs.clone(),
             Scope::RouteTables => tables.clone(),
+            Scope::LinkedResources => dedup(
+                linked
+                    .iter()
+                    .filter(|(a, _)| *a == action.action)
+                    .map(|(_, id)| id.clone())
+                    .collect(),
+            ),
+            Scope::VirtualNetwork => vnets.clone(),
             // Discovery only reads the VM when own_nic is not configured.
             Scope::OwnVm if input.config.own_nic.is_some() => Vec::new(),
             Scope::OwnVm => vm.iter().cloned().collect(),

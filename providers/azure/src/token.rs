@@ -32,9 +32,15 @@ struct Cached {
     expires_unix: u64,
 }
 
+/// Makes a new credential: a new credential has an empty cache of its own.
+type CredentialFactory = dyn Fn() -> Result<Arc<dyn TokenCredential>, TokenError> + Send + Sync;
+
 /// A cached ARM token source.
 pub struct TokenSource {
-    credential: Arc<dyn TokenCredential>,
+    /// The credential in use (replaced by a new one after ARM refused a token).
+    credential: std::sync::Mutex<Arc<dyn TokenCredential>>,
+    /// How to make a fresh credential, where one can be made.
+    factory: Option<Arc<CredentialFactory>>,
     scope: String,
     cached: Mutex<Option<Cached>>,
 }
@@ -62,15 +68,32 @@ impl TokenSource {
             user_assigned_id: client_id.map(|id| UserAssignedId::ClientId(id.to_string())),
             ..Default::default()
         };
-        let credential =
-            ManagedIdentityCredential::new(Some(options)).map_err(|e| TokenError(e.to_string()))?;
-        Ok(Self::with_credential(credential, resource))
+        let make = move || -> Result<Arc<dyn TokenCredential>, TokenError> {
+            let credential = ManagedIdentityCredential::new(Some(options.clone()))
+                .map_err(|e| TokenError(e.to_string()))?;
+            Ok(credential)
+        };
+        Self::with_factory(Arc::new(make), resource)
+    }
+
+    /// A token source that makes its credential with `factory`, and makes a new one (with an empty
+    /// cache) whenever ARM refuses a token: `azure_identity` serves its own cached token until
+    /// shortly before expiry, so dropping only our cache would get the refused token back.
+    pub fn with_factory(
+        factory: Arc<CredentialFactory>,
+        resource: &str,
+    ) -> Result<Self, TokenError> {
+        let credential = factory()?;
+        let mut source = Self::with_credential(credential, resource);
+        source.factory = Some(factory);
+        Ok(source)
     }
 
     /// A token source over any credential (the seam the tests use for failure cases).
     pub fn with_credential(credential: Arc<dyn TokenCredential>, resource: &str) -> Self {
         Self {
-            credential,
+            credential: std::sync::Mutex::new(credential),
+            factory: None,
             scope: format!("{}/.default", resource.trim_end_matches('/')),
             cached: Mutex::new(None),
         }
@@ -90,14 +113,33 @@ impl TokenSource {
         Ok(token)
     }
 
-    /// Drop the cached token (ARM said it is invalid or expired).
+    /// Drop every cached token (ARM said it is invalid or expired): ours, and the credential's
+    /// by replacing the credential, so the next request goes to the identity endpoint.
     pub async fn invalidate(&self) {
-        *self.cached.lock().await = None;
+        let mut cached = self.cached.lock().await;
+        *cached = None;
+        if let Some(factory) = &self.factory {
+            match factory() {
+                Ok(fresh) => {
+                    if let Ok(mut slot) = self.credential.lock() {
+                        *slot = fresh;
+                    }
+                }
+                Err(e) => warn!("making a new managed identity credential failed: {e}"),
+            }
+        }
     }
 
     async fn fetch(&self) -> Result<Cached, TokenError> {
-        let token = self
-            .credential
+        let credential = match self.credential.lock() {
+            Ok(c) => c.clone(),
+            Err(_) => {
+                return Err(TokenError(
+                    "the credential is unusable (a thread panicked)".into(),
+                ))
+            }
+        };
+        let token = credential
             .get_token(&[self.scope.as_str()], None)
             .await
             .map_err(|e| TokenError(error_chain(&e)))?;

@@ -70,4 +70,31 @@ async fn real_managed_identity_credential_gets_a_token() {
     .expect("provider");
     provider.observe().await.expect("ARM accepts the token");
     assert!(cloud.emu.count_requests("GET", "/msi/token") >= 1);
+
+    // ARM refuses the token three times (revoked, say): each refusal must send the next
+    // request to the identity endpoint, past azure_identity's own cache, which would otherwise
+    // hand back the refused token until shortly before its expiry.
+    let before = cloud.emu.count_requests("GET", "/msi/token");
+    cloud.emu.push_fault(
+        cloudha_azure_emulator::Fault::respond(
+            "GET",
+            "networkInterfaces",
+            401,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        )
+        .times(3),
+    );
+    for _ in 0..3 {
+        assert!(
+            provider.observe().await.is_err(),
+            "the 401 reaches the caller"
+        );
+    }
+    provider.observe().await.expect("a fresh token is accepted");
+    let fetched = cloud.emu.count_requests("GET", "/msi/token") - before;
+    assert!(
+        fetched >= 3,
+        "three 401s must fetch three new tokens from the identity endpoint; it saw {fetched}"
+    );
 }

@@ -5,5 +5,6 @@ mod discovery;
 mod faults;
 mod harness;
 mod maintenance;
+mod move_whole;
 mod selftest;
 mod takeover;
