@@ -8,5 +8,6 @@ mod moveip;
 mod nic;
 mod routes;
 mod scenario;
+mod sdk;
 mod throttle;
 mod validation;
