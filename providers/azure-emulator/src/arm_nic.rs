@@ -120,7 +120,6 @@ fn linked_checks(body: &Value) -> Vec<(String, String)> {
         let field = |name: &str| props.and_then(|p| p.get(name));
         push(field("subnet"));
         push(field("publicIPAddress"));
-        push(field("gatewayLoadBalancer"));
         for list in [
             "applicationSecurityGroups",
             "loadBalancerBackendAddressPools",
@@ -131,6 +130,7 @@ fn linked_checks(body: &Value) -> Vec<(String, String)> {
                 push(Some(r));
             }
         }
+        push(field("gatewayLoadBalancer"));
     }
     // An id that does not parse is left to the Network RP, which refuses it by name.
     ids.into_iter()
