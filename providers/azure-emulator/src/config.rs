@@ -38,11 +38,10 @@ pub enum MoveIpMode {
 /// A preset for how the emulator paces its clients.
 ///
 /// The Network resource provider answers every accepted NIC write, and every poll of its
-/// operation while it runs, with `Retry-After: 10` (the `retry-after` header of NRP's
-/// responses in the SDKs' recorded sessions, e.g. the azure-sdk-for-python network test
-/// recordings; shared/CLOUD-API.md). A client that honours it waits 10 s between polls, so
-/// this preset shows what a failover really costs; the tests' scenarios default to
-/// `custom` with a 1 s `lro_retry_after_secs` to stay fast.
+/// operation while it runs, with `Retry-After: 10` in practice (field reports collected in
+/// shared/CLOUD-API.md; the number is not documented). The official SDKs honour it, so a
+/// client waits 10 s between polls; this preset shows what a failover really costs. The
+/// tests' scenarios use `custom` with a 1 s `lro_retry_after_secs` to stay fast.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimingProfile {
