@@ -165,6 +165,9 @@ async fn dispatch(command: Cmd) -> ExitCode {
             action: ConfigCmd::Check { path },
         } => match Config::load(&path) {
             Ok(config) => {
+                for warning in config.warnings() {
+                    eprintln!("warning: {warning}");
+                }
                 println!(
                     "{}: OK (node {}, peer {}, {} path(s), {} floating IP(s), provider {})",
                     path.display(),
@@ -299,6 +302,9 @@ async fn run(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in config.warnings() {
+        tracing::warn!("config: {warning}");
+    }
     let provider = match cloudha::provider::build(&config).await {
         Ok(p) => p,
         Err(e) => {
