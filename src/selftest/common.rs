@@ -43,6 +43,20 @@ pub fn config_check(path: &Path, config: &Config) -> Check {
 /// The shared key: present, long enough, and readable by its owner only.
 pub fn key_file_check(config: &Config) -> Check {
     let path = &config.cluster.key_file;
+    // The mode first: a key others can read is the one failure whose fix is a chmod.
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            return Check::fail(
+                "key_file",
+                format!(
+                    "{} has mode {mode:03o}: other users can read the cluster key and forge keepalives",
+                    path.display()
+                ),
+                format!("chmod 600 {} (readable by its owner only)", path.display()),
+            );
+        }
+    }
     if let Err(problem) = config.read_key() {
         return Check::fail(
             "key_file",
@@ -63,22 +77,12 @@ pub fn key_file_check(config: &Config) -> Check {
             )
         }
     };
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Check::fail(
-            "key_file",
-            format!(
-                "{} has mode {mode:03o}: other users can read the cluster key and forge keepalives",
-                path.display()
-            ),
-            format!("chmod 600 {} (readable by its owner only)", path.display()),
-        );
-    }
     Check::pass(
         "key_file",
         format!(
-            "{} present, mode {mode:03o}, owner uid {}",
+            "{} present, mode {:03o}, owner uid {}",
             path.display(),
+            meta.mode() & 0o777,
             meta.uid()
         ),
     )
