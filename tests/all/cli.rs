@@ -365,6 +365,37 @@ fn metrics_beyond_loopback_is_a_warning_with_exit_0() {
 }
 
 #[test]
+fn local_provider_without_its_capabilities_refuses_to_start_naming_the_drop_in() {
+    // The shipped unit grants no capability; the local provider's drop-in adds two. Started
+    // without them (setpriv drops them from the bounding set before exec, as the unit would),
+    // the daemon exits 2 at once instead of failing every takeover later.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (text, path) = example_in(dir.path());
+    let text = text
+        .replace("interface = \"eth1\"", "interface = \"lo\"")
+        .replace(
+            "/var/lib/cloudha",
+            &dir.path().join("state").display().to_string(),
+        )
+        .replace(
+            "/run/cloudha/cloudha.sock",
+            &dir.path().join("s.sock").display().to_string(),
+        );
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-net_admin,-net_raw", "--"])
+        .arg(env!("CARGO_BIN_EXE_cloudha"))
+        .args(["run", "--config", path.to_str().expect("utf-8")])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("CAP_NET_ADMIN and CAP_NET_RAW"), "{stderr}");
+    assert!(stderr.contains("deploy/cloudha-local.conf"), "{stderr}");
+    assert!(!dir.path().join("state").exists(), "nothing was started");
+}
+
+#[test]
 fn unreachable_daemon_exits_3() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("none.sock");
