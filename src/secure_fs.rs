@@ -89,7 +89,9 @@ pub fn read_private_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String>
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| format!("cannot open {shown}: {e}"))?;
+        .map_err(|e| {
+            format!("cannot open {shown}: {e}; it must belong to root or the daemon's user (uid {}), mode 0600: `chown root {shown}; chmod 600 {shown}`", daemon_uid())
+        })?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot stat {shown}: {e}"))?;
