@@ -183,6 +183,15 @@ pub enum ClientError {
         /// Why.
         source: std::io::Error,
     },
+    /// The socket's directory could be written by someone other than root and this user, who
+    /// could have put their own socket there to answer in the daemon's name.
+    #[error("refusing to talk to {path}: {reason}")]
+    Untrusted {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The daemon did not answer in time.
     #[error("the cloudha daemon at {0} did not answer within 10 s")]
     Timeout(PathBuf),
@@ -191,8 +200,16 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// Send one request and wait for the answer.
+/// Send one request and wait for the answer. The socket's directory must belong to root or
+/// this user and be writable by nobody else (the daemon creates it so): otherwise its owner
+/// could have swapped the socket and would answer `switchover` with a fake "accepted".
 pub async fn request(path: &Path, request: &Request) -> Result<Response, ClientError> {
+    if let Some(dir) = path.parent().filter(|d| d.is_dir()) {
+        crate::secure_fs::check_private_dir(dir).map_err(|reason| ClientError::Untrusted {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+    }
     let exchange = async {
         let unreachable = |source| ClientError::Unreachable {
             path: path.to_path_buf(),
@@ -320,6 +337,25 @@ mod tests {
         drop(listener);
         remove_socket(&path);
         assert!(std::fs::symlink_metadata(&path).is_err(), "removed");
+    }
+
+    #[tokio::test]
+    async fn a_client_never_talks_to_a_socket_others_could_have_swapped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ctl.sock");
+        let listener = bind(&path).await.expect("bind");
+        let (_status_tx, status_rx) = watch::channel(StatusSnapshot::default());
+        let (cmd_tx, _cmd_rx) = mpsc::channel::<CommandRequest>(4);
+        tokio::spawn(serve(listener, status_rx, cmd_tx));
+        assert!(request(&path, &Request::Status).await.is_ok());
+        // The directory becomes writable by others: whoever answers may not be the daemon.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let err = request(&path, &Request::Status)
+            .await
+            .expect_err("untrusted directory");
+        assert!(matches!(err, ClientError::Untrusted { .. }), "{err}");
+        assert!(err.to_string().contains("0777"), "{err}");
     }
 
     #[tokio::test]
