@@ -1120,7 +1120,7 @@ fn check_name(field: &str, name: &str, problem: &mut impl FnMut(&str, String)) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     /// Found by the `config_parse` fuzz target: an empty key gave an error naming no field.
     #[test]
     fn empty_key_error_still_names_a_field() {

@@ -88,6 +88,28 @@ pub fn key_file_check(config: &Config) -> Check {
     )
 }
 
+/// The files the daemon uses on this machine (control socket path and directory, state
+/// directory, journal, hook programs): the checks `config check` makes.
+pub fn files_check(config: &Config) -> Check {
+    let problems = config.check_files();
+    if problems.is_empty() {
+        return Check::pass(
+            "files",
+            format!(
+                "state directory {}, control socket {}, journal and hook programs are usable",
+                config.node.state_dir.display(),
+                config.status.socket.display()
+            ),
+        );
+    }
+    let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    Check::fail(
+        "files",
+        list.join("; "),
+        "fix each named field as its message says, then `cloudha config check`",
+    )
+}
+
 /// Keepalives heard on each path, same version and config digest, from the running daemon.
 pub async fn peer_checks(config: &Config) -> Vec<Check> {
     let socket = &config.status.socket;
@@ -213,5 +235,27 @@ pub fn local_checks(config: &Config) -> Vec<Check> {
             ),
             "set provider.local.interface to the LAN interface (ip -br link)",
         )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudha_provider_core::Outcome;
+
+    #[test]
+    fn files_check_fails_on_a_file_where_the_socket_goes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("ctl.sock");
+        let text = crate::config::tests::EXAMPLE.replace(
+            "[provider]",
+            &format!("[status]\nsocket = \"{}\"\n[provider]", socket.display()),
+        );
+        let config = Config::parse(&text).expect("parses");
+        assert_eq!(files_check(&config).outcome, Outcome::Pass);
+        std::fs::write(&socket, "not a socket").expect("write");
+        let check = files_check(&config);
+        assert_eq!(check.outcome, Outcome::Fail);
+        assert!(check.detail.contains("status.socket"), "{}", check.detail);
     }
 }

@@ -457,6 +457,7 @@ fn selftest_exit_codes_key_file_mode_and_no_daemon() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("[PASS] config"), "{stdout}");
     assert!(stdout.contains("[PASS] key_file"), "{stdout}");
+    assert!(stdout.contains("[PASS] files"), "{stdout}");
     assert!(stdout.contains("[WARN] peer"), "{stdout}");
     assert!(stdout.contains("daemon is not running"), "{stdout}");
 
