@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The benchmark: two real daemons in network namespaces against the emulated clouds, keepalived
 # beside cloudha on the same moto; prints the machine and a markdown table of medians.
-# Usage: scripts/bench.sh [--runs N] [--scale-runs N] [--idle-secs N] [--only azure,scale,aws]
+# Usage: scripts/bench.sh [--runs N] [--scale-runs N] [--idle-secs N] [--only azure,network_rp,scale,aws]
 # Takes about 15 minutes with the defaults (5 runs, 3 at 500 routes, 30 s idle windows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: scripts/bench.sh [--runs N] [--scale-runs N] [--idle-secs N] [--only azure,scale,aws]" >&2
+  echo "usage: scripts/bench.sh [--runs N] [--scale-runs N] [--idle-secs N] [--only azure,network_rp,scale,aws]" >&2
   exit 2
 }
-runs=5 scale_runs=3 idle_secs=30 only=azure,scale,aws
+runs=5 scale_runs=3 idle_secs=30 only=azure,network_rp,scale,aws
 while (($# > 0)); do
   case $1 in
     --runs) runs=${2:-}; shift 2 || usage ;;

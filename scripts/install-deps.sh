@@ -6,7 +6,12 @@ set -euo pipefail
 # moto, the EC2 API server the AWS provider's tests run against, and the AWS CLI the AWS
 # walk-through (scripts/aws-walkthrough.sh) and the benchmark's keepalived notify script drive it
 # with, and the Prometheus project's Python text parser the metrics test scrapes with. Pinned: moto's quirks are documented in providers/aws/README.md and the tests depend on them.
-VENV_PACKAGES=("moto[server]==5.2.5" "awscli==1.46.3" "prometheus-client==0.26.0")
+# The official Azure SDK for Python (azure-mgmt-network on azure-mgmt-core / azure-core, isodate
+# for its model serializer) drives the Azure emulator in
+# providers/azure-emulator/tests/sdk/check_emulator_with_sdk.py, so the emulator is checked against
+# a client the project did not write (its LRO polling, ETag handling, error parsing).
+VENV_PACKAGES=("moto[server]==5.2.5" "awscli==1.46.3" "prometheus-client==0.26.0"
+  "azure-core==1.41.0" "azure-mgmt-core==1.6.0" "azure-mgmt-network==33.1.0" "isodate==0.7.2")
 # A venv, because Debian's python3 is "externally managed" (PEP 668) and refuses a global pip
 # install. The tests look for moto_server here (or wherever CLOUDHA_MOTO_SERVER points).
 MOTO_VENV=/opt/cloudha-venv

@@ -432,7 +432,7 @@ done
 
 # node_config NAME PRIORITY PEER OWN_IP PEER_IP OWN_NIC_ID PEER_NIC_ID
 node_config() {
-  config_head setup-azure.sh azure "$1" "$2" "$3" "$4" "$5" 180s
+  config_head setup-azure.sh azure "$1" "$2" "$3" "$4" "$5" 300s
   printf '\n[provider]\n'
   toml_kv kind azure
   printf '\n[provider.azure]\n'

@@ -336,8 +336,12 @@ fn default_dead_interval() -> ConfigDuration {
 fn default_socket() -> PathBuf {
     PathBuf::from("/run/cloudha/cloudha.sock")
 }
+/// Long enough for Azure's two-step move: the peer's NIC update and then ours, each up to
+/// ~120 s to apply, plus polling and the read-back.
+const AZURE_TWO_STEP_DEADLINE: Duration = Duration::from_secs(300);
+
 fn default_deadline() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(180))
+    ConfigDuration(AZURE_TWO_STEP_DEADLINE)
 }
 fn default_retry_initial() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(1))
@@ -441,6 +445,35 @@ impl Config {
             };
             (field, render_toml_error(&e.into_inner(), text))
         })
+    }
+
+    /// What is usable but risky: `config check` and the daemon's start print these (never
+    /// refused, exit code 0).
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut warnings = Vec::new();
+        if self.provider.kind == ProviderKind::Azure
+            && self.failover.deadline.0 < AZURE_TWO_STEP_DEADLINE
+        {
+            warnings.push(Problem {
+                field: "failover.deadline".to_string(),
+                message: format!(
+                    "{} is shorter than an Azure two-step move (two NIC updates of up to ~120 s each); \
+                     a first attempt may fail at the deadline and raise takeover_slow: use at least {}",
+                    self.failover.deadline,
+                    ConfigDuration(AZURE_TWO_STEP_DEADLINE)
+                ),
+            });
+        }
+        if self.metrics.enabled && !self.metrics.listen.ip().is_loopback() {
+            warnings.push(Problem {
+                field: "metrics.listen".into(),
+                message: format!(
+                    "{} serves /metrics beyond this host: whoever reaches the port reads the node's role, peer and alarms; prefer 127.0.0.1:9465 (scrape through a tunnel) or firewall the port",
+                    self.metrics.listen
+                ),
+            });
+        }
+        warnings
     }
 
     /// Every semantic problem in the configuration (empty when it is usable).
@@ -595,7 +628,7 @@ impl Config {
             problem(
                 "failover.deadline",
                 format!(
-                    "{} is too short for any cloud call; use at least 1s (Azure needs ~180s)",
+                    "{} is too short for any cloud call; use at least 1s (Azure needs 300s)",
                     self.failover.deadline
                 ),
             );
@@ -841,21 +874,6 @@ impl Config {
             }
         }
         problems
-    }
-
-    /// What is allowed but risky: printed by `config check` and logged at start, never refused.
-    pub fn warnings(&self) -> Vec<Problem> {
-        let mut warnings = Vec::new();
-        if self.metrics.enabled && !self.metrics.listen.ip().is_loopback() {
-            warnings.push(Problem {
-                field: "metrics.listen".into(),
-                message: format!(
-                    "{} serves /metrics beyond this host: whoever reaches the port reads the node's role, peer and alarms; prefer 127.0.0.1:9465 (scrape through a tunnel) or firewall the port",
-                    self.metrics.listen
-                ),
-            });
-        }
-        warnings
     }
 
     fn validate_paths(&self, problem: &mut impl FnMut(&str, String)) {
@@ -1589,5 +1607,51 @@ prefix_len = 24
             "1500ms"
         );
         assert_eq!(ConfigDuration(Duration::from_secs(3)).to_string(), "3s");
+    }
+
+    fn azure_example(failover: &str) -> Config {
+        let text = EXAMPLE.replace(
+            "[provider]\nkind = \"local\"\n\n[provider.local]\ninterface = \"lan0\"\n",
+            &format!(
+                "[provider]\nkind = \"azure\"\n\n[provider.azure]\npeer_nic = \"/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/networkInterfaces/fw-b-lan\"\n{failover}"
+            ),
+        );
+        assert!(
+            text.contains("kind = \"azure\""),
+            "the example's provider table moved"
+        );
+        Config::parse(&text).expect("azure example parses")
+    }
+
+    #[test]
+    fn the_default_deadline_fits_an_azure_two_step_move() {
+        let config = azure_example("");
+        assert_eq!(config.failover.deadline.0, Duration::from_secs(300));
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    }
+
+    #[test]
+    fn an_azure_deadline_below_two_nic_updates_is_warned_about() {
+        let config = azure_example("\n[failover]\ndeadline = \"180s\"\n");
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].field, "failover.deadline");
+        assert!(
+            warnings[0].message.contains("use at least 300s"),
+            "{}",
+            warnings[0].message
+        );
+        // Usable, so a warning and not a refusal.
+        assert!(config
+            .validate()
+            .iter()
+            .all(|p| p.field != "failover.deadline"));
+    }
+
+    #[test]
+    fn a_short_deadline_is_fine_where_the_cloud_is_fast() {
+        let text = EXAMPLE.to_string() + "\n[failover]\ndeadline = \"60s\"\n";
+        let config = Config::parse(&text).expect("parses");
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
     }
 }

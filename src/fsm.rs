@@ -238,6 +238,11 @@ pub enum Event {
         drift: bool,
         /// A floating IP or a route is on the peer.
         peer_holds: bool,
+        /// An update this node did not make is still being applied to a resource the move
+        /// touches (Azure: a NIC `Updating`): what the read shows may be half of someone
+        /// else's move.
+        #[serde(default)]
+        write_in_flight: bool,
     },
     /// An operator command.
     Operator(Command),
@@ -586,9 +591,11 @@ impl Fsm {
                     }
                 }
             }
-            Event::Observed { drift, peer_holds } => {
-                self.on_observed(drift, peer_holds, now, &mut out)
-            }
+            Event::Observed {
+                drift,
+                peer_holds,
+                write_in_flight,
+            } => self.on_observed(drift, peer_holds, write_in_flight, now, &mut out),
             Event::Operator(command) => self.on_command(command, now, &mut out),
             Event::Shutdown => {
                 if !self.leaving {
@@ -748,7 +755,20 @@ impl Fsm {
     ///
     /// Drift the unheard peer does not hold is repaired on the second read in a row that
     /// finds it (see below).
-    fn on_observed(&mut self, drift: bool, peer_holds: bool, now: Millis, out: &mut Vec<Action>) {
+    ///
+    /// Nothing is repaired while a write this node did not make is in flight: the second read
+    /// covers a peer's removal that lands within one reconcile interval, but an Azure NIC
+    /// update can take minutes, and repairing against it moved the route three times in one
+    /// partition (fault campaign, Azure seed 106). The count of reads starts again once the
+    /// write has ended, so the peer's add that follows it is seen first.
+    fn on_observed(
+        &mut self,
+        drift: bool,
+        peer_holds: bool,
+        write_in_flight: bool,
+        now: Millis,
+        out: &mut Vec<Action>,
+    ) {
         let unheard_drift_seen = std::mem::take(&mut self.unheard_drift_seen);
         if !peer_holds {
             self.fenced_at = None;
@@ -766,6 +786,8 @@ impl Fsm {
         let peer = self.peer.filter(|_| self.peer_alive(now)).map(|p| p.advert);
         match peer {
             Some(p) if p.role == Role::Active => {}
+            // Standing by for a peer that took over stays as it is; any repair waits.
+            _ if write_in_flight && !(peer.is_none() && peer_holds) => {}
             None if peer_holds => {
                 self.fenced_at = Some(now);
                 self.damping = Some(Damping { clean_since: now });

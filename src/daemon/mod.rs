@@ -588,15 +588,28 @@ impl Daemon {
                     .collect();
                 let peer_holds = peer_holds_any(obs);
                 let drift = !off.is_empty();
+                let write_in_flight = !obs.writes_in_flight.is_empty();
                 if drift
                     && self.fsm.role() == Role::Active
                     && self.fsm.takeover() == TakeoverState::Done
                 {
-                    let text = format!("reconcile found drift: {}", off.join(", "));
+                    let text = if write_in_flight {
+                        format!(
+                            "reconcile found drift: {}; not repaired while a write this node did not make is in flight ({})",
+                            off.join(", "),
+                            obs.writes_in_flight.join(", ")
+                        )
+                    } else {
+                        format!("reconcile found drift: {}", off.join(", "))
+                    };
                     warn!("{text}");
                     self.record_event(Kind::Drift, text);
                 }
-                Some(Event::Observed { drift, peer_holds })
+                Some(Event::Observed {
+                    drift,
+                    peer_holds,
+                    write_in_flight,
+                })
             }
             Ok(_) => None,
             Err(e) => {
@@ -1058,7 +1071,14 @@ impl Daemon {
                     .unwrap_or_default(),
                 warnings: result
                     .as_ref()
-                    .map(|o| o.warnings.clone())
+                    .map(|o| {
+                        let in_flight = o.writes_in_flight.iter().map(|w| {
+                            format!(
+                                "update in flight on {w}: reconcile repairs nothing until it ends"
+                            )
+                        });
+                        o.warnings.iter().cloned().chain(in_flight).collect()
+                    })
                     .unwrap_or_default(),
                 error: result.as_ref().err().cloned(),
             }),
@@ -1331,6 +1351,7 @@ mod tests {
                 resource("route rt-workloads/default", holders[1]),
             ],
             warnings: Vec::new(),
+            writes_in_flight: Vec::new(),
         };
         // Across a partition the peer's route PUT lands in a second, its NIC move much later:
         // the route alone must fence this node, or its repair ping-pongs the route.

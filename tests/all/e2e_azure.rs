@@ -200,6 +200,10 @@ pub(crate) fn start_with(
 #[test]
 fn e2e_azure_kill_active_moves_ip_and_route_while_keepalives_flow() {
     let (mut pair, cloud) = start("e2eazkill", 4000, false);
+    // From here the emulator paces NIC operations as Azure's Network RP does (Retry-After: 10).
+    cloud
+        .emu
+        .set_timing_profile(cloudha_azure_emulator::TimingProfile::NetworkRp);
     let a_before = cloud.emu.nic_settled("nic-appliance-a").expect("nic a");
     let b_before = cloud.emu.nic_settled("nic-appliance-b").expect("nic b");
     assert!(cloud.holder().contains("nic-appliance-a"));
@@ -283,6 +287,10 @@ fn e2e_azure_kill_active_moves_ip_and_route_while_keepalives_flow() {
     let calls = &f["api_calls"];
     assert_eq!(calls["route.put"], 1, "{calls}");
     assert!(num(&calls["nic.put"]) >= 2, "{calls}");
+    // Each NIC update (4 s) was seen applied by reading the NIC between the Network RP's 10 s
+    // polls, not at the first poll.
+    assert!(num(&calls["nic.put.watch"]) >= 2, "{calls}");
+    assert!(calls.get("nic.put.poll").is_none(), "{calls}");
     assert!(
         f["operations"].as_array().is_some_and(|o| o.len() >= 3),
         "{f}"

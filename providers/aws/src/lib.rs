@@ -484,6 +484,8 @@ impl Provider for AwsProvider {
         Ok(Observation {
             resources,
             warnings,
+            // EC2 applies an assignment within the call: there is no update in flight to see.
+            writes_in_flight: Vec::new(),
         })
     }
 

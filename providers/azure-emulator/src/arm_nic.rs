@@ -89,36 +89,53 @@ fn previous_address(doc: &Value, name: &str, subnet_id: &str) -> Option<Ipv4Addr
         .and_then(|s| s.parse().ok())
 }
 
-/// Linked resources a NIC document references besides subnets and public IPs (which are
-/// checked for existence separately): they need their join action.
-fn other_linked(body: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(id) = body
-        .pointer("/properties/networkSecurityGroup/id")
-        .and_then(Value::as_str)
-    {
-        out.push(id.to_string());
-    }
+/// The linked access checks ARM runs on a NIC PUT body: `(join action, referenced id)` for
+/// every resource the document references.
+///
+/// Action names from the Microsoft.Network operations list (learn.microsoft.com, "Azure
+/// permissions for Networking"): `virtualNetworks/subnets/join/action`,
+/// `publicIPAddresses/join/action`, `networkSecurityGroups/join/action`,
+/// `applicationSecurityGroups/joinIpConfiguration/action`,
+/// `loadBalancers/backendAddressPools/join/action`, `loadBalancers/inboundNatRules/join/action`,
+/// `loadBalancers/frontendIPConfigurations/join/action` (a gateway load balancer) and
+/// `applicationGateways/backendAddressPools/join/action`; the reference properties from
+/// `NetworkInterfaceIPConfigurationPropertiesFormat` in networkInterface.json
+/// (stable/2025-05-01).
+///
+/// ARM checks the references of the document it is sent, not a difference against the
+/// stored NIC: it runs these checks before the request reaches the Network RP and has no
+/// stored copy to compare with, which is why a tags-only update of a NIC is refused for a
+/// missing subnet join. The public docs do not say so in as many words; the emulator checks
+/// every reference in the body, which is the stricter reading.
+fn linked_checks(body: &Value) -> Vec<(String, String)> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut push = |v: Option<&Value>| {
+        if let Some(id) = v.and_then(|r| r.get("id")).and_then(Value::as_str) {
+            ids.push(id.to_string());
+        }
+    };
+    push(body.pointer("/properties/networkSecurityGroup"));
     for c in ipconfigs(body) {
-        for field in [
+        let props = c.get("properties");
+        let field = |name: &str| props.and_then(|p| p.get(name));
+        push(field("subnet"));
+        push(field("publicIPAddress"));
+        for list in [
             "applicationSecurityGroups",
             "loadBalancerBackendAddressPools",
             "loadBalancerInboundNatRules",
             "applicationGatewayBackendAddressPools",
         ] {
-            if let Some(arr) = c
-                .pointer(&format!("/properties/{field}"))
-                .and_then(Value::as_array)
-            {
-                out.extend(
-                    arr.iter()
-                        .filter_map(|r| r.get("id").and_then(Value::as_str))
-                        .map(str::to_string),
-                );
+            for r in field(list).and_then(Value::as_array).into_iter().flatten() {
+                push(Some(r));
             }
         }
+        push(field("gatewayLoadBalancer"));
     }
-    out
+    // An id that does not parse is left to the Network RP, which refuses it by name.
+    ids.into_iter()
+        .filter_map(|id| ArmId::parse(&id).map(|a| (a.join_action(), id)))
+        .collect()
 }
 
 fn invalid_reference(reference: &str, by: &str) -> Resp {
@@ -396,6 +413,10 @@ pub(crate) fn put(st: &mut State, ctx: &Ctx, sub: &str, rg: &str, name: &str) ->
             );
         }
     }
+    // ARM's linked access checks come before the Network RP sees the body.
+    if let Err(r) = authorize_linked(st, &ctx.principal, WRITE, &nic_id, &linked_checks(&body)) {
+        return r;
+    }
     let specs = match parse_nic_ip_configs(&nic_id, &nic_name, &body) {
         Ok(s) => s,
         Err(r) => return r,
@@ -412,8 +433,7 @@ pub(crate) fn put(st: &mut State, ctx: &Ctx, sub: &str, rg: &str, name: &str) ->
         }
     }
 
-    // Referenced resources: subnets and public IPs must exist; all need their join action.
-    let mut linked: Vec<(String, String)> = Vec::new();
+    // Referenced subnets and public IPs must exist (their join actions were checked above).
     let mut vnet: Option<String> = None;
     for s in &specs {
         let Some(sn) = st.subnet(&s.subnet_id) else {
@@ -430,10 +450,6 @@ pub(crate) fn put(st: &mut State, ctx: &Ctx, sub: &str, rg: &str, name: &str) ->
             }
             _ => vnet = Some(vk),
         }
-        linked.push((
-            "Microsoft.Network/virtualNetworks/subnets/join/action".into(),
-            sn.id.clone(),
-        ));
     }
     // Private IPs before public ones: while a floating ipConfiguration (private + public
     // IP) is still being released by its old NIC, the service reports the private address.
@@ -456,18 +472,6 @@ pub(crate) fn put(st: &mut State, ctx: &Ctx, sub: &str, rg: &str, name: &str) ->
                 ),
             );
         }
-        linked.push((
-            "Microsoft.Network/publicIPAddresses/join/action".into(),
-            p.id.clone(),
-        ));
-    }
-    for other in other_linked(&body) {
-        if let Some(a) = ArmId::parse(&other) {
-            linked.push((a.join_action(), other));
-        }
-    }
-    if let Err(r) = authorize_linked(st, &ctx.principal, WRITE, &nic_id, &linked) {
-        return r;
     }
 
     let etag = new_etag();

@@ -16,6 +16,7 @@ use crate::faults::{FaultKind, Phase};
 use crate::http::{invalid_format, nrp_error, Resp};
 use crate::ids::{self, ArmId};
 use crate::lro::{self, NewOp};
+use crate::scenario::MOVE_IP_CONFIGURATIONS_ACTION;
 use crate::state::{ipconfigs, new_etag, stamp_nic, OpTarget, State, Vnet};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -187,6 +188,17 @@ pub(crate) fn move_ip_configurations(
     vnet: &str,
 ) -> Resp {
     let vid = vnet_id(sub, rg, vnet);
+    // ARM authorizes a POST to `{resource}/{action}` as `{namespace}/{type}/{action}/action`
+    // on the resource, before the resource provider sees it (learn.microsoft.com, "Azure
+    // resource provider operations": every POST action is listed that way, e.g.
+    // `Microsoft.Network/virtualNetworks/checkIpAddressAvailability/read`,
+    // `.../peer/action`). The move's own entry is not in the published list yet; this is the
+    // name that convention gives it, checked at the virtual network (403
+    // `AuthorizationFailed` without it), ahead of the feature gate and of the NIC-level
+    // checks below.
+    if let Err(r) = authorize(st, &ctx.principal, MOVE_IP_CONFIGURATIONS_ACTION, &vid) {
+        return r;
+    }
     if st.settings.move_ip_configurations == MoveIpMode::FeatureNotRegistered {
         // Same shape as other gated Network features (e.g. AllowMultipleIpConfigurationsPerNic).
         let sub_id = st
@@ -409,5 +421,5 @@ pub(crate) fn move_ip_configurations(
     Resp::empty(202)
         .with_header("azure-asyncoperation", ctx.lro.async_url(op))
         .with_header("location", ctx.lro.result_url(op))
-        .with_header("retry-after", st.settings.lro_retry_after_secs.to_string())
+        .with_header("retry-after", lro::retry_after(st, op).to_string())
 }

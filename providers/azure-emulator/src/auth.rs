@@ -203,18 +203,17 @@ pub(crate) fn authorize(
     action: &str,
     scope: &str,
 ) -> Result<(), Resp> {
-    let ok = st
-        .identities
-        .get(&principal.to_ascii_lowercase())
-        .is_some_and(|i| allowed(i, action, scope));
-    if ok {
+    let ident = st.identities.get(&principal.to_ascii_lowercase());
+    if ident.is_some_and(|i| allowed(i, action, scope)) {
         Ok(())
     } else {
+        // ARM names the client by its application (client) ID, then its object ID.
+        let client = ident.map_or(principal, |i| i.client_id.as_str());
         Err(arm_error(
             403,
             "AuthorizationFailed",
             format!(
-                "The client '{principal}' with object id '{principal}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+                "The client '{client}' with object id '{principal}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
             ),
         ))
     }
@@ -222,6 +221,15 @@ pub(crate) fn authorize(
 
 /// 403 `LinkedAuthorizationFailed` unless the caller may perform every linked
 /// `(action, scope)` (e.g. joining the subnet a NIC's ipConfiguration references).
+///
+/// ARM runs these "linked access checks" itself, before the request reaches the resource
+/// provider, on the resource ids the request body references (learn.microsoft.com,
+/// "Troubleshoot ... LinkedAuthorizationFailed": the client "has permission to perform
+/// action ... on scope ...; however, it does not have permission to perform action ... on
+/// the linked scope(s)"). Every failing pair is named in one message, as ARM does: one
+/// action as `action 'A' on the linked scope(s) 'S1,S2'`, several as `action(s) 'A1,A2' on
+/// the linked scope(s) 'S1,S2' (respectively)`. The client is named by its application
+/// (client) ID, then its object ID, as in ARM's answers.
 pub(crate) fn authorize_linked(
     st: &State,
     principal: &str,
@@ -232,18 +240,36 @@ pub(crate) fn authorize_linked(
     let Some(ident) = st.identities.get(&principal.to_ascii_lowercase()) else {
         return authorize(st, principal, main_action, main_scope);
     };
+    let mut denied: Vec<(&str, &str)> = Vec::new();
     for (action, scope) in linked {
-        if !allowed(ident, action, scope) {
-            return Err(arm_error(
-                403,
-                "LinkedAuthorizationFailed",
-                format!(
-                    "The client '{principal}' with object id '{principal}' has permission to perform action '{main_action}' on scope '{main_scope}'; however, it does not have permission to perform action '{action}' on the linked scope(s) '{scope}' or the linked scope(s) are invalid."
-                ),
-            ));
+        let pair = (action.as_str(), scope.as_str());
+        if !allowed(ident, action, scope)
+            && !denied
+                .iter()
+                .any(|(a, s)| a.eq_ignore_ascii_case(pair.0) && s.eq_ignore_ascii_case(pair.1))
+        {
+            denied.push(pair);
         }
     }
-    Ok(())
+    if denied.is_empty() {
+        return Ok(());
+    }
+    let scopes = denied.iter().map(|(_, s)| *s).collect::<Vec<_>>().join(",");
+    let first = denied[0].0;
+    let what = if denied.iter().all(|(a, _)| a.eq_ignore_ascii_case(first)) {
+        format!("action '{first}' on the linked scope(s) '{scopes}'")
+    } else {
+        let actions = denied.iter().map(|(a, _)| *a).collect::<Vec<_>>().join(",");
+        format!("action(s) '{actions}' on the linked scope(s) '{scopes}' (respectively)")
+    };
+    let client = &ident.client_id;
+    Err(arm_error(
+        403,
+        "LinkedAuthorizationFailed",
+        format!(
+            "The client '{client}' with object id '{principal}' has permission to perform action '{main_action}' on scope '{main_scope}'; however, it does not have permission to perform {what} or the linked scope(s) are invalid."
+        ),
+    ))
 }
 
 /// `GET {scope}/providers/Microsoft.Authorization/permissions` (api-version 2022-04-01):

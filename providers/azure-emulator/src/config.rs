@@ -35,6 +35,31 @@ pub enum MoveIpMode {
     FeatureNotRegistered,
 }
 
+/// A preset for how the emulator paces its clients.
+///
+/// The Network resource provider answers every accepted NIC write, and every poll of its
+/// operation while it runs, with `Retry-After: 10` in practice (field reports collected in
+/// shared/CLOUD-API.md; the number is not documented). The official SDKs honour it, so a
+/// client waits 10 s between polls; this preset shows what a failover really costs. The
+/// tests' scenarios use `custom` with a 1 s `lro_retry_after_secs` to stay fast.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimingProfile {
+    /// Every knob as set.
+    #[default]
+    Custom,
+    /// `Retry-After: 10` on NIC operations (accepted NIC PUTs and moveIpConfigurations POSTs,
+    /// their status and result polls while running, and the `RetryableError` answer to a
+    /// write on a busy NIC), whatever `lro_retry_after_secs` / `conflict_retry_after_secs`
+    /// say. Route operations keep `lro_retry_after_secs`.
+    NetworkRp,
+}
+
+impl TimingProfile {
+    /// The `Retry-After` the Network RP sends on NIC operations.
+    pub const NETWORK_RP_RETRY_AFTER_SECS: u64 = 10;
+}
+
 /// Token-bucket limits applied per subscription (ARM's documented defaults).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +99,8 @@ pub struct Settings {
     /// `Retry-After` (seconds) sent with accepted LROs and in-progress status polls.
     /// The real Network RP sends 10.
     pub lro_retry_after_secs: u64,
+    /// Pacing preset; `network_rp` overrides the `Retry-After` of NIC operations.
+    pub timing_profile: TimingProfile,
     /// How a write on a busy resource is refused.
     pub conflict_mode: ConflictMode,
     /// `Retry-After` (seconds) sent with a `RetryableError` conflict.
@@ -102,6 +129,7 @@ impl Default for Settings {
             route_propagation_ms: 1000,
             move_propagation_ms: 2000,
             lro_retry_after_secs: 10,
+            timing_profile: TimingProfile::Custom,
             conflict_mode: ConflictMode::AnotherOperationInProgress,
             conflict_retry_after_secs: 10,
             move_ip_configurations: MoveIpMode::Enabled,
@@ -110,6 +138,26 @@ impl Default for Settings {
             throttle: ThrottleLimits::default(),
             default_imds_vm: None,
             scheduled_event_impact_ms: 600_000,
+        }
+    }
+}
+
+impl Settings {
+    /// `Retry-After` (seconds) for an answer about an operation on NICs (`nic = true`) or on
+    /// a route.
+    pub fn lro_retry_after(&self, nic: bool) -> u64 {
+        match self.timing_profile {
+            TimingProfile::NetworkRp if nic => TimingProfile::NETWORK_RP_RETRY_AFTER_SECS,
+            _ => self.lro_retry_after_secs,
+        }
+    }
+
+    /// `Retry-After` (seconds) for a `RetryableError` refusal of a write on a busy NIC
+    /// (`nic = true`) or route table.
+    pub fn conflict_retry_after(&self, nic: bool) -> u64 {
+        match self.timing_profile {
+            TimingProfile::NetworkRp if nic => TimingProfile::NETWORK_RP_RETRY_AFTER_SECS,
+            _ => self.conflict_retry_after_secs,
         }
     }
 }

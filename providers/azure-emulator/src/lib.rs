@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod apiversion;
 mod arm;
 mod arm_compute;
 mod arm_nic;
@@ -41,7 +42,7 @@ mod throttle;
 mod validate;
 
 pub use clock::{Clock, ManualClock, TokioClock};
-pub use config::{ConflictMode, MoveIpMode, Settings, ThrottleLimits};
+pub use config::{ConflictMode, MoveIpMode, Settings, ThrottleLimits, TimingProfile};
 pub use events::{AcknowledgedEvent, EventSpec};
 pub use faults::{Fault, FaultKind};
 pub use reqlog::LoggedRequest;
@@ -61,9 +62,10 @@ pub const ARM_RESOURCE: &str = "https://management.azure.com/";
 /// The identity of a scenario VM (its system-assigned managed identity).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmIdentity {
-    /// Object (principal) ID: the `oid` of its tokens and the name RBAC errors use.
+    /// Object (principal) ID: the `oid` of its tokens, named by RBAC errors as "object id".
     pub principal_id: String,
-    /// Client (application) ID, accepted as `client_id` by the token endpoints.
+    /// Client (application) ID, accepted as `client_id` by the token endpoints; RBAC errors
+    /// name it as "the client".
     pub client_id: String,
     /// The `IDENTITY_HEADER` secret for the App Service-style token endpoint (`/msi/token`).
     pub identity_header: String,
@@ -351,6 +353,12 @@ impl Emulator {
     /// Propagation delay of moveIpConfigurations.
     pub fn set_move_propagation_delay(&self, d: Duration) {
         self.update_settings(|s| s.move_propagation_ms = d.as_millis() as u64);
+    }
+
+    /// Selects a pacing preset (e.g. [`TimingProfile::NetworkRp`]: `Retry-After: 10` on NIC
+    /// operations, as the Network RP sends).
+    pub fn set_timing_profile(&self, profile: TimingProfile) {
+        self.update_settings(|s| s.timing_profile = profile);
     }
 
     /// How writes on busy resources are refused.

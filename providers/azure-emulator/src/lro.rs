@@ -72,13 +72,19 @@ pub(crate) fn start(st: &mut State, now: Instant, new: NewOp) -> String {
     id
 }
 
+/// `Retry-After` (seconds) for answers about `op` (see [`crate::config::TimingProfile`]).
+pub(crate) fn retry_after(st: &State, op: &Operation) -> u64 {
+    st.settings
+        .lro_retry_after(matches!(op.target, OpTarget::Nics(_)))
+}
+
 /// Adds `Azure-AsyncOperation` and `Retry-After` to an accepted write.
 pub(crate) fn accepted(resp: Resp, st: &State, ctx: &LroCtx, op_id: &str) -> Resp {
     let Some(op) = st.operations.get(op_id) else {
         return resp;
     };
     resp.with_header("azure-asyncoperation", ctx.async_url(op))
-        .with_header("retry-after", st.settings.lro_retry_after_secs.to_string())
+        .with_header("retry-after", retry_after(st, op).to_string())
 }
 
 /// The refusal of a write on a resource whose operation `op` is still running.
@@ -93,7 +99,9 @@ pub(crate) fn conflict(st: &State, ctx: &LroCtx, op: &Operation, resource_guid: 
             ),
         ),
         ConflictMode::RetryableError => {
-            let secs = st.settings.conflict_retry_after_secs;
+            let secs = st
+                .settings
+                .conflict_retry_after(matches!(op.target, OpTarget::Nics(_)));
             nrp_error_details(
                 429,
                 "RetryableError",
@@ -128,7 +136,7 @@ pub(crate) fn status(st: &State, sub: &str, id: &str) -> Resp {
     };
     match op.outcome {
         None => Resp::json(200, &json!({"status": "InProgress"}))
-            .with_header("retry-after", st.settings.lro_retry_after_secs.to_string()),
+            .with_header("retry-after", retry_after(st, op).to_string()),
         Some(true) => Resp::json(200, &json!({"status": "Succeeded"})),
         Some(false) => {
             let (code, message) = op.failure.clone().unwrap_or_default();
@@ -149,7 +157,7 @@ pub(crate) fn result(st: &State, ctx: &LroCtx, sub: &str, id: &str) -> Resp {
     match op.outcome {
         None => Resp::empty(202)
             .with_header("location", ctx.result_url(op))
-            .with_header("retry-after", st.settings.lro_retry_after_secs.to_string()),
+            .with_header("retry-after", retry_after(st, op).to_string()),
         Some(true) => Resp::empty(204),
         Some(false) => {
             let (code, message) = op.failure.clone().unwrap_or_default();

@@ -20,8 +20,14 @@ use std::path::Path;
 /// The standard two-appliance scenario shipped with the crate.
 pub const TWO_APPLIANCES_TOML: &str = include_str!("../scenarios/two-appliances.toml");
 
+/// The action ARM checks on the virtual network for `POST .../moveIpConfigurations` (the
+/// name ARM's convention gives it; see `arm_vnet::move_ip_configurations`).
+pub const MOVE_IP_CONFIGURATIONS_ACTION: &str =
+    "Microsoft.Network/virtualNetworks/moveIpConfigurations/action";
+
 /// The least-privilege role cloudha needs (shared/CLOUD-API.md), granted to every VM
-/// identity unless the scenario says otherwise.
+/// identity unless the scenario says otherwise. It includes the atomic move's action, which
+/// only the `atomic` move mode uses: a test of the two-step role alone removes it.
 pub const DEFAULT_ACTIONS: &[&str] = &[
     "Microsoft.Network/networkInterfaces/read",
     "Microsoft.Network/networkInterfaces/write",
@@ -36,6 +42,7 @@ pub const DEFAULT_ACTIONS: &[&str] = &[
     "Microsoft.Network/locations/operations/read",
     "Microsoft.Network/locations/operationResults/read",
     "Microsoft.Compute/virtualMachines/read",
+    MOVE_IP_CONFIGURATIONS_ACTION,
 ];
 
 /// Why a scenario could not be loaded.
@@ -328,6 +335,7 @@ impl Scenario {
                 .entry(State::rg_key(&sub, rg))
                 .or_insert_with(|| ResourceGroup {
                     name: rg.to_string(),
+                    location: loc.clone(),
                 });
         };
         add_rg(&mut st, &self.resource_group);

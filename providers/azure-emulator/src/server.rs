@@ -13,7 +13,7 @@ use crate::lro::{self, LroCtx};
 use crate::reqlog::LoggedRequest;
 use crate::state::State;
 use crate::throttle::Meter;
-use crate::{arm_compute, arm_nic, arm_routes, arm_vnet, imds, Emulator};
+use crate::{apiversion, arm_compute, arm_nic, arm_routes, arm_vnet, imds, Emulator};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -292,6 +292,48 @@ enum Endpoint {
 }
 
 impl Endpoint {
+    /// The resource type ARM resolves the request to, and the resource group it is in (ARM
+    /// knows the region of a request in a resource group; of a subscription-level one, not).
+    fn type_info(&self) -> (apiversion::TypeInfo, Option<&str>) {
+        use apiversion::{TypeInfo, AUTHORIZATION, COMPUTE, NETWORK};
+        let net = |type_name| TypeInfo {
+            namespace: "Microsoft.Network",
+            type_name,
+            versions: NETWORK,
+        };
+        match self {
+            Endpoint::NicList { rg, .. } => (net("networkInterfaces"), rg.as_deref()),
+            Endpoint::Nic { rg, .. } => (net("networkInterfaces"), Some(rg)),
+            Endpoint::RouteTable { rg, .. } => (net("routeTables"), Some(rg)),
+            Endpoint::Routes { rg, .. } | Endpoint::Route { rg, .. } => {
+                (net("routeTables/routes"), Some(rg))
+            }
+            Endpoint::Vnet { rg, .. } | Endpoint::MoveIp { rg, .. } => {
+                (net("virtualNetworks"), Some(rg))
+            }
+            Endpoint::Subnet { rg, .. } => (net("virtualNetworks/subnets"), Some(rg)),
+            Endpoint::PublicIp { rg, .. } => (net("publicIPAddresses"), Some(rg)),
+            Endpoint::OpStatus { .. } => (net("locations/operations"), None),
+            Endpoint::OpResult { .. } => (net("locations/operationResults"), None),
+            Endpoint::Vm { rg, .. } => (
+                TypeInfo {
+                    namespace: "Microsoft.Compute",
+                    type_name: "virtualMachines",
+                    versions: COMPUTE,
+                },
+                Some(rg),
+            ),
+            Endpoint::Permissions { .. } => (
+                TypeInfo {
+                    namespace: "Microsoft.Authorization",
+                    type_name: "permissions",
+                    versions: AUTHORIZATION,
+                },
+                None,
+            ),
+        }
+    }
+
     fn subscription(&self) -> &str {
         match self {
             Endpoint::NicList { sub, .. }
@@ -480,6 +522,15 @@ fn arm(st: &mut State, emu: &Emulator, req: &Req) -> Resp {
             "SubscriptionNotFound",
             format!("The subscription '{sub}' could not be found."),
         );
+    }
+    // A well-formed api-version the type is not registered for (see `apiversion`).
+    let (info, rg) = route.type_info();
+    if !apiversion::supported(&info, &api) {
+        let location = rg.and_then(|rg| st.resource_group(&sub, rg));
+        return match location {
+            Some(g) => apiversion::no_registered_provider(&info, &api, &g.location),
+            None => apiversion::invalid_resource_type(&info, &api),
+        };
     }
     let now = clock.now();
     let meter = Meter::for_method(&req.method);

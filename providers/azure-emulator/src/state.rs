@@ -36,6 +36,8 @@ pub(crate) struct Subscription {
 #[derive(Clone, Debug)]
 pub(crate) struct ResourceGroup {
     pub name: String,
+    /// The scenario's region: where ARM looks for a resource provider registration.
+    pub location: String,
 }
 
 /// A subnet, flattened out of its virtual network.

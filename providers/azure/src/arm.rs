@@ -34,6 +34,23 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_POLL: Duration = Duration::from_millis(200);
 /// Poll interval when ARM sends no `Retry-After`.
 const DEFAULT_POLL: Duration = Duration::from_secs(1);
+/// Between two operation polls further apart than this, the resource itself is read this often
+/// (see [`Watch`]). The Network RP asks for 10 s between polls of a NIC update; the update is
+/// often applied well before, and a failover should end when it is, not at the next poll.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// Reads of the resource between polls only use spare read tokens: this many stay in the bucket
+/// for the reads a failover needs (ARM's read bucket holds 250).
+const WATCH_READ_RESERVE: f64 = 100.0;
+
+/// A resource whose own document says when the operation that changes it has been applied.
+pub struct Watch<'a> {
+    /// Resource id to GET.
+    pub id: &'a str,
+    /// api-version of the GET.
+    pub api_version: &'a str,
+    /// The document shows the change applied.
+    pub applied: &'a (dyn Fn(&Value) -> bool + Sync),
+}
 
 /// What kind of failure an ARM answer is, which decides what the caller does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +248,25 @@ impl ArmClient {
             .await
     }
 
+    /// GET a resource only if a spare read token is there (None otherwise): never waits for
+    /// the bucket, never eats into the reserve.
+    async fn get_if_spare(
+        &self,
+        log: &CallLog,
+        operation: &str,
+        resource_id: &str,
+        api_version: &str,
+    ) -> Option<Result<ArmResponse, ArmError>> {
+        if !self.reads.try_take_spare(WATCH_READ_RESERVE) {
+            return None;
+        }
+        let url = self.url(resource_id, api_version);
+        Some(
+            self.request(log, operation, Method::GET, &url, None, None)
+                .await,
+        )
+    }
+
     /// PUT (or POST) a body, optionally with `If-Match`.
     pub async fn write(
         &self,
@@ -245,8 +281,28 @@ impl ArmClient {
             .await
     }
 
-    /// One request. A 401 drops the cached token so the next request fetches a fresh one.
+    /// One request, paced by our copy of the subscription's bucket for its kind. A 401 drops
+    /// the cached token so the next request fetches a fresh one.
     pub async fn send(
+        &self,
+        log: &CallLog,
+        operation: &str,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<ArmResponse, ArmError> {
+        if method == Method::GET {
+            self.reads.acquire().await;
+        } else {
+            self.writes.acquire().await;
+        }
+        self.request(log, operation, method, url, body, if_match)
+            .await
+    }
+
+    /// One request whose token the caller has taken from the bucket.
+    async fn request(
         &self,
         log: &CallLog,
         operation: &str,
@@ -264,13 +320,11 @@ impl ArmClient {
             class: ErrorClass::Transient,
         })?;
         let write = method != Method::GET;
-        // Paced by our copy of the subscription's bucket for this kind of request.
         let (budget, remaining_header) = if write {
             (&self.writes, "x-ms-ratelimit-remaining-subscription-writes")
         } else {
             (&self.reads, "x-ms-ratelimit-remaining-subscription-reads")
         };
-        budget.acquire().await;
         let mut request = self
             .http
             .request(method, url)
@@ -335,15 +389,19 @@ impl ArmClient {
     }
 
     /// Follow a long-running operation until it ends: `Azure-AsyncOperation` (else `Location`),
-    /// honouring `Retry-After`. `Ok(())` when it succeeded.
+    /// honouring `Retry-After`. `Ok(())` when it succeeded, or as soon as `watch`'s resource
+    /// shows the change applied: between polls further apart than a second the resource is read
+    /// once a second on spare read tokens (the caller reads it back to verify either way).
     pub async fn wait_for_operation(
         &self,
         log: &CallLog,
         operation: &str,
         accepted: &ArmResponse,
         deadline: Instant,
+        watch: Option<&Watch<'_>>,
     ) -> Result<(), ArmError> {
         let poll_op = format!("{operation}.poll");
+        let watch_op = format!("{operation}.watch");
         let (url, via_location) = match (&accepted.async_operation, &accepted.location) {
             (Some(url), _) => (url.clone(), false),
             (None, Some(url)) if accepted.status == 202 => (url.clone(), true),
@@ -354,7 +412,21 @@ impl ArmClient {
         let mut wait = poll_wait(accepted.retry_after);
         loop {
             sleep_within(wait, deadline, &poll_op)?;
-            tokio::time::sleep(wait).await;
+            let poll_at = tokio::time::Instant::now() + wait;
+            if let Some(watch) = watch {
+                while poll_at - tokio::time::Instant::now() > WATCH_EVERY {
+                    tokio::time::sleep(WATCH_EVERY).await;
+                    let read = self
+                        .get_if_spare(log, &watch_op, watch.id, watch.api_version)
+                        .await;
+                    if let Some(Ok(r)) = read {
+                        if (watch.applied)(&r.body) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep_until(poll_at).await;
             let answer = match self
                 .send(log, &poll_op, Method::GET, &url, None, None)
                 .await

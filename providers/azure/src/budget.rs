@@ -50,6 +50,27 @@ impl Budget {
         }
     }
 
+    /// Take a token only if `reserve` more would be left: for reads that merely speed a wait
+    /// up (watching a resource between operation polls), which must never cost the reads a
+    /// failover needs or draw a 429.
+    pub fn try_take_spare(&self, reserve: f64) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        let (tokens, at) = *state;
+        let refilled = (tokens
+            + now.saturating_duration_since(at).as_secs_f64() * self.refill_per_sec)
+            .min(self.burst);
+        if refilled >= reserve + 1.0 {
+            *state = (refilled - 1.0, now);
+            true
+        } else {
+            *state = (refilled, now);
+            false
+        }
+    }
+
     /// Take a token now (None) or say how long until one is there.
     fn try_take(&self, now: Instant) -> Option<Duration> {
         let Ok(mut state) = self.state.lock() else {
@@ -95,6 +116,21 @@ mod tests {
         let wait = budget.try_take(t0).expect("empty bucket makes us wait");
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
         assert_eq!(budget.try_take(t0 + Duration::from_millis(100)), None);
+    }
+
+    #[test]
+    fn spare_reads_leave_the_reserve() {
+        let budget = Budget::new(5, 0.0);
+        assert!(budget.try_take_spare(3.0));
+        assert!(budget.try_take_spare(3.0));
+        assert!(!budget.try_take_spare(3.0), "3 tokens left: the reserve");
+        for _ in 0..3 {
+            assert_eq!(
+                budget.try_take(Instant::now()),
+                None,
+                "the reserve is still there"
+            );
+        }
     }
 
     #[test]

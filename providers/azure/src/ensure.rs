@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::arm::{sleep_within, ArmClient, ArmError, CallLog, ErrorClass};
+use crate::arm::{sleep_within, ArmClient, ArmError, CallLog, ErrorClass, Watch};
 use crate::nic;
 
 /// First wait after a retryable answer.
@@ -188,8 +188,20 @@ async fn converge(
                 if let Some(tx) = accepted {
                     raise(tx, Stage::Accepted);
                 }
+                // The resource's own state ends the wait as soon as the update is applied
+                // (no longer `Updating`); the next round reads it back and verifies.
+                let applied = |doc: &Value| {
+                    doc.pointer("/properties/provisioningState")
+                        .and_then(Value::as_str)
+                        == Some("Succeeded")
+                };
+                let watch = Watch {
+                    id: target.id,
+                    api_version: target.api_version,
+                    applied: &applied,
+                };
                 match arm
-                    .wait_for_operation(log, &put_op, &answer, deadline)
+                    .wait_for_operation(log, &put_op, &answer, deadline, Some(&watch))
                     .await
                 {
                     Ok(()) if target.caller_verifies => return Ok(changed),

@@ -503,9 +503,21 @@ impl Provider for AzureProvider {
                 holder,
             });
         }
+        // ARM shows a NIC's goal state while its update runs. Reconcile reads this on a settled
+        // active node, whose own writes have all been polled to their end, so an `Updating` NIC
+        // is the peer's move under way (or an operator's): the daemon waits for it.
+        let writes_in_flight = [(&ctx.own_nic, &own), (&self.config.peer_nic, &peer)]
+            .into_iter()
+            .filter(|(_, doc)| {
+                doc.as_ref()
+                    .is_some_and(|d| nic::provisioning_state(d) == "Updating")
+            })
+            .map(|(id, _)| format!("nic {}", moves::short(id)))
+            .collect();
         Ok(Observation {
             resources,
             warnings: self.warnings(own.as_ref()),
+            writes_in_flight,
         })
     }
 

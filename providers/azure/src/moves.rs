@@ -15,7 +15,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::arm::{ArmClient, ArmError, CallLog, ErrorClass, MOVE_API_VERSION, NETWORK_API_VERSION};
+use crate::arm::{
+    ArmClient, ArmError, CallLog, ErrorClass, Watch, MOVE_API_VERSION, NETWORK_API_VERSION,
+};
 use crate::carried::Carried;
 use crate::config::{vnet_of_subnet, FloatingIpConfig};
 use crate::ensure::{ensure, read_within, Stage, Target};
@@ -326,10 +328,21 @@ pub async fn atomic(
         .write(log, "vnet.move", Method::POST, &url, &body, None)
         .await
     {
-        Ok(accepted) => arm
-            .wait_for_operation(log, "vnet.move", &accepted, deadline)
-            .await
-            .map(|()| AtomicOutcome::Done(true)),
+        Ok(accepted) => {
+            // Moved when this NIC holds every address and its update has ended.
+            let applied = |doc: &Value| {
+                nic::provisioning_state(doc) == "Succeeded"
+                    && ips.iter().all(|ip| nic::holds(doc, *ip))
+            };
+            let watch = Watch {
+                id: nics.own,
+                api_version: NETWORK_API_VERSION,
+                applied: &applied,
+            };
+            arm.wait_for_operation(log, "vnet.move", &accepted, deadline, Some(&watch))
+                .await
+                .map(|()| AtomicOutcome::Done(true))
+        }
         // Not available to this subscription, or not to this identity: ARM authorizes the POST
         // against the virtual network (`virtualNetworks/moveIpConfigurations/action`, by ARM's
         // naming convention), where a role granted on the NICs has nothing. Either way the

@@ -89,6 +89,12 @@ pub struct Observation {
     /// Settings that will hurt a failover, and fallbacks in use (shown in status).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Resources an update is still being applied to (Azure: a NIC in `Updating`), e.g.
+    /// `nic fw-a-lan`. Read on a settled active node, whose own writes have all ended, these are
+    /// someone else's (the peer's move across a partition): reconcile repairs nothing while any
+    /// is listed, since the read may show half of that move.
+    #[serde(default)]
+    pub writes_in_flight: Vec<String>,
 }
 
 impl Observation {
@@ -353,6 +359,7 @@ mod tests {
     fn overall_holder_requires_agreement() {
         let mut obs = Observation {
             warnings: Vec::new(),
+            writes_in_flight: Vec::new(),
             resources: vec![
                 ObservedResource {
                     resource: "ip 10.0.0.1".into(),

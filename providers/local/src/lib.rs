@@ -394,6 +394,7 @@ impl Provider for LocalProvider {
             .map_err(|e| error::from_netlink("address.get", &self.interface, &e))?;
         Ok(Observation {
             warnings: Vec::new(),
+            writes_in_flight: Vec::new(),
             resources: self
                 .floating_ips
                 .iter()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cloudha_azure_emulator::scenario::{RouteSpec, RouteTableSpec};
-use cloudha_azure_emulator::{Emulator, LoggedRequest, Scenario, ThrottleLimits};
+use cloudha_azure_emulator::{Emulator, LoggedRequest, Scenario, ThrottleLimits, TimingProfile};
 use serde_json::Value;
 
 use super::measure::{median, ms, secs, Table};
@@ -26,6 +26,24 @@ const SCALE_TABLES: usize = 100;
 const SCALE_ROUTES_PER_TABLE: usize = 5;
 /// Bound for one failover (500 routes at 10 writes/s take 30 s plus the polls).
 const FAILOVER: Duration = Duration::from_secs(240);
+
+/// How the emulated cloud paces a failover, and which move the daemons make.
+#[derive(Clone, Copy)]
+struct Pacing {
+    nic_ms: u64,
+    route_ms: u64,
+    /// `NetworkRp`: `Retry-After: 10` on NIC operations, as Azure's Network RP answers.
+    profile: TimingProfile,
+    atomic: bool,
+}
+
+/// The demo's pacing: NIC 5 s, route 1 s, the emulator asking for a poll a second.
+const DEMO: Pacing = Pacing {
+    nic_ms: NIC_MS,
+    route_ms: ROUTE_MS,
+    profile: TimingProfile::Custom,
+    atomic: false,
+};
 
 /// One route the daemons manage: table name, route name, prefix.
 struct Route {
@@ -77,7 +95,12 @@ fn scenario(routes: &[Route]) -> Scenario {
     s
 }
 
-fn provider_sections(emu: &Emulator, routes: &[Route], reconcile: &str) -> impl Fn(Node) -> String {
+fn provider_sections(
+    emu: &Emulator,
+    routes: &[Route],
+    reconcile: &str,
+    atomic: bool,
+) -> impl Fn(Node) -> String {
     let net = format!(
         "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network",
         emu.subscription_id(),
@@ -93,6 +116,7 @@ fn provider_sections(emu: &Emulator, routes: &[Route], reconcile: &str) -> impl 
     let nic_a = emu.nic_id("nic-appliance-a");
     let nic_b = emu.nic_id("nic-appliance-b");
     let reconcile = reconcile.to_string();
+    let move_mode = if atomic { "atomic" } else { "two_step" };
     move |node| {
         let peer = if node == Node::A { &nic_b } else { &nic_a };
         format!(
@@ -108,6 +132,7 @@ kind = "azure"
 
 [provider.azure]
 peer_nic = "{peer}"
+move_mode = "{move_mode}"
 arm_endpoint = "http://127.0.0.1:{ARM_PORT}"
 
 [[floating_ip]]
@@ -150,13 +175,17 @@ fn is_arm(r: &LoggedRequest) -> bool {
 }
 
 /// A fresh pair on a fresh emulated cloud; fw-a killed; measured until the cloud converged.
-fn one_failover(tag: &str, routes: &[Route], reconcile: &str) -> Run {
+fn one_failover(tag: &str, routes: &[Route], reconcile: &str, pacing: Pacing) -> Run {
+    // Two NIC updates and their polls, with room to spare; never less than the usual bound.
+    let bound = FAILOVER.max(Duration::from_millis(3 * pacing.nic_ms) + Duration::from_secs(60));
     let scenario = scenario(routes);
     let emu = Emulator::new(&scenario).expect("scenario");
     emu.update_settings(|s| {
-        s.nic_propagation_ms = NIC_MS;
-        s.route_propagation_ms = ROUTE_MS;
+        s.nic_propagation_ms = pacing.nic_ms;
+        s.move_propagation_ms = pacing.nic_ms;
+        s.route_propagation_ms = pacing.route_ms;
         s.lro_retry_after_secs = 1;
+        s.timing_profile = pacing.profile;
         // Setup (fw-a reading hundreds of routes at start) runs unthrottled; ARM's limits are
         // set just before the kill, with full buckets, as on an idle subscription.
         s.throttle = ThrottleLimits {
@@ -172,10 +201,14 @@ fn one_failover(tag: &str, routes: &[Route], reconcile: &str) -> Run {
         interval_ms: INTERVAL_MS,
         ..Options::default()
     };
-    let pair = Pair::prepare(tag, opts, provider_sections(&emu, routes, reconcile));
+    let pair = Pair::prepare(
+        tag,
+        opts,
+        provider_sections(&emu, routes, reconcile, pacing.atomic),
+    );
     let cloud = Cloud::serve_emulator(&pair, emu);
     let mut pair = pair.start_both();
-    wait_until("fw-a to converge and read the cloud back", FAILOVER, || {
+    wait_until("fw-a to converge and read the cloud back", bound, || {
         pair.status(Node::A).filter(|s| {
             s["takeover"]["state"] == "done"
                 && s["cloud"]["resources"]
@@ -183,7 +216,7 @@ fn one_failover(tag: &str, routes: &[Route], reconcile: &str) -> Run {
                     .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["holder"] == "me"))
         })
     });
-    wait_until("HA Ready on both", FAILOVER, || {
+    wait_until("HA Ready on both", bound, || {
         (pair.status(Node::A)?["ready"] == true && pair.status(Node::B)?["ready"] == true)
             .then_some(())
     });
@@ -194,13 +227,13 @@ fn one_failover(tag: &str, routes: &[Route], reconcile: &str) -> Run {
     pair.daemon(Node::A).kill9().expect("kill fw-a");
     let killed = Instant::now();
     // Polled in-process (no I/O), so the resolution is a few ms.
-    wait_until("the cloud to converge on fw-b", FAILOVER, || {
+    wait_until("the cloud to converge on fw-b", bound, || {
         converged(&emu, routes).then_some(())
     });
     let converged_ms = killed.elapsed().as_secs_f64() * 1000.0;
     let converged_unix = super::unix_ms();
     // The daemon reports done once it has read everything back (hundreds of reads at scale).
-    let status = wait_until("fw-b's takeover to be done", FAILOVER, || {
+    let status = wait_until("fw-b's takeover to be done", bound, || {
         pair.status(Node::B)
             .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
     });
@@ -250,10 +283,10 @@ fn one_failover(tag: &str, routes: &[Route], reconcile: &str) -> Run {
     run
 }
 
-fn runs_of(tag: &str, runs: usize, routes: &[Route], reconcile: &str) -> Vec<Run> {
+fn runs_of(tag: &str, runs: usize, routes: &[Route], reconcile: &str, pacing: Pacing) -> Vec<Run> {
     (0..runs)
         .map(|i| {
-            let run = one_failover(&format!("{tag}{i}"), routes, reconcile);
+            let run = one_failover(&format!("{tag}{i}"), routes, reconcile, pacing);
             println!(
                 "  {tag} run {}: detection {} ms, converged {:.0} ms, {} reads / {} writes ({} / {} throttled)",
                 i + 1,
@@ -277,7 +310,7 @@ fn column(runs: &[Run], f: impl Fn(&Run) -> f64) -> Vec<f64> {
 pub fn failover(runs: usize, table: &mut Table) {
     println!("\n# emulated Azure: {runs} failover(s), 1 floating IP + 1 route");
     let routes = routes(false);
-    let results = runs_of("bazure", runs, &routes, "30s");
+    let results = runs_of("bazure", runs, &routes, "30s", DEMO);
     let settings = format!(
         "interval {INTERVAL_MS} ms, dead {DEAD_MS} ms, NIC propagation {NIC_MS} ms, route {ROUTE_MS} ms"
     );
@@ -348,7 +381,7 @@ pub fn route_scale(runs: usize, table: &mut Table) {
         routes.len()
     );
     // No reconcile during the measure: its reads would share the read bucket.
-    let results = runs_of("bscale", runs, &routes, "10m");
+    let results = runs_of("bscale", runs, &routes, "10m", DEMO);
     let arm = ThrottleLimits::default();
     let bucket =
         |count: f64, burst: u32, refill: f64| ((count - f64::from(burst)) / refill).max(0.0);
@@ -392,4 +425,78 @@ pub fn route_scale(runs: usize, table: &mut Table) {
         ),
         "0 / 0 for a client that paces both buckets",
     );
+}
+
+/// Azure as the Network RP paces it (`Retry-After: 10` on NIC operations), NIC propagation 30 s
+/// and 120 s, the two-step and the atomic move: kill -> converged against the physical limit,
+/// and the reads spent (operation polls, watch reads of the NIC between them, the rest).
+pub fn network_rp(runs: usize, table: &mut Table) {
+    let routes = routes(false);
+    for nic_ms in [30_000, 120_000] {
+        for atomic in [false, true] {
+            let pacing = Pacing {
+                nic_ms,
+                route_ms: ROUTE_MS,
+                profile: TimingProfile::NetworkRp,
+                atomic,
+            };
+            let mode = if atomic { "atomic" } else { "two-step" };
+            println!(
+                "\n# emulated Azure, Network RP pacing: {runs} failover(s), {mode} move, NIC propagation {} s",
+                nic_ms / 1000
+            );
+            let tag = format!("brp{}{}", nic_ms / 1000, if atomic { "a" } else { "t" });
+            let results = runs_of(&tag, runs, &routes, "30s", pacing);
+            // The two-step move waits for the peer's update, then its own; the atomic move is
+            // one update of both NICs.
+            let nic_path = if atomic { nic_ms } else { 2 * nic_ms };
+            let limit = DEAD_MS + nic_path.max(ROUTE_MS);
+            let call = |r: &Run, op: &str| r.calls.get(op).copied().unwrap_or(0) as f64;
+            let polls = |r: &Run| {
+                r.calls
+                    .iter()
+                    .filter(|(op, _)| op.ends_with(".poll"))
+                    .map(|(_, n)| *n as f64)
+                    .sum::<f64>()
+            };
+            let watches = |r: &Run| {
+                r.calls
+                    .iter()
+                    .filter(|(op, _)| op.ends_with(".watch"))
+                    .map(|(_, n)| *n as f64)
+                    .sum::<f64>()
+            };
+            table.row(
+                format!(
+                    "Azure, Network RP pacing (Retry-After 10 s), {mode}, NIC propagation {} s: kill -> converged",
+                    nic_ms / 1000
+                ),
+                secs(&column(&results, |r| r.converged_ms)),
+                format!(
+                    "physical limit {:.2} s = dead {DEAD_MS} ms + {}",
+                    limit as f64 / 1000.0,
+                    if atomic {
+                        format!("one move of {nic_ms} ms")
+                    } else {
+                        format!("2 x {nic_ms} ms")
+                    }
+                ),
+            );
+            table.row(
+                format!(
+                    "Azure, Network RP pacing, {mode}, NIC {} s: reads kill -> converged (operation polls / NIC watch reads / NIC GETs), 429s",
+                    nic_ms / 1000
+                ),
+                format!(
+                    "{} ({} / {} / {}), {} throttled",
+                    median(&column(&results, |r| r.reads as f64)),
+                    median(&column(&results, polls)),
+                    median(&column(&results, watches)),
+                    median(&column(&results, |r| call(r, "nic.get"))),
+                    median(&column(&results, |r| (r.throttled_reads + r.throttled_writes) as f64)),
+                ),
+                "ARM's read bucket: 250, 25/s",
+            );
+        }
+    }
 }

@@ -3,7 +3,9 @@
 //! (our Azure emulator, moto for AWS), and keepalived beside cloudha on the same moto.
 //!
 //! `CLOUDHA_BENCH_RUNS` (default 5) runs per measure, medians printed; `CLOUDHA_BENCH_ONLY` a
-//! comma list of `azure`, `scale`, `aws` to run only those sections; `CLOUDHA_BENCH_SCALE_RUNS`
+//! comma list of `azure`, `network_rp`, `scale`, `aws` to run only those sections (`network_rp`:
+//! the Network RP's pacing with NIC propagation of 30 s and 120 s, about 8 minutes a run,
+//! `CLOUDHA_BENCH_RP_RUNS` runs, default 1); `CLOUDHA_BENCH_SCALE_RUNS`
 //! (default 3) runs at 500 routes (a minute each); `CLOUDHA_BENCH_IDLE_SECS` (default 30) the
 //! idle sampling window.
 
@@ -47,6 +49,11 @@ fn bench_failover_and_footprint() {
     let mut table = Table::new(runs);
     if section_enabled("azure") {
         azure::failover(runs, &mut table);
+        table.print_so_far();
+    }
+    if section_enabled("network_rp") {
+        let rp_runs = env_number("CLOUDHA_BENCH_RP_RUNS", 1).max(1) as usize;
+        azure::network_rp(rp_runs, &mut table);
         table.print_so_far();
     }
     if section_enabled("scale") {

@@ -20,7 +20,7 @@ use crate::netns::Node;
 use backend::Kind;
 use invariants::Observation;
 use run::{bound_formula, Run};
-use schedule::{Episode, Fault, Paths, Schedule, Who, BASE_NIC_PROPAGATION_MS};
+use schedule::{CloudFault, Episode, Fault, Paths, Schedule, Who, BASE_NIC_PROPAGATION_MS};
 
 /// What one seed gave.
 struct Outcome {
@@ -272,6 +272,38 @@ fn campaign_partition_while_the_nic_move_is_slow_moves_the_route_once() {
                 Fault::SlowPropagation { nic_ms: 3000 },
             ],
             hold_ms: 4500,
+        }],
+    };
+    let outcome = run_schedule(Kind::Azure, schedule);
+    println!("{}", outcome.line);
+    assert!(outcome.passed, "{}\n{}", outcome.line, outcome.details);
+}
+
+/// Regression (campaign seed 106): across a silent partition, with the route writes failing
+/// (503), the standby's removal of the IP from the active node's NIC propagates for 3 s, three
+/// reconcile intervals. The active node read the IP on no NIC twice while its NIC was still
+/// `Updating` through the standby's write and "repaired" it: the route moved 3 times in one
+/// partition. It must wait for a write it did not make.
+#[test]
+fn campaign_partition_while_the_peers_removal_propagates_longer_than_reconcile_moves_once() {
+    let schedule = Schedule {
+        // Names the run and its namespaces; the schedule itself is written out here.
+        seed: 900004,
+        atomic_move: false,
+        episodes: vec![Episode {
+            faults: vec![
+                Fault::Cut {
+                    who: Who::Standby,
+                    paths: Paths::All,
+                    silent: true,
+                },
+                Fault::Cloud {
+                    fault: CloudFault::Unavailable,
+                    times: 3,
+                },
+                Fault::SlowPropagation { nic_ms: 3000 },
+            ],
+            hold_ms: 6000,
         }],
     };
     let outcome = run_schedule(Kind::Azure, schedule);

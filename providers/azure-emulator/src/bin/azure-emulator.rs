@@ -2,12 +2,15 @@
 //!
 //! ```text
 //! azure-emulator [--scenario FILE.toml|FILE.json] [--listen ADDR] [--imds VM=ADDR]...
+//!                [--timing-profile custom|network_rp]
 //! ```
 //! Without `--scenario` the shipped two-appliance scenario is used. `--listen` defaults to
 //! `127.0.0.1:0` (a free port); the chosen URL is printed. Each `--imds VM=ADDR` adds a
 //! listener serving only that VM's IMDS (e.g. on 169.254.169.254:80 inside a namespace).
+//! `--timing-profile network_rp` overrides the scenario's `timing_profile` (`Retry-After: 10`
+//! on NIC operations, as the Network RP sends).
 
-use cloudha_azure_emulator::{Emulator, Scenario};
+use cloudha_azure_emulator::{Emulator, Scenario, TimingProfile};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::net::TcpListener;
@@ -16,10 +19,11 @@ struct Args {
     scenario: Option<PathBuf>,
     listen: String,
     imds: Vec<(String, String)>,
+    timing_profile: Option<TimingProfile>,
 }
 
 fn usage() -> &'static str {
-    "usage: azure-emulator [--scenario FILE] [--listen ADDR] [--imds VM=ADDR]..."
+    "usage: azure-emulator [--scenario FILE] [--listen ADDR] [--imds VM=ADDR]... [--timing-profile custom|network_rp]"
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -27,6 +31,7 @@ fn parse_args() -> Result<Args, String> {
         scenario: None,
         listen: "127.0.0.1:0".to_string(),
         imds: Vec::new(),
+        timing_profile: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -43,6 +48,17 @@ fn parse_args() -> Result<Args, String> {
                     return Err(format!("--imds takes VM=ADDR, got {v}"));
                 };
                 args.imds.push((vm.to_string(), addr.to_string()));
+            }
+            "--timing-profile" => {
+                args.timing_profile = Some(match value("--timing-profile")?.as_str() {
+                    "custom" => TimingProfile::Custom,
+                    "network_rp" => TimingProfile::NetworkRp,
+                    v => {
+                        return Err(format!(
+                            "--timing-profile takes custom or network_rp, got {v}"
+                        ))
+                    }
+                })
             }
             "-h" | "--help" => return Err(usage().to_string()),
             other => return Err(format!("unknown argument {other}\n{}", usage())),
@@ -70,6 +86,10 @@ async fn main() -> ExitCode {
         },
         None => Scenario::two_appliances(),
     };
+    let mut scenario = scenario;
+    if let Some(p) = args.timing_profile {
+        scenario.settings.timing_profile = p;
+    }
     let emu = match Emulator::new(&scenario) {
         Ok(e) => e,
         Err(e) => {

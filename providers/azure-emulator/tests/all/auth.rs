@@ -94,11 +94,12 @@ async fn missing_action_is_403_authorization_failed() {
         .put(&env.token_b, &env.nic_path(NIC_B), &doc, None)
         .await;
     assert_eq!((r.status, r.code()), (403, "AuthorizationFailed"));
-    let oid = env.emu.vm_identity(VM_B).expect("identity").principal_id;
+    let ident = env.emu.vm_identity(VM_B).expect("identity");
+    let (client, oid) = (ident.client_id, ident.principal_id);
     assert_eq!(
         r.message(),
         format!(
-            "The client '{oid}' with object id '{oid}' does not have authorization to perform action 'Microsoft.Network/networkInterfaces/write' over scope '{}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            "The client '{client}' with object id '{oid}' does not have authorization to perform action 'Microsoft.Network/networkInterfaces/write' over scope '{}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
             env.emu.nic_id(NIC_B)
         )
     );

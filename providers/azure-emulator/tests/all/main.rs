@@ -1,5 +1,6 @@
 //! Integration tests: HTTP against the served emulator on 127.0.0.1.
 
+mod arm_strict;
 mod auth;
 mod common;
 mod faults;
@@ -8,5 +9,6 @@ mod moveip;
 mod nic;
 mod routes;
 mod scenario;
+mod sdk;
 mod throttle;
 mod validation;

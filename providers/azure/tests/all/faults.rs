@@ -315,3 +315,42 @@ async fn an_address_the_peer_takes_back_after_the_removal_is_removed_again() {
     let holder = cloud.holder_of_floating().expect("on a NIC");
     assert!(holder.contains("nic-appliance-b"), "{holder}");
 }
+
+/// Seed 106: while the peer's removal from this node's NIC propagates, reconcile on this node
+/// sees the IP on no NIC. The observation names the NIC with the update in flight, so the
+/// daemon waits for it instead of repairing; once the move has ended nothing is listed.
+#[tokio::test]
+async fn a_nic_updating_through_the_peers_write_is_reported_in_flight() {
+    let cloud = Cloud::start(2000).await;
+    let a = cloud.provider("a");
+    let b = cloud.provider("b");
+    let before = a.observe().await.expect("observe");
+    assert!(before.writes_in_flight.is_empty(), "{before:?}");
+    let takeover = tokio::spawn(async move {
+        b.take_over(&request(DEADLINE), &ProgressReporter::discard())
+            .await
+    });
+    let mut waited = 0;
+    while cloud.emu.operations_in_progress() == 0 {
+        assert!(waited < 200, "the peer's removal never started");
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let during = a.observe().await.expect("observe");
+    assert_eq!(
+        during.writes_in_flight,
+        vec!["nic nic-appliance-a".to_string()],
+        "{during:?}"
+    );
+    assert!(
+        during.resources.iter().any(|r| r.holder == Holder::Nobody),
+        "the IP is on no NIC while the removal propagates: {during:?}"
+    );
+    takeover.await.expect("join").expect("takeover");
+    let after = a.observe().await.expect("observe");
+    assert!(after.writes_in_flight.is_empty(), "{after:?}");
+    assert!(
+        after.resources.iter().all(|r| r.holder == Holder::Peer),
+        "{after:?}"
+    );
+}

@@ -68,6 +68,7 @@ async fn decorate_floating_entry(cloud: &Cloud) -> Value {
         "gatewayLoadBalancer".into(),
         json!({"id": format!("{}/frontendIPConfigurations/fe", rid(cloud, "loadBalancers", "lb-gw"))}),
     );
+    props.insert("privateIPAddressPrefixLength".into(), json!(28));
     props.insert(
         "somethingNobodyDocuments".into(),
         json!({"kept": [1, 2, 3]}),
@@ -76,21 +77,51 @@ async fn decorate_floating_entry(cloud: &Cloud) -> Value {
     floating_entry(cloud, "nic-appliance-a")
 }
 
-/// The floating entry of `nic` as an operator would compare it: name and properties, less what
-/// ARM owns for the NIC.
-fn floating_entry(cloud: &Cloud, nic: &str) -> Value {
+const SECOND: &str = "10.10.1.101";
+
+/// A second floating entry on A, decorated differently from the first (its own ASG, an unknown
+/// property of another shape).
+async fn add_second_floating_entry(cloud: &Cloud) -> Value {
+    let mut doc = cloud.emu.nic("nic-appliance-a").expect("nic a");
+    let configs = doc["properties"]["ipConfigurations"]
+        .as_array_mut()
+        .expect("list");
+    let subnet = configs[0]["properties"]["subnet"].clone();
+    configs.push(json!({
+        "name": "floating-2",
+        "properties": {
+            "privateIPAddress": SECOND,
+            "privateIPAllocationMethod": "Static",
+            "primary": false,
+            "subnet": subnet,
+            "applicationSecurityGroups": [{"id": rid(cloud, "applicationSecurityGroups", "asg-mgmt")}],
+            "anotherUndocumented": "text",
+        }
+    }));
+    cloud.put_nic("nic-appliance-a", &doc).await;
+    entry_of(cloud, "nic-appliance-a", SECOND)
+}
+
+/// The entry of `address` on `nic` as an operator would compare it: name and properties, less
+/// what ARM owns for the NIC.
+fn entry_of(cloud: &Cloud, nic: &str, address: &str) -> Value {
     let doc = cloud.emu.nic_settled(nic).expect("nic");
     let entry = doc["properties"]["ipConfigurations"]
         .as_array()
         .expect("list")
         .iter()
-        .find(|c| c["properties"]["privateIPAddress"] == FLOATING)
-        .unwrap_or_else(|| panic!("no floating entry on {nic}: {doc}"));
+        .find(|c| c["properties"]["privateIPAddress"] == address)
+        .unwrap_or_else(|| panic!("no entry {address} on {nic}: {doc}"));
     let mut props = entry["properties"].clone();
     if let Some(p) = props.as_object_mut() {
         p.remove("provisioningState");
     }
     json!({"name": entry["name"], "properties": props})
+}
+
+/// The floating entry of `nic` as an operator would compare it.
+fn floating_entry(cloud: &Cloud, nic: &str) -> Value {
+    entry_of(cloud, nic, FLOATING)
 }
 
 #[tokio::test]
@@ -122,6 +153,66 @@ async fn the_ipconfiguration_moves_whole_there_and_back() {
         original,
         "moved back to A"
     );
+}
+
+/// Several floating IPs move in one PUT per NIC, each entry whole, there and back.
+#[tokio::test]
+async fn several_entries_move_whole_in_one_put_per_nic() {
+    let cloud = Cloud::start(100).await;
+    grant(&cloud, "vm-appliance-a", LINKED_JOINS);
+    grant(&cloud, "vm-appliance-b", LINKED_JOINS);
+    let first = decorate_floating_entry(&cloud).await;
+    let second = add_second_floating_entry(&cloud).await;
+    let mut floating = cloud.floating();
+    floating.push(cloudha_provider_azure::FloatingIpConfig {
+        address: ip(SECOND),
+        ip_config_name: None,
+        public_ip: None,
+    });
+    let provider = |me: &str| {
+        cloudha_provider_azure::AzureProvider::new(
+            cloud.config(me),
+            floating.clone(),
+            cloud.routes(),
+            cloud.token_source(&format!("vm-appliance-{me}")),
+        )
+        .expect("provider")
+    };
+    let accepted_puts = |nic: &str| {
+        cloud
+            .emu
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path.ends_with(nic) && r.status < 300)
+            .count()
+    };
+    let (a_before, b_before) = (
+        accepted_puts("nic-appliance-a"),
+        accepted_puts("nic-appliance-b"),
+    );
+    provider("b")
+        .take_over(&request(DEADLINE), &ProgressReporter::discard())
+        .await
+        .expect("to b");
+    assert_eq!(
+        accepted_puts("nic-appliance-a") - a_before,
+        1,
+        "one removal PUT"
+    );
+    assert_eq!(
+        accepted_puts("nic-appliance-b") - b_before,
+        1,
+        "one add PUT"
+    );
+    assert_eq!(entry_of(&cloud, "nic-appliance-b", FLOATING), first);
+    assert_eq!(entry_of(&cloud, "nic-appliance-b", SECOND), second);
+
+    provider("a")
+        .take_over(&request(DEADLINE), &ProgressReporter::discard())
+        .await
+        .expect("back to a");
+    assert_eq!(entry_of(&cloud, "nic-appliance-a", FLOATING), first);
+    assert_eq!(entry_of(&cloud, "nic-appliance-a", SECOND), second);
 }
 
 #[tokio::test]

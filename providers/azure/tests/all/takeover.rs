@@ -387,3 +387,33 @@ async fn routes_are_read_and_verified_one_table_at_a_time() {
         "(route GETs, table GETs) in a reconcile read"
     );
 }
+
+/// With the Network RP's pacing (`Retry-After: 10` on NIC operations) a NIC update applied in
+/// 2 s is seen applied by reading the NIC itself between polls (on spare read tokens): the move
+/// ends without waiting for the first operation poll, ten seconds out.
+#[tokio::test]
+async fn an_applied_nic_update_ends_the_wait_before_the_network_rps_next_poll() {
+    use cloudha_azure_emulator::TimingProfile;
+    let cloud = Cloud::start(2000).await;
+    cloud.emu.set_timing_profile(TimingProfile::NetworkRp);
+    let report = cloud
+        .provider("b")
+        .take_over(&request(), &ProgressReporter::discard())
+        .await
+        .expect("takeover");
+    assert!(report.changed);
+    let calls = &report.api_calls;
+    assert_eq!(
+        calls.get("nic.put.poll"),
+        None,
+        "no NIC operation was polled: {calls:?}"
+    );
+    assert!(
+        calls.get("nic.put.watch").copied().unwrap_or(0) >= 2,
+        "both NIC updates were watched: {calls:?}"
+    );
+    assert!(cloud
+        .holder_of_floating()
+        .expect("held")
+        .contains("nic-appliance-b"));
+}
