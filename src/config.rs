@@ -804,7 +804,7 @@ impl Config {
                         "status.socket",
                         format!(
                             "{} exists and is not a socket (the daemon deletes only a stale socket there, never another file); remove it or point status.socket at another path, e.g. /run/cloudha/cloudha.sock",
-                            socket.display()
+                            crate::secure_fs::shown(socket)
                         ),
                     );
                 }
@@ -834,7 +834,7 @@ impl Config {
                         "journal.path",
                         format!(
                             "{} exists and is not a regular file (a symlink is never followed); remove it or point journal.path elsewhere",
-                            journal.display()
+                            crate::secure_fs::shown(&journal)
                         ),
                     );
                 }
@@ -906,12 +906,13 @@ impl Config {
                     ),
                 );
             }
-            if !peers.insert(path.peer) {
+            // By address, whatever the port: two paths to one address fail together.
+            if !peers.insert(path.peer.ip()) {
                 problem(
                     &format!("keepalive.path[{i}].peer"),
                     format!(
                         "{} is the peer of another path too: two paths to one address fail together, so they are one path; give each path the peer's address on its own network",
-                        path.peer
+                        path.peer.ip()
                     ),
                 );
             }
@@ -1370,7 +1371,7 @@ prefix_len = 24
                 "{peer}"
             );
         }
-        let second = "[[keepalive.path]]\nname = \"mgmt\"\nbind = \"10.1.0.1:5405\"\npeer = \"10.0.0.2:5405\"\n\n[provider]";
+        let second = "[[keepalive.path]]\nname = \"mgmt\"\nbind = \"10.1.0.1:5405\"\npeer = \"10.0.0.2:5406\"\n\n[provider]";
         let problems = problems_after(&[("[provider]", second)]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].field, "keepalive.path[1].peer");

@@ -37,6 +37,18 @@ pub fn path_excerpt(path: &Path) -> String {
     excerpt(&path.to_string_lossy())
 }
 
+/// `path` for an error message: whole up to 200 characters (so a `chmod 600 <path>` can be
+/// copied), cut short beyond.
+pub fn shown(path: &Path) -> String {
+    const MAX: usize = 200;
+    let text = path.to_string_lossy();
+    let mut out: String = text.chars().take(MAX).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// What kind of file `meta` describes, for error messages.
 fn kind(meta: &Metadata) -> &'static str {
     let t = meta.file_type();
@@ -66,7 +78,7 @@ fn kind(meta: &Metadata) -> &'static str {
 /// and a file swapped between the check and the read is caught. Errors are one sentence naming
 /// the file and the fix (the caller adds the field).
 pub fn read_private_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
-    let shown = path.display();
+    let shown = shown(path);
     if !path.is_absolute() {
         return Err(format!(
             "{} is a relative path (it would depend on the working directory); write the absolute path, e.g. /etc/cloudha/key",
@@ -119,7 +131,7 @@ pub fn read_private_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String>
 /// The checks of [`read_private_file`] on metadata already at hand: a regular file, a trusted
 /// owner, no access for group or others.
 pub fn check_private_file(path: &Path, meta: &Metadata) -> Result<(), String> {
-    let shown = path.display();
+    let shown = shown(path);
     if !meta.file_type().is_file() {
         return Err(format!(
             "{shown} is {}; point it at a regular file",
@@ -146,7 +158,7 @@ pub fn check_private_file(path: &Path, meta: &Metadata) -> Result<(), String> {
 /// followed), owned by a trusted owner, not writable by group or others (whoever can write it
 /// can swap what the daemon puts there).
 pub fn check_private_dir(dir: &Path) -> Result<Metadata, String> {
-    let shown = dir.display();
+    let shown = shown(dir);
     let meta = std::fs::metadata(dir).map_err(|e| format!("cannot use {shown}: {e}"))?;
     if !meta.is_dir() {
         return Err(format!(
@@ -186,16 +198,16 @@ pub fn ensure_private_dir(dir: &Path, tighten: bool) -> Result<Option<String>, S
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            .map_err(|e| format!("cannot create {}: {e}", shown(dir)))?;
     }
     let meta = check_private_dir(dir)?;
     let mode = meta.mode() & 0o7777;
     if tighten && mode & 0o077 != 0 && meta.uid() == daemon_uid() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot chmod 700 {}: {e}", dir.display()))?;
+            .map_err(|e| format!("cannot chmod 700 {}: {e}", shown(dir)))?;
         return Ok(Some(format!(
             "{} had mode {mode:04o} (readable by others); changed to 0700",
-            dir.display()
+            shown(dir)
         )));
     }
     Ok(None)
@@ -215,7 +227,7 @@ pub fn open_private_append(path: &Path) -> std::io::Result<File> {
     if !meta.file_type().is_file() {
         return Err(std::io::Error::other(format!(
             "{} is {}, not a regular file",
-            path.display(),
+            shown(path),
             kind(&meta)
         )));
     }
@@ -357,6 +369,14 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&target, &link).expect("symlink");
         assert!(open_private_append(&link).is_err());
+    }
+
+    #[test]
+    fn long_paths_are_cut_in_messages() {
+        let long = Path::new("/").join("d".repeat(5000));
+        let err = ensure_private_dir(&long, false).expect_err("name too long");
+        assert!(err.len() < 400, "{} bytes", err.len());
+        assert_eq!(shown(Path::new("/etc/cloudha/key")), "/etc/cloudha/key");
     }
 
     #[test]
