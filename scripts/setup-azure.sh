@@ -22,12 +22,15 @@ differs: a second run changes nothing. Steps:
      only Microsoft.Network/locations/operations/read), AssignableScopes = the subscription;
   3. role assignments at the narrowest scopes: "cloudha failover" on both LAN NICs, the subnet,
      both VMs (each node reads its own VM to find its NIC), each route table, each public IP and
-     NSG; "cloudha failover operations" on the subscription (operation status lives there only);
+     NSG, each --linked resource, and the VNet with --move-mode atomic (the moveIpConfigurations
+     POST is authorized there); "cloudha failover operations" on the subscription (operation
+     status lives there only);
   4. the identity attached to both VMs;
   5. IP forwarding on both LAN NICs;
   6. each floating IP as a secondary ipConfiguration (cloudha-A-B-C-D) on NIC A, unless a NIC of
      the pair already holds it;
-  7. each node's cloudha config and the shared keepalive key, into --out DIR (or printed).
+  7. each node's cloudha config (with move_mode = "atomic" when chosen) and the shared
+     keepalive key, into --out DIR (or printed).
 
 Required:
   --resource-group RG         the VMs' and NICs' resource group (the identity is created there)
@@ -45,6 +48,15 @@ Options:
   --route RT,NAME,PREFIX[,NEXT_HOP] a [[route]] for the configs (RT: name or id, also granted);
                               NEXT_HOP self_address (default: fast) or floating_ip; repeatable
   --nsg NSG                   a network security group the NICs reference (name in RG, or id)
+  --move-mode MODE            two_step (default: remove the floating ipConfiguration from the
+                              peer's NIC, then add it to the own one) or atomic (one
+                              virtualNetworks/moveIpConfigurations POST, a preview feature; the
+                              role is also assigned on the VNet, and both configs say
+                              move_mode = "atomic")
+  --linked ID                 the ARM id of an application security group, load balancer or
+                              application gateway the floating ipConfiguration references (its
+                              pools, NAT rules, frontends): moving the ipConfiguration needs their
+                              join actions there; repeatable
   --subscription ID           default: the az CLI's current subscription
   --identity-name NAME        default: cloudha-pair
   --role-name NAME            default: "cloudha failover" (role names are unique per tenant)
@@ -70,7 +82,7 @@ EOF
 RG="" VNET_RG="" RT_RG="" VM_A="" VM_B="" NIC_A="" NIC_B="" VNET="" SUBNET="" SUB=""
 IDENTITY_NAME=cloudha-pair ROLE_NAME="cloudha failover" OPS_ROLE_NAME="cloudha failover operations"
 NAME_A="" NAME_B="" LAN_IP_A="" LAN_IP_B="" CLUSTER_ID=1 PORT=5405 KEY_PATH=/etc/cloudha/key OUT=""
-FLOATING=() ROUTE_TABLES=() ROUTES=() NSGS=()
+FLOATING=() ROUTE_TABLES=() ROUTES=() NSGS=() MOVE_MODE=two_step LINKED=()
 
 while (($# > 0)); do
   flag=$1
@@ -101,6 +113,8 @@ while (($# > 0)); do
   --route-table) ROUTE_TABLES+=("$value") ;;
   --route) ROUTES+=("$value") ;;
   --nsg) NSGS+=("$value") ;;
+  --move-mode) MOVE_MODE=$value ;;
+  --linked) LINKED+=("$value") ;;
   --subscription) SUB=$value ;;
   --identity-name) IDENTITY_NAME=$value ;;
   --role-name) ROLE_NAME=$value ;;
@@ -171,6 +185,38 @@ done
 for nsg in "${NSGS[@]}"; do
   check_azure_ref "$nsg" --nsg nsg Microsoft.Network/networkSecurityGroups
 done
+[[ $MOVE_MODE == two_step || $MOVE_MODE == atomic ]] ||
+  die "--move-mode: $(shown "$MOVE_MODE") is not valid: write two_step (the default) or atomic"
+# linked_kind ID: the kind of resource ID is (application security group, load balancer,
+# application gateway), or nothing for another type.
+linked_kind() {
+  local LC_ALL=C type=${1#/subscriptions/*/resourceGroups/*/providers/}
+  type=${type%/*}
+  case ${type,,} in
+  microsoft.network/applicationsecuritygroups) printf 'application security group' ;;
+  microsoft.network/loadbalancers) printf 'load balancer' ;;
+  microsoft.network/applicationgateways) printf 'application gateway' ;;
+  esac
+}
+# check_linked ID: the ARM id of one of the resource types a floating ipConfiguration can
+# reference beyond its subnet, public IP and NSG (their join actions are in the role). Only an id:
+# a name alone does not say which type it is.
+check_linked() {
+  local id=$1 LC_ALL=C type kind child
+  local re='^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/([^/]+/[^/]+)/[^/]+(/.*)?$'
+  [[ $id =~ $re ]] ||
+    die "--linked: $(shown "$id") is not valid: write the ARM id /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Network/TYPE/NAME of an application security group, load balancer or application gateway"
+  type=${BASH_REMATCH[1]} child=${BASH_REMATCH[2]}
+  kind=$(linked_kind "${id%"$child"}")
+  [[ -n $kind ]] ||
+    die "--linked: $(shown "$id") is not valid: its type is $(shown "$type"); write the id of a Microsoft.Network/applicationSecurityGroups, loadBalancers or applicationGateways resource"
+  [[ -z $child ]] ||
+    die "--linked: $(shown "$id") is not valid: write the id of the $kind itself, without $(shown "$child") (the assignment on it covers its pools and rules)"
+  check_azure_ref "$id" --linked "linked resource" "$type"
+}
+for id in "${LINKED[@]}"; do
+  check_linked "$id"
+done
 for spec in "${ROUTES[@]}"; do
   IFS=, read -r rt_table rt_name rt_prefix rt_hop rt_extra <<<"$spec"
   [[ -n $rt_table && -n $rt_name && -n $rt_prefix && -z $rt_extra && $spec != *$'\n'* ]] ||
@@ -208,7 +254,8 @@ NIC_A_ID=$(resource_id "$RG" Microsoft.Network/networkInterfaces "$NIC_A")
 NIC_B_ID=$(resource_id "$RG" Microsoft.Network/networkInterfaces "$NIC_B")
 VM_A_ID=$(resource_id "$RG" Microsoft.Compute/virtualMachines "$VM_A")
 VM_B_ID=$(resource_id "$RG" Microsoft.Compute/virtualMachines "$VM_B")
-SUBNET_ID=$(resource_id "$VNET_RG" Microsoft.Network/virtualNetworks "$VNET")/subnets/$SUBNET
+VNET_ID=$(resource_id "$VNET_RG" Microsoft.Network/virtualNetworks "$VNET")
+SUBNET_ID=$VNET_ID/subnets/$SUBNET
 
 # Route tables: --route-table and the tables of --route, each once.
 RT_IDS=()
@@ -235,6 +282,14 @@ done
 NSG_IDS=()
 for nsg in "${NSGS[@]}"; do
   NSG_IDS+=("$(resource_id "$RG" Microsoft.Network/networkSecurityGroups "$nsg")")
+done
+# --linked ids, each once.
+LINKED_IDS=()
+for id in "${LINKED[@]}"; do
+  for existing in "${LINKED_IDS[@]}"; do
+    [[ ${existing,,} != "${id,,}" ]] || continue 2
+  done
+  LINKED_IDS+=("$id")
 done
 
 # --- 1. identity ------------------------------------------------------------------------------
@@ -324,6 +379,10 @@ say "3. role assignments at the narrowest scopes"
 ensure_assignment "$ROLE_NAME" "$NIC_A_ID" "NIC $NIC_A"
 ensure_assignment "$ROLE_NAME" "$NIC_B_ID" "NIC $NIC_B"
 ensure_assignment "$ROLE_NAME" "$SUBNET_ID" "subnet $VNET/$SUBNET"
+if [[ $MOVE_MODE == atomic ]]; then
+  # ARM authorizes virtualNetworks/moveIpConfigurations/action against the VNet itself.
+  ensure_assignment "$ROLE_NAME" "$VNET_ID" "VNet $VNET"
+fi
 ensure_assignment "$ROLE_NAME" "$VM_A_ID" "VM $VM_A"
 ensure_assignment "$ROLE_NAME" "$VM_B_ID" "VM $VM_B"
 for id in "${RT_IDS[@]}"; do
@@ -334,6 +393,9 @@ for id in "${PIP_IDS[@]}"; do
 done
 for id in "${NSG_IDS[@]}"; do
   ensure_assignment "$ROLE_NAME" "$id" "NSG ${id##*/}"
+done
+for id in "${LINKED_IDS[@]}"; do
+  ensure_assignment "$ROLE_NAME" "$id" "$(linked_kind "$id") ${id##*/}"
 done
 ensure_assignment "$OPS_ROLE_NAME" "$SUB_ID" "subscription $SUB"
 
@@ -439,6 +501,8 @@ node_config() {
   toml_kv own_nic "$6"
   toml_kv peer_nic "$7"
   toml_kv identity_client_id "$CLIENT_ID"
+  # two_step is the default and is left out, so configs written before the flag stay the same.
+  [[ $MOVE_MODE != atomic ]] || toml_kv move_mode atomic
   printf '%s\n' "$FLOATING_TOML$ROUTES_TOML"
 }
 CONFIG_A=$(node_config "$NAME_A" 200 "$NAME_B" "$LAN_IP_A" "$LAN_IP_B" "$NIC_A_ID" "$NIC_B_ID")

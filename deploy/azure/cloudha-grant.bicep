@@ -11,10 +11,14 @@ targetScope = 'resourceGroup'
   'routeTable'
   'publicIp'
   'nsg'
+  'vnet'
+  'asg'
+  'loadBalancer'
+  'applicationGateway'
 ])
 param kind string
 
-@description('Name of the resource in this resource group (a subnet: \'<vnet>/<subnet>\').')
+@description('Name of the resource in this resource group (a subnet: \'<vnet>/<subnet>\'; the others: their own name).')
 param name string
 
 @description('Resource id of the role definition to assign.')
@@ -99,6 +103,62 @@ resource nsg 'Microsoft.Network/networkSecurityGroups@2023-09-01' existing = if 
 
 resource nsgAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (kind == 'nsg') {
   scope: nsg
+  name: guid(resourceGroup().id, kind, name, roleDefinitionId, principalId)
+  properties: {
+    roleDefinitionId: roleDefinitionId
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource vnet 'Microsoft.Network/virtualNetworks@2023-09-01' existing = if (kind == 'vnet') {
+  name: name
+}
+
+resource vnetAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (kind == 'vnet') {
+  scope: vnet
+  name: guid(resourceGroup().id, kind, name, roleDefinitionId, principalId)
+  properties: {
+    roleDefinitionId: roleDefinitionId
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource asg 'Microsoft.Network/applicationSecurityGroups@2023-09-01' existing = if (kind == 'asg') {
+  name: name
+}
+
+resource asgAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (kind == 'asg') {
+  scope: asg
+  name: guid(resourceGroup().id, kind, name, roleDefinitionId, principalId)
+  properties: {
+    roleDefinitionId: roleDefinitionId
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource loadBalancer 'Microsoft.Network/loadBalancers@2023-09-01' existing = if (kind == 'loadBalancer') {
+  name: name
+}
+
+resource loadBalancerAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (kind == 'loadBalancer') {
+  scope: loadBalancer
+  name: guid(resourceGroup().id, kind, name, roleDefinitionId, principalId)
+  properties: {
+    roleDefinitionId: roleDefinitionId
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource applicationGateway 'Microsoft.Network/applicationGateways@2023-09-01' existing = if (kind == 'applicationGateway') {
+  name: name
+}
+
+resource applicationGatewayAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (kind == 'applicationGateway') {
+  scope: applicationGateway
   name: guid(resourceGroup().id, kind, name, roleDefinitionId, principalId)
   properties: {
     roleDefinitionId: roleDefinitionId

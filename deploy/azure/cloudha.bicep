@@ -3,6 +3,7 @@
 //   az deployment sub create --location <region> --template-file deploy/azure/cloudha.bicep \
 //     --parameters identityResourceGroup=rg-fw nicIds='["<nic-a id>","<nic-b id>"]' \
 //                  subnetId=<subnet id> vmIds='["<vm-a id>","<vm-b id>"]' routeTableIds='["<rt id>"]'
+//                  [moveMode=atomic] [linkedIds='["<asg, load balancer or app gateway id>"]']
 // then attach the identity to both VMs and turn on IP forwarding on both LAN NICs
 // (scripts/setup-azure.sh does all of this with the az CLI instead).
 // Check it compiles with: az bicep build --file deploy/azure/cloudha.bicep
@@ -45,6 +46,19 @@ param publicIpIds array = []
 @description('ARM ids of the network security groups the LAN NICs reference.')
 param nsgIds array = []
 
+@description('How the floating ipConfiguration moves: two_step (remove from the peer\'s NIC, add to the own one) or atomic (one virtualNetworks/moveIpConfigurations POST, authorized on the VNet: the role is then assigned there too). Write the same into both configs as provider.azure.move_mode.')
+@allowed([
+  'two_step'
+  'atomic'
+])
+param moveMode string = 'two_step'
+
+@description('ARM id of the VNet of subnetId, granted when moveMode is atomic. Leave empty: it is derived from subnetId (a wrong one only makes the atomic move fall back to two_step).')
+param vnetId string = ''
+
+@description('ARM ids of the application security groups, load balancers and application gateways the floating ipConfiguration references (moving it needs their join actions there).')
+param linkedIds array = []
+
 // The actions of providers/azure/src/permissions.rs, as in cloudha-role.json (a test compares).
 var failoverActions = [
   'Microsoft.Network/networkInterfaces/read'
@@ -64,6 +78,18 @@ var failoverActions = [
   'Microsoft.Network/locations/operations/read'
   'Microsoft.Compute/virtualMachines/read'
 ]
+
+// The VNet of the subnet: the first 9 segments of
+// /subscriptions/S/resourceGroups/RG/providers/Microsoft.Network/virtualNetworks/V/subnets/N.
+var moveVnetId = empty(vnetId) ? join(take(split(subnetId, '/'), 9), '/') : vnetId
+
+// The grant module's kind for each resource type linkedIds may hold (lower case: ARM ids are
+// case-insensitive). Another type fails the deployment naming these keys as the allowed ones.
+var linkedKinds = {
+  'microsoft.network/applicationsecuritygroups': 'asg'
+  'microsoft.network/loadbalancers': 'loadBalancer'
+  'microsoft.network/applicationgateways': 'applicationGateway'
+}
 
 // The actions whose scope is the subscription: operation status lives at
 // /subscriptions/.../providers/Microsoft.Network/locations/<region>/operations/<id>.
@@ -187,6 +213,30 @@ module nsgGrants 'cloudha-grant.bicep' = [for (id, i) in nsgIds: {
   params: {
     kind: 'nsg'
     name: last(split(id, '/'))
+    roleDefinitionId: failoverRole.id
+    principalId: identity.outputs.principalId
+  }
+}]
+
+// moveIpConfigurations is authorized against the virtual network; two_step never needs it there.
+module vnetGrant 'cloudha-grant.bicep' = if (moveMode == 'atomic') {
+  name: 'cloudha-grant-vnet'
+  scope: resourceGroup(split(moveVnetId, '/')[2], split(moveVnetId, '/')[4])
+  params: {
+    kind: 'vnet'
+    name: split(moveVnetId, '/')[8]
+    roleDefinitionId: failoverRole.id
+    principalId: identity.outputs.principalId
+  }
+}
+
+// The assignment on an ASG, load balancer or application gateway covers its pools and rules.
+module linkedGrants 'cloudha-grant.bicep' = [for (id, i) in linkedIds: {
+  name: 'cloudha-grant-linked-${i}'
+  scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
+  params: {
+    kind: linkedKinds[toLower('${split(id, '/')[6]}/${split(id, '/')[7]}')]
+    name: split(id, '/')[8]
     roleDefinitionId: failoverRole.id
     principalId: identity.outputs.principalId
   }

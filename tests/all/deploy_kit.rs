@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cloudha_provider_aws::permissions as aws;
+use cloudha_provider_azure::config::MoveMode;
 use cloudha_provider_azure::permissions as azure;
 use serde_json::Value;
 
@@ -512,11 +513,181 @@ fn bicep_roles_grant_exactly_the_failover_actions() {
         (azure::Scope::RouteTables, "routeTable"),
         (azure::Scope::PublicIps, "publicIp"),
         (azure::Scope::NetworkSecurityGroup, "nsg"),
+        (azure::Scope::VirtualNetwork, "vnet"),
+        (azure::Scope::LinkedResources, "asg"),
+        (azure::Scope::LinkedResources, "loadBalancer"),
+        (azure::Scope::LinkedResources, "applicationGateway"),
     ] {
         assert!(azure::FAILOVER_ACTIONS.iter().any(|a| a.scope == scope));
         assert!(
             grant.contains(&format!("= if (kind == '{kind}')")),
             "no grant for {kind}"
+        );
+    }
+}
+
+/// The lines of `module SYMBOL ...` up to its closing `}` or `}]` at the start of a line.
+fn bicep_module_block<'a>(file: &'a BicepFile, symbol: &str) -> Vec<&'a str> {
+    let header = format!("module {symbol} ");
+    let mut lines = file.source.lines().skip_while(|l| !l.starts_with(&header));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("{}: no module {symbol}", file.path));
+    let mut block = vec![first];
+    for line in lines {
+        block.push(line);
+        if line == "}" || line == "}]" {
+            break;
+        }
+    }
+    block
+}
+
+/// The quoted strings of a `@allowed([ ... ])` decorator right above `param NAME`.
+fn bicep_allowed(file: &BicepFile, name: &str) -> Vec<String> {
+    let lines: Vec<&str> = file.source.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("param {name} ")))
+        .unwrap_or_else(|| panic!("{}: no param {name}", file.path));
+    let open = (0..at)
+        .rev()
+        .find(|&i| lines[i] == "@allowed([")
+        .unwrap_or_else(|| panic!("{}: param {name} has no @allowed", file.path));
+    assert!(
+        lines[open..at]
+            .iter()
+            .position(|l| *l == "])")
+            // Only other decorators between its `])` and the param.
+            .is_some_and(|close| lines[open + close + 1..at]
+                .iter()
+                .all(|l| l.starts_with('@'))),
+        "{}: the @allowed above param {name} is not its own",
+        file.path
+    );
+    lines[open + 1..at]
+        .iter()
+        .take_while(|l| **l != "])")
+        .map(|l| {
+            l.trim()
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or_else(|| panic!("{}: @allowed of {name}: {l}", file.path))
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn bicep_grants_the_vnet_only_when_atomic_and_each_linked_resource() {
+    let main = BicepFile::load("deploy/azure/cloudha.bicep");
+    let grant = BicepFile::load("deploy/azure/cloudha-grant.bicep");
+
+    // Every kind the grant module allows has its resource and its assignment on it, both under
+    // the same condition (a kind without them would deploy and grant nothing).
+    let kinds = bicep_allowed(&grant, "kind");
+    for kind in ["vnet", "asg", "loadBalancer", "applicationGateway"] {
+        assert!(kinds.iter().any(|k| k == kind), "kind {kind} not allowed");
+    }
+    for kind in &kinds {
+        let condition = format!("= if (kind == '{kind}') {{");
+        let existing = format!("existing {condition}");
+        assert!(
+            grant
+                .source
+                .lines()
+                .any(|l| l.starts_with(&format!("resource {kind} ")) && l.ends_with(&existing)),
+            "no existing {kind} resource"
+        );
+        let assignment = format!(
+            "resource {kind}Assignment 'Microsoft.Authorization/roleAssignments@2022-04-01' {condition}\n  scope: {kind}\n"
+        );
+        assert!(
+            grant.source.contains(&assignment),
+            "no assignment on {kind}"
+        );
+    }
+
+    // moveMode takes exactly the config's move_mode values, two_step by default.
+    let modes: Vec<String> = [MoveMode::TwoStep, MoveMode::Atomic]
+        .iter()
+        .map(|m| {
+            serde_json::to_value(m)
+                .expect("serialize")
+                .as_str()
+                .expect("a string")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(bicep_allowed(&main, "moveMode"), modes);
+    assert!(main
+        .source
+        .contains("\nparam moveMode string = 'two_step'\n"));
+
+    // The VNet grant exists only when atomic, on the VNet derived from subnetId (or vnetId).
+    let vnet = bicep_module_block(&main, "vnetGrant").join("\n");
+    assert!(
+        vnet.starts_with("module vnetGrant 'cloudha-grant.bicep' = if (moveMode == 'atomic') {"),
+        "{vnet}"
+    );
+    assert!(vnet.contains("kind: 'vnet'"), "{vnet}");
+    assert!(vnet.contains("split(moveVnetId, '/')"), "{vnet}");
+    assert!(main.source.contains(
+        "var moveVnetId = empty(vnetId) ? join(take(split(subnetId, '/'), 9), '/') : vnetId"
+    ));
+    // No other module grants with kind 'vnet'.
+    assert_eq!(main.source.matches("kind: 'vnet'").count(), 1);
+
+    // One linked grant per linkedIds entry, its kind looked up by the id's type.
+    let linked = bicep_module_block(&main, "linkedGrants").join("\n");
+    assert!(
+        linked.starts_with(
+            "module linkedGrants 'cloudha-grant.bicep' = [for (id, i) in linkedIds: {"
+        ),
+        "{linked}"
+    );
+    assert!(
+        linked.contains("kind: linkedKinds[toLower('${split(id, '/')[6]}/${split(id, '/')[7]}')]"),
+        "{linked}"
+    );
+    let table: BTreeMap<String, String> = main
+        .source
+        .lines()
+        .skip_while(|l| *l != "var linkedKinds = {")
+        .skip(1)
+        .take_while(|l| *l != "}")
+        .map(|l| {
+            let (key, value) = l
+                .trim()
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("linkedKinds: {l}"));
+            (
+                key.trim_matches('\'').to_string(),
+                value.trim_matches('\'').to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        table,
+        BTreeMap::from([
+            (
+                "microsoft.network/applicationsecuritygroups".to_string(),
+                "asg".to_string()
+            ),
+            (
+                "microsoft.network/loadbalancers".to_string(),
+                "loadBalancer".to_string()
+            ),
+            (
+                "microsoft.network/applicationgateways".to_string(),
+                "applicationGateway".to_string()
+            ),
+        ])
+    );
+    for kind in table.values() {
+        assert!(
+            kinds.contains(kind),
+            "linkedKinds maps to {kind}, which the module does not allow"
         );
     }
 }

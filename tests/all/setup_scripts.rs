@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cloudha_provider_aws::permissions as aws_permissions;
+use cloudha_provider_azure::config::MoveMode;
 use cloudha_provider_azure::permissions as azure_permissions;
 use serde_json::{json, Value};
 
@@ -196,8 +197,30 @@ fn vm_id(name: &str) -> String {
     arm("rg-fw", "Microsoft.Compute/virtualMachines", name)
 }
 
+fn vnet_id() -> String {
+    arm("rg-net", "Microsoft.Network/virtualNetworks", "vnet-hub")
+}
+
 fn subnet_id() -> String {
-    arm("rg-net", "Microsoft.Network/virtualNetworks", "vnet-hub") + "/subnets/lan"
+    vnet_id() + "/subnets/lan"
+}
+
+/// The resources a floating ipConfiguration can reference beyond subnet, public IP and NSG, one
+/// of each kind --linked takes (in another resource group than the NICs, like a shared LB).
+fn asg_id() -> String {
+    arm(
+        "rg-net",
+        "Microsoft.Network/applicationSecurityGroups",
+        "asg-fw",
+    )
+}
+
+fn lb_id() -> String {
+    arm("rg-net", "Microsoft.Network/loadBalancers", "lb-gw")
+}
+
+fn agw_id() -> String {
+    arm("rg-net", "Microsoft.Network/applicationGateways", "agw-web")
 }
 
 fn route_table_id() -> String {
@@ -217,7 +240,8 @@ fn nsg_id() -> String {
 }
 
 /// Two VMs with their LAN NICs (IP forwarding off), a VNet in another resource group, a route
-/// table, a public IP and an NSG; no identity, role or assignment yet.
+/// table, a public IP, an NSG, and an ASG, a load balancer and an application gateway; no
+/// identity, role or assignment yet.
 fn azure_world() -> Value {
     let nic = |ip: &str| {
         json!({"ipForwarding": false,
@@ -235,6 +259,8 @@ fn azure_world() -> Value {
         "routeTables": [route_table_id()],
         "publicIps": [pip_id()],
         "nsgs": [nsg_id()],
+        "vnets": [vnet_id()],
+        "linked": [asg_id(), lb_id(), agw_id()],
     })
 }
 
@@ -496,7 +522,19 @@ fn azure_roles_grant_the_shared_actions_at_the_narrowest_scopes(cloud: &FakeClou
         subscription_scoped
     );
 
-    let assignments: BTreeSet<(String, String)> = state["roleAssignments"]
+    assert_eq!(assignments(&state, &principal), base_assignments(&[]));
+    // Two-step (the default) never needs the VNet: the role is not assigned there.
+    assert!(
+        !assignments(&state, &principal)
+            .iter()
+            .any(|(_, scope)| scope.eq_ignore_ascii_case(&vnet_id())),
+        "two_step assigned a role on the VNet"
+    );
+}
+
+/// (role, scope) of every role assignment in the fake, each checked to be the identity's.
+fn assignments(state: &Value, principal: &str) -> BTreeSet<(String, String)> {
+    state["roleAssignments"]
         .as_array()
         .expect("assignments")
         .iter()
@@ -507,9 +545,13 @@ fn azure_roles_grant_the_shared_actions_at_the_narrowest_scopes(cloud: &FakeClou
                 a["scope"].as_str().expect("scope").to_string(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The assignments of a setup with [`azure_args`], plus "cloudha failover" on `extra` scopes.
+fn base_assignments(extra: &[String]) -> BTreeSet<(String, String)> {
     let failover = |scope: String| ("cloudha failover".to_string(), scope);
-    let expected = BTreeSet::from([
+    let mut expected = BTreeSet::from([
         failover(nic_id("fw-a-lan")),
         failover(nic_id("fw-b-lan")),
         failover(subnet_id()),
@@ -523,7 +565,32 @@ fn azure_roles_grant_the_shared_actions_at_the_narrowest_scopes(cloud: &FakeClou
             format!("/subscriptions/{SUB}"),
         ),
     ]);
-    assert_eq!(assignments, expected);
+    expected.extend(extra.iter().cloned().map(failover));
+    expected
+}
+
+/// The scopes of the `az role assignment create` calls, in the order they were made.
+fn created_assignment_scopes(cloud: &FakeCloud) -> Vec<String> {
+    cloud
+        .calls()
+        .iter()
+        .filter(|c| c.len() > 3 && c[1..4] == ["role", "assignment", "create"])
+        .filter_map(|c| {
+            let at = c.iter().position(|a| a == "--scope")?;
+            c.get(at + 1).cloned()
+        })
+        .collect()
+}
+
+/// The `[provider.azure]` table of a written config, as text (up to the next table).
+fn provider_azure_table(cloud: &FakeCloud, name: &str) -> String {
+    let text = std::fs::read_to_string(cloud.out().join(format!("{name}.toml"))).expect("config");
+    let start = text
+        .find("\n[provider.azure]\n")
+        .unwrap_or_else(|| panic!("{name}.toml has no [provider.azure]:\n{text}"));
+    let table = &text[start + 1..];
+    let end = table[1..].find("\n[").map_or(table.len(), |e| e + 1);
+    table[..end].to_string()
 }
 
 /// Checked on the fresh pair that [`azure_fresh_pair`] set up.
@@ -554,6 +621,11 @@ fn azure_configs_pass_config_check_and_name_the_pair(cloud: &FakeCloud) {
         assert_eq!(
             azure.identity_client_id.as_deref(),
             Some(client_id.as_str())
+        );
+        assert_eq!(azure.move_mode, MoveMode::TwoStep);
+        assert!(
+            !provider_azure_table(cloud, own).contains("move_mode"),
+            "two_step is the default and is not written"
         );
         let ips: Vec<String> = config
             .floating_ips
@@ -794,64 +866,183 @@ fn azure_role_with_other_actions_is_updated_to_the_shared_list() {
 }
 
 #[test]
+fn azure_atomic_move_mode_grants_the_vnet_and_writes_it_into_both_configs() {
+    let cloud = FakeCloud::new(azure_world());
+    run_azure(&cloud, &["--move-mode", "atomic"], &[]).assert_ok();
+    let state = cloud.state();
+    let (_, principal, _) = identity(&state);
+    // moveIpConfigurations is authorized against the VNet: the one extra assignment is there,
+    // right after the subnet's.
+    assert_eq!(
+        assignments(&state, &principal),
+        base_assignments(&[vnet_id()])
+    );
+    let scopes = created_assignment_scopes(&cloud);
+    assert_eq!(scopes.get(2..4), Some(&[subnet_id(), vnet_id()][..]));
+
+    let configs = cloud.check_configs(&["fw-a", "fw-b"]);
+    for (config, name) in configs.iter().zip(["fw-a", "fw-b"]) {
+        let azure = config.provider.azure.as_ref().expect("[provider.azure]");
+        assert_eq!(azure.move_mode, MoveMode::Atomic, "{name}");
+        assert!(
+            provider_azure_table(&cloud, name).contains("\nmove_mode = \"atomic\"\n"),
+            "{name}: {}",
+            provider_azure_table(&cloud, name)
+        );
+    }
+
+    // Idempotent like every other step.
+    cloud.clear_log();
+    let second = run_azure(&cloud, &["--move-mode", "atomic"], &[]);
+    second.assert_ok();
+    assert_eq!(mutating(&cloud.calls()), Vec::<Vec<String>>::new());
+    assert!(
+        second
+            .stdout
+            .contains("role \"cloudha failover\" on VNet vnet-hub exists: unchanged"),
+        "{}",
+        second.stdout
+    );
+}
+
+#[test]
+fn azure_linked_resources_are_granted_where_they_are() {
+    let cloud = FakeCloud::new(azure_world());
+    let (asg, lb, agw) = (asg_id(), lb_id(), agw_id());
+    // The load balancer twice (once in other case): one assignment.
+    let lb_upper = lb.replace("lb-gw", "LB-GW");
+    let run = run_azure(
+        &cloud,
+        &[
+            "--move-mode",
+            "two_step",
+            "--linked",
+            &asg,
+            "--linked",
+            &lb,
+            "--linked",
+            &agw,
+            "--linked",
+            &lb_upper,
+        ],
+        &[],
+    );
+    run.assert_ok();
+    let state = cloud.state();
+    let (_, principal, _) = identity(&state);
+    assert_eq!(
+        assignments(&state, &principal),
+        base_assignments(&[asg.clone(), lb.clone(), agw.clone()])
+    );
+    let scopes = created_assignment_scopes(&cloud);
+    assert_eq!(scopes.len(), 9 + 3, "{scopes:?}");
+    assert!(
+        !scopes.iter().any(|s| s.eq_ignore_ascii_case(&vnet_id())),
+        "two_step assigned a role on the VNet: {scopes:?}"
+    );
+    for (config, name) in cloud
+        .check_configs(&["fw-a", "fw-b"])
+        .iter()
+        .zip(["fw-a", "fw-b"])
+    {
+        let azure = config.provider.azure.as_ref().expect("[provider.azure]");
+        assert_eq!(azure.move_mode, MoveMode::TwoStep, "{name}");
+        assert!(!provider_azure_table(&cloud, name).contains("move_mode"));
+    }
+
+    // A second run finds each assignment and says so by the resource's kind and name.
+    cloud.clear_log();
+    let second = run_azure(
+        &cloud,
+        &["--linked", &asg, "--linked", &lb, "--linked", &agw],
+        &[],
+    );
+    second.assert_ok();
+    assert_eq!(mutating(&cloud.calls()), Vec::<Vec<String>>::new());
+    for what in [
+        "application security group asg-fw",
+        "load balancer lb-gw",
+        "application gateway agw-web",
+    ] {
+        let line = format!("role \"cloudha failover\" on {what} exists: unchanged");
+        assert!(
+            second.stdout.contains(&line),
+            "no {line:?} in:\n{}",
+            second.stdout
+        );
+    }
+}
+
+#[test]
 fn setup_scripts_refuse_bad_flags_before_calling_the_cloud() {
     let cloud = FakeCloud::new(azure_world());
-    let cases: [(&str, &[&str], &str); 6] = [
+    // A valid set of required Azure flags, then the one bad flag of each case.
+    let azure = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec![
+            "--resource-group",
+            "rg",
+            "--vm-a",
+            "a",
+            "--vm-b",
+            "b",
+            "--nic-a",
+            "na",
+            "--nic-b",
+            "nb",
+            "--vnet",
+            "vn",
+            "--subnet",
+            "s",
+            "--floating-ip",
+            "10.0.1.100",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let route_table =
+        "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers/Microsoft.Network/routeTables/rt";
+    let lb_pool =
+        "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers/Microsoft.Network/loadBalancers/lb/backendAddressPools/pool";
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         (
             "setup-azure.sh",
-            &[
-                "--resource-group",
-                "rg",
-                "--vm-a",
-                "a",
-                "--vm-b",
-                "b",
-                "--nic-a",
-                "na",
-                "--nic-b",
-                "nb",
-                "--vnet",
-                "vn",
-                "--subnet",
-                "s",
-                "--floating-ip",
-                "10.0.1.100",
-                "--role-name",
-                "x'] || true",
-            ],
-            "role name \"x'] || true\": use letters",
+            azure(&["--role-name", "x'] || true"]),
+            "--role-name: \"x'] || true\" is not valid: use 1-64 letters",
         ),
         (
             "setup-azure.sh",
-            &["--resource-group", "rg"],
+            vec!["--resource-group", "rg"],
             "missing --vm-a",
         ),
         (
             "setup-azure.sh",
-            &[
-                "--resource-group",
-                "rg",
-                "--vm-a",
-                "a",
-                "--vm-b",
-                "b",
-                "--nic-a",
-                "na",
-                "--nic-b",
-                "nb",
-                "--vnet",
-                "vn",
-                "--subnet",
-                "s",
-                "--floating-ip",
-                "10.0.1.300",
-            ],
-            "--floating-ip: 10.0.1.300 is not an IPv4 address",
+            azure(&["--floating-ip", "10.0.1.300"]),
+            "--floating-ip: \"10.0.1.300\" is not valid: an IPv4 address",
         ),
-        ("setup-azure.sh", &["--bogus", "x"], "unknown flag --bogus"),
+        ("setup-azure.sh", vec!["--bogus", "x"], "unknown flag --bogus"),
+        (
+            "setup-azure.sh",
+            azure(&["--move-mode", "atomically"]),
+            "--move-mode: \"atomically\" is not valid: write two_step (the default) or atomic",
+        ),
+        (
+            "setup-azure.sh",
+            azure(&["--linked", route_table]),
+            "its type is \"Microsoft.Network/routeTables\"; write the id of a Microsoft.Network/applicationSecurityGroups, loadBalancers or applicationGateways resource",
+        ),
+        (
+            "setup-azure.sh",
+            azure(&["--linked", "lb-gw"]),
+            "--linked: \"lb-gw\" is not valid: write the ARM id",
+        ),
+        (
+            "setup-azure.sh",
+            azure(&["--linked", lb_pool]),
+            "write the id of the load balancer itself, without \"/backendAddressPools/pool\"",
+        ),
         (
             "setup-aws.sh",
-            &[
+            vec![
                 "--instance-a",
                 "i-0aaaaaaaaaaaaaaa1",
                 "--instance-b",
@@ -863,11 +1054,11 @@ fn setup_scripts_refuse_bad_flags_before_calling_the_cloud() {
                 "--floating-ip",
                 "10.0.1.100",
             ],
-            "--eni-a: \"eni-x\" is not an ENI id",
+            "--eni-a: \"eni-x\" is not valid: an ENI id",
         ),
         (
             "setup-aws.sh",
-            &[
+            vec![
                 "--instance-a",
                 "i-0aaaaaaaaaaaaaaa1",
                 "--instance-b",
@@ -879,11 +1070,11 @@ fn setup_scripts_refuse_bad_flags_before_calling_the_cloud() {
                 "--floating-ip",
                 "10.0.1.100,eip-1",
             ],
-            "is not an Elastic IP allocation id",
+            "\"eip-1\" is not valid: an Elastic IP allocation id",
         ),
     ];
     for (script, args, message) in cases {
-        let run = cloud.run(script, args, &[]);
+        let run = cloud.run(script, &args, &[]);
         assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
         assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
     }
@@ -901,6 +1092,12 @@ fn setup_scripts_refuse_bad_flags_before_calling_the_cloud() {
             help.stdout
         );
     }
+    let help = cloud.run("setup-azure.sh", &["--help"], &[]);
+    assert!(
+        help.stdout.contains("--move-mode MODE") && help.stdout.contains("--linked ID"),
+        "{}",
+        help.stdout
+    );
 }
 
 // ---- AWS -----------------------------------------------------------------------------------------
