@@ -23,6 +23,16 @@ pub const MIN_KEY_BYTES: usize = 16;
 pub const MAX_NAME_BYTES: usize = 32;
 /// The most keepalive paths a node can have (the wire format carries the path id in a byte).
 pub const MAX_PATHS: usize = 8;
+/// Largest key file read: a key is one line; anything bigger is the wrong file.
+pub const MAX_KEY_FILE_BYTES: u64 = 4096;
+/// Longest dead interval accepted: silence longer than this is no HA at all (and a typo such
+/// as `"99999999h"` would make the standby never take over).
+pub const MAX_DEAD_INTERVAL: Duration = Duration::from_secs(3600);
+/// `sun_path` holds 108 bytes including the terminating NUL.
+pub const MAX_SOCKET_PATH_BYTES: usize = 107;
+/// Longest parser message echoed: enough for "unknown field `x`, expected one of ..." but never
+/// a whole multi-megabyte value.
+const MAX_MESSAGE_CHARS: usize = 300;
 
 /// The whole configuration of one node.
 #[derive(Debug, Clone, Deserialize)]
@@ -269,7 +279,10 @@ impl ConfigDuration {
             .unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
         let value: u64 = digits.parse().map_err(|_| {
-            format!("{text:?} is not a duration; write e.g. \"200ms\", \"3s\" or \"2m\"")
+            format!(
+                "{} is not a duration; write e.g. \"200ms\", \"3s\" or \"2m\"",
+                crate::secure_fs::excerpt(text)
+            )
         })?;
         let duration = match unit {
             "ms" => Duration::from_millis(value),
@@ -278,7 +291,8 @@ impl ConfigDuration {
             "h" => Duration::from_secs(value.saturating_mul(3600)),
             _ => {
                 return Err(format!(
-                    "{text:?} has no known unit; write e.g. \"200ms\", \"3s\" or \"2m\""
+                    "{} has no known unit; write e.g. \"200ms\", \"3s\" or \"2m\"",
+                    crate::secure_fs::excerpt(text)
                 ))
             }
         };
@@ -404,6 +418,7 @@ impl Config {
             message,
         })?;
         let mut problems = config.validate();
+        problems.extend(config.check_files());
         if let Err(problem) = config.read_key() {
             problems.push(problem);
         }
@@ -419,20 +434,21 @@ impl Config {
 
     /// Parse TOML text; on error returns the field path and the parser's message.
     pub fn parse(text: &str) -> Result<Config, (String, String)> {
-        let deserializer =
-            toml::Deserializer::parse(text).map_err(|e| (".".to_string(), e.to_string()))?;
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| (".".to_string(), render_toml_error(&e, text)))?;
         serde_path_to_error::deserialize(deserializer).map_err(|e| {
             // A key written as `""` gives an empty path: name the whole file rather than nothing
             // (the message names the key and the fields expected there).
             let field = match e.path().to_string() {
                 path if path.is_empty() => ".".to_string(),
-                path => path,
+                path => shorten(&path, 120),
             };
-            (field, e.into_inner().to_string().trim_end().to_string())
+            (field, render_toml_error(&e.into_inner(), text))
         })
     }
 
-    /// What is usable but risky: `config check` and the daemon's start print these.
+    /// What is usable but risky: `config check` and the daemon's start print these (never
+    /// refused, exit code 0).
     pub fn warnings(&self) -> Vec<Problem> {
         let mut warnings = Vec::new();
         if self.provider.kind == ProviderKind::Azure
@@ -445,6 +461,15 @@ impl Config {
                      a first attempt may fail at the deadline and raise takeover_slow: use at least {}",
                     self.failover.deadline,
                     ConfigDuration(AZURE_TWO_STEP_DEADLINE)
+                ),
+            });
+        }
+        if self.metrics.enabled && !self.metrics.listen.ip().is_loopback() {
+            warnings.push(Problem {
+                field: "metrics.listen".into(),
+                message: format!(
+                    "{} serves /metrics beyond this host: whoever reaches the port reads the node's role, peer and alarms; prefer 127.0.0.1:9465 (scrape through a tunnel) or firewall the port",
+                    self.metrics.listen
                 ),
             });
         }
@@ -479,6 +504,28 @@ impl Config {
                 "must be 1..=255 (higher wins the election)".into(),
             );
         }
+        if self.node.preempt && self.node.preempt_hold_down.0 < Duration::from_secs(1) {
+            problem(
+                "node.preempt_hold_down",
+                format!(
+                    "{} would take the role back the moment the peer is heard, so a flapping node moves the addresses on every blip; use at least \"1s\" (default \"10s\"), or node.preempt = false",
+                    self.node.preempt_hold_down
+                ),
+            );
+        }
+        absolute_path(
+            "cluster.key_file",
+            &self.cluster.key_file,
+            "/etc/cloudha/key",
+            &mut problem,
+        );
+        absolute_path(
+            "node.state_dir",
+            &self.node.state_dir,
+            "/var/lib/cloudha",
+            &mut problem,
+        );
+        self.validate_socket(&mut problem);
 
         let interval = self.keepalive.interval.0;
         let dead = self.keepalive.dead_interval.0;
@@ -488,7 +535,16 @@ impl Config {
                 format!("{} is out of range; use 10ms..10s", self.keepalive.interval),
             );
         }
-        if dead < interval.saturating_mul(3) {
+        if dead > MAX_DEAD_INTERVAL {
+            problem(
+                "keepalive.dead_interval",
+                format!(
+                    "{} is longer than {}: the standby would wait that long before taking over; use a few seconds (default \"1s\")",
+                    self.keepalive.dead_interval,
+                    ConfigDuration(MAX_DEAD_INTERVAL)
+                ),
+            );
+        } else if dead < interval.saturating_mul(3) {
             problem(
                 "keepalive.dead_interval",
                 format!(
@@ -521,6 +577,12 @@ impl Config {
                     format!("{} is not an IPv4 prefix length; use 1..=32", ip.prefix_len),
                 );
             }
+            if let Some(why) = self.unusable_floating_ip(ip) {
+                problem(
+                    &format!("floating_ip[{i}].address"),
+                    format!("{} {why}; use a spare address of the subnet that no node has as its own (e.g. the cluster's VIP)", ip.address),
+                );
+            }
         }
 
         match self.provider.kind {
@@ -533,12 +595,12 @@ impl Config {
                         "kind = \"local\" needs a [provider.local] table with interface = \"<name>\"".into(),
                     ),
                     Some(local) => {
-                        if local.interface.is_empty() || local.interface.len() > 15 {
+                        if !is_interface_name(&local.interface) {
                             problem(
                                 "provider.local.interface",
                                 format!(
-                                    "{:?} is not a Linux interface name (1 to 15 bytes)",
-                                    local.interface
+                                    "{} is not a Linux interface name; write the name `ip link` shows (1 to 15 letters, digits, '-', '_', '.' or '@', not \".\" or \"..\")",
+                                    crate::secure_fs::excerpt(&local.interface)
                                 ),
                             );
                         }
@@ -627,10 +689,191 @@ impl Config {
             if !route.table.starts_with("rtb-") {
                 problem(
                     &format!("route[{i}].table"),
-                    format!("{:?} is not a route table id; write the rtb-... id shown by `aws ec2 describe-route-tables`", route.table),
+                    format!("{} is not a route table id; write the rtb-... id shown by `aws ec2 describe-route-tables`", crate::secure_fs::excerpt(&route.table)),
                 );
             }
         }
+    }
+
+    /// Why `ip` cannot be a floating IP, if it cannot: an address that is no host's (0.0.0.0,
+    /// broadcast, multicast, loopback, link-local, the subnet's network or broadcast address), or
+    /// one a node has as its own: the standby removes the floating IPs from itself, so it would
+    /// delete its own address.
+    fn unusable_floating_ip(&self, ip: &FloatingIpConfig) -> Option<String> {
+        let address = ip.address;
+        if address.is_unspecified() {
+            return Some("is 0.0.0.0, no host's address".into());
+        }
+        if address.is_broadcast() {
+            return Some("is the broadcast address".into());
+        }
+        if address.is_multicast() {
+            return Some("is a multicast address".into());
+        }
+        if address.is_loopback() {
+            return Some("is a loopback address (never reachable from another host)".into());
+        }
+        if address.is_link_local() {
+            return Some(
+                "is link-local (169.254.0.0/16 holds the cloud's metadata service)".into(),
+            );
+        }
+        if (1..=30).contains(&ip.prefix_len) {
+            let host_mask = u32::MAX >> ip.prefix_len;
+            let host = u32::from(address) & host_mask;
+            if host == 0 {
+                return Some(format!(
+                    "is the network address of its /{} subnet",
+                    ip.prefix_len
+                ));
+            }
+            if host == host_mask {
+                return Some(format!(
+                    "is the broadcast address of its /{} subnet",
+                    ip.prefix_len
+                ));
+            }
+        }
+        for (i, path) in self.keepalive.paths.iter().enumerate() {
+            if path.bind.ip() == std::net::IpAddr::V4(address) {
+                return Some(format!(
+                    "is this node's own address (keepalive.path[{i}].bind): the standby would delete it from itself"
+                ));
+            }
+            if path.peer.ip() == std::net::IpAddr::V4(address) {
+                return Some(format!(
+                    "is the peer's own address (keepalive.path[{i}].peer): the peer as standby would delete it from itself"
+                ));
+            }
+        }
+        None
+    }
+
+    /// `status.socket`: an absolute path that fits a Unix socket address and names a file.
+    fn validate_socket(&self, problem: &mut impl FnMut(&str, String)) {
+        let socket = &self.status.socket;
+        if !absolute_path(
+            "status.socket",
+            socket,
+            "/run/cloudha/cloudha.sock",
+            problem,
+        ) {
+            return;
+        }
+        let bytes = socket.as_os_str().len();
+        if bytes > MAX_SOCKET_PATH_BYTES {
+            problem(
+                "status.socket",
+                format!(
+                    "{} is {bytes} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH_BYTES}: use a shorter one, e.g. /run/cloudha/cloudha.sock",
+                    crate::secure_fs::path_excerpt(socket)
+                ),
+            );
+        }
+        let named = socket
+            .file_name()
+            .is_some_and(|_| !socket.as_os_str().to_string_lossy().ends_with('/'));
+        if !named {
+            problem(
+                "status.socket",
+                format!(
+                    "{} names a directory, not a socket file; write e.g. /run/cloudha/cloudha.sock",
+                    crate::secure_fs::path_excerpt(socket)
+                ),
+            );
+        }
+    }
+
+    /// The checks that look at this machine's file system (run by `config check` and at start,
+    /// with the key file's in [`Config::read_key`]): the control socket's path and directory,
+    /// the state directory, the journal, the hook programs. Each names the field and the fix.
+    pub fn check_files(&self) -> Vec<Problem> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let mut problems = Vec::new();
+        let mut problem = |field: &str, message: String| {
+            problems.push(Problem {
+                field: field.to_string(),
+                message,
+            })
+        };
+        let socket = &self.status.socket;
+        if socket.is_absolute() {
+            if let Ok(meta) = std::fs::symlink_metadata(socket) {
+                if !meta.file_type().is_socket() {
+                    problem(
+                        "status.socket",
+                        format!(
+                            "{} exists and is not a socket (the daemon deletes only a stale socket there, never another file); remove it or point status.socket at another path, e.g. /run/cloudha/cloudha.sock",
+                            crate::secure_fs::shown(socket)
+                        ),
+                    );
+                }
+            }
+            if let Some(dir) = socket.parent().filter(|d| d.exists()) {
+                if let Err(e) = crate::secure_fs::check_private_dir(dir) {
+                    problem("status.socket", e);
+                }
+            }
+        }
+        let state_dir = &self.node.state_dir;
+        if state_dir.is_absolute() && state_dir.exists() {
+            if let Err(e) = crate::secure_fs::check_private_dir(state_dir) {
+                problem("node.state_dir", e);
+            }
+        }
+        let journal = crate::ops::config::journal_path(self);
+        if journal.is_absolute() {
+            if let Some(dir) = journal.parent().filter(|d| d.exists() && *d != state_dir) {
+                if let Err(e) = crate::secure_fs::check_private_dir(dir) {
+                    problem("journal.path", e);
+                }
+            }
+            if let Ok(meta) = std::fs::symlink_metadata(&journal) {
+                if !meta.file_type().is_file() {
+                    problem(
+                        "journal.path",
+                        format!(
+                            "{} exists and is not a regular file (a symlink is never followed); remove it or point journal.path elsewhere",
+                            crate::secure_fs::shown(&journal)
+                        ),
+                    );
+                }
+            }
+        }
+        let hooks = &self.hooks;
+        for (field, command) in [
+            ("hooks.on_active", &hooks.on_active),
+            ("hooks.on_standby", &hooks.on_standby),
+            ("hooks.on_fault", &hooks.on_fault),
+            ("hooks.on_maintenance", &hooks.on_maintenance),
+        ] {
+            let Some(program) = command.first().filter(|p| p.starts_with('/')) else {
+                continue;
+            };
+            let shown = crate::secure_fs::excerpt(program);
+            match std::fs::metadata(program) {
+                Err(e) => problem(
+                    field,
+                    format!("{shown}: {e}; install the program or fix the path"),
+                ),
+                Ok(meta) if !meta.is_file() => problem(
+                    field,
+                    format!("{shown} is not a regular file; name the program itself"),
+                ),
+                Ok(meta) if meta.mode() & 0o111 == 0 => problem(
+                    field,
+                    format!("{shown} is not executable; `chmod 755` it"),
+                ),
+                Ok(meta) if meta.mode() & 0o002 != 0 => problem(
+                    field,
+                    format!(
+                        "{shown} is writable by every user, who could make the daemon run anything; `chmod o-w` it"
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+        problems
     }
 
     fn validate_paths(&self, problem: &mut impl FnMut(&str, String)) {
@@ -652,13 +895,33 @@ impl Config {
         }
         let mut names = BTreeSet::new();
         let mut binds = BTreeSet::new();
+        let mut peers = BTreeSet::new();
         for (i, path) in paths.iter().enumerate() {
+            if path.bind.port() == 0 {
+                problem(
+                    &format!("keepalive.path[{i}].bind"),
+                    format!(
+                        "{} has port 0 (a random port the peer cannot know); write the port both nodes use, e.g. :5405",
+                        path.bind
+                    ),
+                );
+            }
+            // By address, whatever the port: two paths to one address fail together.
+            if !peers.insert(path.peer.ip()) {
+                problem(
+                    &format!("keepalive.path[{i}].peer"),
+                    format!(
+                        "{} is the peer of another path too: two paths to one address fail together, so they are one path; give each path the peer's address on its own network",
+                        path.peer.ip()
+                    ),
+                );
+            }
             if path.name.is_empty() || !names.insert(path.name.as_str()) {
                 problem(
                     &format!("keepalive.path[{i}].name"),
                     format!(
-                        "{:?} is empty or used twice; give each path its own name",
-                        path.name
+                        "{} is empty or used twice; give each path its own name",
+                        crate::secure_fs::excerpt(&path.name)
                     ),
                 );
             }
@@ -689,7 +952,10 @@ impl Config {
                     ),
                 );
             }
-            if path.peer.ip().is_unspecified() || path.peer.ip().is_multicast() {
+            if path.peer.ip().is_unspecified()
+                || path.peer.ip().is_multicast()
+                || path.peer.ip() == std::net::IpAddr::V4(Ipv4Addr::BROADCAST)
+            {
                 problem(
                     &format!("keepalive.path[{i}].peer"),
                     format!("{} is not a unicast address; clouds drop multicast, name the peer's own address", path.peer),
@@ -698,16 +964,16 @@ impl Config {
         }
     }
 
-    /// Read the shared key; the file's trimmed content is the secret.
+    /// Read the shared key; the file's trimmed content is the secret. The file must be a regular
+    /// file of root or the daemon's user, mode 0600 or 0400, at most [`MAX_KEY_FILE_BYTES`]
+    /// (see [`crate::secure_fs::read_private_file`]).
     pub fn read_key(&self) -> Result<Vec<u8>, Problem> {
         let field = "cluster.key_file".to_string();
-        let bytes = std::fs::read(&self.cluster.key_file).map_err(|e| Problem {
-            field: field.clone(),
-            message: format!(
-                "cannot read {}: {e}; create it on both nodes with e.g. `head -c 32 /dev/urandom | base64 > {0}; chmod 600 {0}`",
-                self.cluster.key_file.display()
-            ),
-        })?;
+        let bytes = crate::secure_fs::read_private_file(&self.cluster.key_file, MAX_KEY_FILE_BYTES)
+            .map_err(|message| Problem {
+                field: field.clone(),
+                message,
+            })?;
         let key = bytes.trim_ascii().to_vec();
         if key.len() < MIN_KEY_BYTES {
             return Err(Problem {
@@ -793,6 +1059,70 @@ impl Config {
     }
 }
 
+/// Refuse an empty or relative path (it would depend on the daemon's working directory);
+/// whether it is absolute.
+fn absolute_path(
+    field: &str,
+    path: &Path,
+    example: &str,
+    problem: &mut impl FnMut(&str, String),
+) -> bool {
+    if path.as_os_str().is_empty() {
+        problem(
+            field,
+            format!("is empty; write an absolute path, e.g. {example}"),
+        );
+        return false;
+    }
+    if !path.is_absolute() {
+        problem(
+            field,
+            format!(
+                "{} is a relative path (it would depend on the daemon's working directory); write an absolute path, e.g. {example}",
+                crate::secure_fs::path_excerpt(path)
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+/// Whether Linux accepts `name` as an interface name (`dev_valid_name`: 1 to 15 bytes, not `.`
+/// or `..`, no `/`, `:` or white space), restricted further to the printable characters
+/// interface names use, so the name is safe in a path under /sys and in messages.
+pub fn is_interface_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+}
+
+/// A parser error as its message (cut short) and position, without the source line the
+/// `toml` crate quotes: the file may not be a config at all (a password file passed by
+/// mistake), and a value may be megabytes long.
+fn render_toml_error(error: &toml::de::Error, text: &str) -> String {
+    let message = shorten(error.message().trim_end(), MAX_MESSAGE_CHARS);
+    match error.span().and_then(|span| text.get(..span.start)) {
+        Some(before) => {
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{message} (line {line}, column {column})")
+        }
+        None => message,
+    }
+}
+
+/// At most `max` characters of `text`, with "..." when cut.
+fn shorten(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).collect();
+    if text.chars().nth(max).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 fn check_name(field: &str, name: &str, problem: &mut impl FnMut(&str, String)) {
     let valid_chars = name
         .chars()
@@ -800,13 +1130,16 @@ fn check_name(field: &str, name: &str, problem: &mut impl FnMut(&str, String)) {
     if name.is_empty() || name.len() > MAX_NAME_BYTES || !valid_chars {
         problem(
             field,
-            format!("{name:?} is not a node name; use 1 to {MAX_NAME_BYTES} letters, digits, '.', '_' or '-'"),
+            format!(
+                "{} is not a node name; use 1 to {MAX_NAME_BYTES} letters, digits, '.', '_' or '-'",
+                crate::secure_fs::excerpt(name)
+            ),
         );
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     /// Found by the `config_parse` fuzz target: an empty key gave an error naming no field.
     #[test]
     fn empty_key_error_still_names_a_field() {
@@ -942,12 +1275,306 @@ prefix_len = 24
         let dir = tempfile::tempdir().expect("tempdir");
         let key_path = dir.path().join("key");
         std::fs::write(&key_path, "short\n").expect("write key");
+        std::fs::set_permissions(
+            &key_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod");
         let text = EXAMPLE.replace("/nonexistent/key", &key_path.display().to_string());
         let config = Config::parse(&text).expect("parses");
         let problem = config.read_key().expect_err("too short");
         assert_eq!(problem.field, "cluster.key_file");
         std::fs::write(&key_path, "0123456789abcdef0123456789abcdef\n").expect("write key");
         assert_eq!(config.read_key().expect("long enough").len(), 32);
+    }
+
+    /// The fields `validate` names for `EXAMPLE` with `edits` applied.
+    fn fields_after(edits: &[(&str, &str)]) -> Vec<String> {
+        let mut text = EXAMPLE.to_string();
+        for (from, to) in edits {
+            assert!(text.contains(from), "EXAMPLE has no {from:?}");
+            text = text.replace(from, to);
+        }
+        let config = Config::parse(&text).expect("parses");
+        config.validate().into_iter().map(|p| p.field).collect()
+    }
+
+    fn problems_after(edits: &[(&str, &str)]) -> Vec<Problem> {
+        let mut text = EXAMPLE.to_string();
+        for (from, to) in edits {
+            text = text.replace(from, to);
+        }
+        Config::parse(&text).expect("parses").validate()
+    }
+
+    #[test]
+    fn floating_ip_that_is_no_spare_address_is_refused() {
+        let addr = "address = \"10.0.0.100\"";
+        for (address, why) in [
+            (
+                "10.0.0.1",
+                "this node's own address (keepalive.path[0].bind)",
+            ),
+            (
+                "10.0.0.2",
+                "the peer's own address (keepalive.path[0].peer)",
+            ),
+            ("0.0.0.0", "0.0.0.0"),
+            ("255.255.255.255", "broadcast"),
+            ("224.0.0.18", "multicast"),
+            ("127.0.0.1", "loopback"),
+            ("169.254.169.254", "link-local"),
+            ("10.0.0.0", "network address of its /24"),
+            ("10.0.0.255", "broadcast address of its /24"),
+        ] {
+            let problems = problems_after(&[(addr, &format!("address = \"{address}\""))]);
+            assert_eq!(problems.len(), 1, "{address}: {problems:?}");
+            assert_eq!(problems[0].field, "floating_ip[0].address", "{address}");
+            assert!(
+                problems[0].message.contains(why),
+                "{address}: {}",
+                problems[0].message
+            );
+            assert!(
+                problems[0].message.contains("spare address"),
+                "names the fix"
+            );
+        }
+        // A /32 (the cloud default) has no network or broadcast address of its own.
+        assert!(fields_after(&[
+            (addr, "address = \"10.0.0.255\""),
+            ("prefix_len = 24", "prefix_len = 32")
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn keepalive_timing_and_paths_that_cannot_work_are_refused() {
+        assert_eq!(
+            fields_after(&[("dead_interval = \"500ms\"", "dead_interval = \"99999999h\"")]),
+            ["keepalive.dead_interval"]
+        );
+        assert!(
+            fields_after(&[("dead_interval = \"500ms\"", "dead_interval = \"1h\"")]).is_empty()
+        );
+        assert_eq!(
+            fields_after(&[("bind = \"10.0.0.1:5405\"", "bind = \"10.0.0.1:0\"")]),
+            ["keepalive.path[0].bind"]
+        );
+        for peer in ["255.255.255.255", "0.0.0.0", "239.1.2.3"] {
+            assert_eq!(
+                fields_after(&[(
+                    "peer = \"10.0.0.2:5405\"",
+                    &format!("peer = \"{peer}:5405\"")
+                )]),
+                ["keepalive.path[0].peer"],
+                "{peer}"
+            );
+        }
+        let second = "[[keepalive.path]]\nname = \"mgmt\"\nbind = \"10.1.0.1:5405\"\npeer = \"10.0.0.2:5406\"\n\n[provider]";
+        let problems = problems_after(&[("[provider]", second)]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "keepalive.path[1].peer");
+        assert!(
+            problems[0].message.contains("peer of another path"),
+            "{}",
+            problems[0].message
+        );
+    }
+
+    #[test]
+    fn preempt_hold_down_of_zero_is_refused_unless_preemption_is_off() {
+        let zero = (
+            "priority = 200",
+            "priority = 200\npreempt_hold_down = \"0s\"",
+        );
+        assert_eq!(fields_after(&[zero]), ["node.preempt_hold_down"]);
+        let off = (
+            "priority = 200",
+            "priority = 200\npreempt = false\npreempt_hold_down = \"0s\"",
+        );
+        assert!(fields_after(&[off]).is_empty());
+    }
+
+    #[test]
+    fn interface_names_follow_linux_rules() {
+        for bad in [
+            "../../x",
+            "a/b",
+            "",
+            ".",
+            "..",
+            "eth 0",
+            "eth0:1",
+            "0123456789abcdef",
+            "eth\\n0",
+        ] {
+            let problems =
+                problems_after(&[("interface = \"lan0\"", &format!("interface = \"{bad}\""))]);
+            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+            assert_eq!(problems[0].field, "provider.local.interface");
+            assert!(problems[0].message.contains("ip link"), "names the fix");
+        }
+        for good in ["lan0", "eth0.100", "br-lan", "veth_a@x", "0123456789abcde"] {
+            assert!(is_interface_name(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn paths_must_be_absolute() {
+        for (from, to, field) in [
+            (
+                "key_file = \"/nonexistent/key\"",
+                "key_file = \"key\"",
+                "cluster.key_file",
+            ),
+            (
+                "priority = 200",
+                "priority = 200\nstate_dir = \"\"",
+                "node.state_dir",
+            ),
+            (
+                "priority = 200",
+                "priority = 200\nstate_dir = \"var/state\"",
+                "node.state_dir",
+            ),
+            (
+                "[provider]",
+                "[status]\nsocket = \"cloudha.sock\"\n[provider]",
+                "status.socket",
+            ),
+            (
+                "[provider]",
+                "[status]\nsocket = \"\"\n[provider]",
+                "status.socket",
+            ),
+            (
+                "[provider]",
+                "[status]\nsocket = \"/run/cloudha/\"\n[provider]",
+                "status.socket",
+            ),
+            (
+                "[provider]",
+                "[journal]\npath = \"journal.jsonl\"\n[provider]",
+                "journal.path",
+            ),
+        ] {
+            let problems = problems_after(&[(from, to)]);
+            assert_eq!(problems.len(), 1, "{to}: {problems:?}");
+            assert_eq!(problems[0].field, field, "{to}");
+            assert!(
+                problems[0].message.contains("absolute path")
+                    || problems[0].message.contains("names a directory"),
+                "{}",
+                problems[0].message
+            );
+        }
+        let long = format!(
+            "[status]\nsocket = \"/run/{}.sock\"\n[provider]",
+            "s".repeat(120)
+        );
+        let problems = problems_after(&[("[provider]", &long)]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("at most 107"),
+            "{}",
+            problems[0].message
+        );
+        assert!(problems[0].message.len() < 250, "the path is cut short");
+    }
+
+    #[test]
+    fn metrics_beyond_loopback_is_a_warning_not_a_problem() {
+        let config = Config::parse(EXAMPLE).expect("parses");
+        assert!(config.warnings().is_empty());
+        let text = format!("{EXAMPLE}\n[metrics]\nlisten = \"0.0.0.0:9465\"\n");
+        let config = Config::parse(&text).expect("parses");
+        assert!(config.validate().is_empty());
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].field, "metrics.listen");
+        let text = format!("{EXAMPLE}\n[metrics]\nenabled = false\nlisten = \"0.0.0.0:9465\"\n");
+        assert!(Config::parse(&text).expect("parses").warnings().is_empty());
+    }
+
+    #[test]
+    fn errors_never_echo_a_source_line_or_a_huge_value() {
+        // Not TOML at all, as when a password file is passed by mistake.
+        let (field, message) = parse_err("root:$6$secrethash:19000:0:99999:7:::\n");
+        assert_eq!(field, ".");
+        assert!(!message.contains("secrethash"), "{message}");
+        assert!(message.contains("line 1"), "{message}");
+        // A valid line followed by a broken one: the position, not the text.
+        let (_, message) = parse_err("[cluster]\nid = 1\nkey_file = secret-value-here\n");
+        assert!(!message.contains("secret-value-here"), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+        // A 5 MB value in a typed field comes back as a short excerpt.
+        let huge = "9".repeat(5_000_000);
+        let text = EXAMPLE.replace("\"100ms\"", &format!("\"{huge}x\""));
+        let (field, message) = parse_err(&text);
+        assert_eq!(field, "keepalive.interval");
+        assert!(message.len() < 400, "{} bytes", message.len());
+        let text = EXAMPLE.replace("name = \"fw-a\"", &format!("name = {huge}"));
+        let (_, message) = parse_err(&text);
+        assert!(message.len() < 400, "{} bytes", message.len());
+        let text = EXAMPLE.replace("\"lan0\"", &format!("\"{huge}\""));
+        let problems = Config::parse(&text).expect("parses").validate();
+        assert!(
+            problems.iter().all(|p| p.message.len() < 400),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn files_on_disk_are_checked_by_config_check() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        let text = EXAMPLE.replace(
+            "[provider]",
+            &format!(
+                "[status]\nsocket = \"{0}/run/cloudha.sock\"\n[hooks]\non_active = [\"{0}/hook\"]\n[provider]",
+                base.display()
+            ),
+        )
+        .replace("priority = 200", &format!("priority = 200\nstate_dir = \"{}/state\"", base.display()));
+        let config = Config::parse(&text).expect("parses");
+        let fields =
+            || -> Vec<String> { config.check_files().into_iter().map(|p| p.field).collect() };
+        // Missing directories are created at start; a missing hook program is not.
+        assert_eq!(fields(), ["hooks.on_active"]);
+        let hook = base.join("hook");
+        std::fs::write(&hook, "#!/bin/sh\n").expect("write hook");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(fields(), ["hooks.on_active"], "not executable");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert!(fields().is_empty());
+
+        // A regular file where the socket goes is never deleted: refused.
+        let run = base.join("run");
+        std::fs::create_dir(&run).expect("mkdir");
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::fs::write(run.join("cloudha.sock"), "precious").expect("write");
+        let problems = config.check_files();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "status.socket");
+        assert!(
+            problems[0].message.contains("is not a socket"),
+            "{}",
+            problems[0].message
+        );
+        std::fs::remove_file(run.join("cloudha.sock")).expect("rm");
+        // A socket directory others can write is refused.
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert_eq!(fields(), ["status.socket"]);
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // A state directory others can write is refused.
+        let state = base.join("state");
+        std::fs::create_dir(&state).expect("mkdir");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o757)).expect("chmod");
+        assert_eq!(fields(), ["node.state_dir"]);
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert!(fields().is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! permissions decide who may run `switchover`. The protocol is one JSON request line and one
 //! JSON response line per connection, so it can be driven with `socat` in an emergency.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -64,14 +64,29 @@ pub enum Response {
 /// A command with the channel its answer goes back on.
 pub type CommandRequest = (Command, oneshot::Sender<Response>);
 
-/// Bind the control socket: create its directory, replace a stale socket, refuse a live one.
+/// Bind the control socket: create its directory (0700) if missing, refuse a directory that
+/// is not the daemon's or that others can write (they could swap the socket and answer the
+/// operator's commands), replace a stale socket, refuse a live one and anything that is not a
+/// socket (never deleted).
 pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
+    let dir = path
+        .parent()
+        .filter(|d| path.is_absolute() && !d.as_os_str().is_empty())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not an absolute path; write e.g. /run/cloudha/cloudha.sock",
+            )
+        })?;
+    crate::secure_fs::ensure_private_dir(dir, false)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket (never deleted); remove it or set status.socket to another path",
+            ));
         }
-    }
-    if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
@@ -86,6 +101,15 @@ pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+/// Remove the control socket at exit, if what is at `path` is still a socket (another file put
+/// there meanwhile is left alone).
+pub fn remove_socket(path: &Path) {
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Serve requests until the listener fails.
@@ -159,6 +183,15 @@ pub enum ClientError {
         /// Why.
         source: std::io::Error,
     },
+    /// The socket's directory could be written by someone other than root and this user, who
+    /// could have put their own socket there to answer in the daemon's name.
+    #[error("refusing to talk to {path}: {reason}")]
+    Untrusted {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The daemon did not answer in time.
     #[error("the cloudha daemon at {0} did not answer within 10 s")]
     Timeout(PathBuf),
@@ -167,8 +200,16 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// Send one request and wait for the answer.
+/// Send one request and wait for the answer. The socket's directory must belong to root or
+/// this user and be writable by nobody else (the daemon creates it so): otherwise its owner
+/// could have swapped the socket and would answer `switchover` with a fake "accepted".
 pub async fn request(path: &Path, request: &Request) -> Result<Response, ClientError> {
+    if let Some(dir) = path.parent().filter(|d| d.is_dir()) {
+        crate::secure_fs::check_private_dir(dir).map_err(|reason| ClientError::Untrusted {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+    }
     let exchange = async {
         let unreachable = |source| ClientError::Unreachable {
             path: path.to_path_buf(),
@@ -251,6 +292,70 @@ mod tests {
         // A second daemon on the same socket is refused instead of stealing it.
         let err = bind(&path).await.expect_err("live socket");
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    }
+
+    #[tokio::test]
+    async fn socket_directory_is_created_0700_and_must_be_the_daemons() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run/cloudha/ctl.sock");
+        let listener = bind(&path).await.expect("bind");
+        let mode = std::fs::metadata(path.parent().expect("dir"))
+            .expect("created")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        drop(listener);
+
+        // Others can write the directory: they could swap the socket, so it is refused.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = bind(&shared.join("ctl.sock"))
+            .await
+            .expect_err("others can write");
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("0777"), "{err}");
+        let err = bind(Path::new("ctl.sock")).await.expect_err("relative");
+        assert!(err.to_string().contains("absolute"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_never_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ctl.sock");
+        std::fs::write(&path, "precious").expect("write");
+        let err = bind(&path).await.expect_err("a regular file");
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        remove_socket(&path);
+        assert_eq!(std::fs::read_to_string(&path).expect("kept"), "precious");
+
+        // A stale socket (nobody listening) is replaced, and removed at exit.
+        std::fs::remove_file(&path).expect("rm");
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
+        let listener = bind(&path).await.expect("stale socket replaced");
+        drop(listener);
+        remove_socket(&path);
+        assert!(std::fs::symlink_metadata(&path).is_err(), "removed");
+    }
+
+    #[tokio::test]
+    async fn a_client_never_talks_to_a_socket_others_could_have_swapped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ctl.sock");
+        let listener = bind(&path).await.expect("bind");
+        let (_status_tx, status_rx) = watch::channel(StatusSnapshot::default());
+        let (cmd_tx, _cmd_rx) = mpsc::channel::<CommandRequest>(4);
+        tokio::spawn(serve(listener, status_rx, cmd_tx));
+        assert!(request(&path, &Request::Status).await.is_ok());
+        // The directory becomes writable by others: whoever answers may not be the daemon.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let err = request(&path, &Request::Status)
+            .await
+            .expect_err("untrusted directory");
+        assert!(matches!(err, ClientError::Untrusted { .. }), "{err}");
+        assert!(err.to_string().contains("0777"), "{err}");
     }
 
     #[tokio::test]

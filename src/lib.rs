@@ -16,6 +16,7 @@
 //! - [`status`]: the snapshot served to `cloudha status`.
 //! - [`control`]: the local Unix-socket endpoint for status and operator commands.
 //! - [`ops`]: journal, metrics, alarms, notify hooks, systemd.
+//! - [`secure_fs`]: private files and directories (key file, state, control socket).
 //! - [`selftest`]: `cloudha selftest`, every failover prerequisite checked on a healthy pair.
 
 pub mod config;
@@ -26,5 +27,6 @@ pub mod keepalive;
 pub mod ops;
 pub mod provider;
 pub mod provider_worker;
+pub mod secure_fs;
 pub mod selftest;
 pub mod status;

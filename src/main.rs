@@ -180,8 +180,9 @@ async fn dispatch(command: Cmd) -> ExitCode {
             action: ConfigCmd::Check { path },
         } => match Config::load(&path) {
             Ok(config) => {
+                // Risky but allowed: said on stderr, the exit code stays 0.
                 for warning in config.warnings() {
-                    eprintln!("warning: {warning}");
+                    eprintln!("warning: config {}: {warning}", path.display());
                 }
                 println!(
                     "{}: OK (node {}, peer {}, {} path(s), {} floating IP(s), provider {})",
@@ -318,7 +319,7 @@ async fn run(path: &Path) -> ExitCode {
         }
     };
     for warning in config.warnings() {
-        tracing::warn!("config: {warning}");
+        tracing::warn!("config {}: {warning}", path.display());
     }
     let provider = match cloudha::provider::build(&config).await {
         Ok(p) => p,

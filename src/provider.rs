@@ -18,6 +18,13 @@ pub async fn build(config: &Config) -> Result<Arc<dyn Provider>, String> {
             let local = config.provider.local.as_ref().ok_or_else(|| {
                 "provider.local: kind = \"local\" needs a [provider.local] table".to_string()
             })?;
+            let missing = missing_capabilities(&proc_status(), LOCAL_CAPABILITIES);
+            if !missing.is_empty() {
+                return Err(format!(
+                    "provider.local: the daemon lacks {} (it adds the floating address over netlink and sends gratuitous ARP); under systemd install deploy/cloudha-local.conf as /etc/systemd/system/cloudha.service.d/local.conf and `systemctl daemon-reload`, or run it as root",
+                    missing.join(" and ")
+                ));
+            }
             Ok(Arc::new(LocalProvider::new(
                 local.interface.clone(),
                 config.floating_ips(),
@@ -55,6 +62,59 @@ pub async fn build(config: &Config) -> Result<Arc<dyn Provider>, String> {
             .await
             .map_err(|e| e.to_string())?;
             Ok(Arc::new(provider))
+        }
+    }
+}
+
+/// What the local provider needs: `CAP_NET_ADMIN` (12) to change addresses, `CAP_NET_RAW` (13)
+/// for the gratuitous ARP packet socket. The shipped unit grants neither (the cloud providers
+/// need none); without them every takeover would fail, so the daemon refuses to start instead.
+const LOCAL_CAPABILITIES: &[(&str, u32)] = &[("CAP_NET_ADMIN", 12), ("CAP_NET_RAW", 13)];
+
+fn proc_status() -> String {
+    std::fs::read_to_string("/proc/self/status").unwrap_or_default()
+}
+
+/// The names in `wanted` whose bit is clear in the `CapEff:` line of a `/proc/<pid>/status`
+/// text; none when the line is missing or unreadable (nothing is known, nothing is refused).
+fn missing_capabilities<'a>(status: &str, wanted: &[(&'a str, u32)]) -> Vec<&'a str> {
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok());
+    let Some(effective) = effective else {
+        return Vec::new();
+    };
+    wanted
+        .iter()
+        .filter(|(_, bit)| effective & (1u64 << bit) == 0)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_read_from_cap_eff() {
+        let root = "Name:\tcloudha\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert!(missing_capabilities(root, LOCAL_CAPABILITIES).is_empty());
+        let none = "CapEff:\t0000000000000000\n";
+        assert_eq!(
+            missing_capabilities(none, LOCAL_CAPABILITIES),
+            ["CAP_NET_ADMIN", "CAP_NET_RAW"]
+        );
+        // CAP_NET_ADMIN only (bit 12 = 0x1000).
+        let admin = "CapEff:\t0000000000001000\n";
+        assert_eq!(
+            missing_capabilities(admin, LOCAL_CAPABILITIES),
+            ["CAP_NET_RAW"]
+        );
+        assert!(missing_capabilities("", LOCAL_CAPABILITIES).is_empty());
+        // This process, run as root by the tests, has both.
+        if nix::unistd::geteuid().is_root() {
+            assert!(missing_capabilities(&proc_status(), LOCAL_CAPABILITIES).is_empty());
         }
     }
 }

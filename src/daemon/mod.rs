@@ -66,7 +66,7 @@ pub enum DaemonError {
     #[error("{0}")]
     Key(String),
     /// The state directory is not usable.
-    #[error("node.state_dir {path}: {source}; create the directory or point node.state_dir at a writable one")]
+    #[error("node.state_dir {path}: {source}; point node.state_dir at a directory of the daemon's user, mode 0700 (created so if missing)")]
     StateDir {
         /// The directory.
         path: String,
@@ -85,8 +85,16 @@ pub enum DaemonError {
 
 /// Read, bump and persist the incarnation so it grows across restarts even if the clock does
 /// not: the peer rejects anything not newer than what it has seen.
+///
+/// The directory is created 0700 if missing; an existing one must be the daemon's and not
+/// writable by others (one readable by others is made 0700, with a warning); the file is 0600.
 pub fn next_incarnation(state_dir: &Path) -> std::io::Result<u64> {
-    std::fs::create_dir_all(state_dir)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    match crate::secure_fs::ensure_private_dir(state_dir, true) {
+        Ok(Some(changed)) => warn!("node.state_dir: {changed}"),
+        Ok(None) => {}
+        Err(e) => return Err(std::io::Error::other(e)),
+    }
     let path = state_dir.join("incarnation");
     let stored = std::fs::read_to_string(&path)
         .ok()
@@ -97,7 +105,12 @@ pub fn next_incarnation(state_dir: &Path) -> std::io::Result<u64> {
     let tmp = state_dir.join("incarnation.tmp");
     {
         use std::io::Write;
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         writeln!(file, "{next}")?;
         file.sync_all()?;
     }
@@ -384,7 +397,7 @@ pub async fn run(
         Ok(Err(e)) => warn!("release on shutdown failed: {e}"),
         Err(_) => warn!("release on shutdown timed out"),
     }
-    let _ = std::fs::remove_file(&daemon.config.status.socket);
+    control::remove_socket(&daemon.config.status.socket);
     Ok(())
 }
 
@@ -1354,5 +1367,31 @@ mod tests {
         let before = unix_ms();
         let value = next_incarnation(&dir.path().join("new")).expect("creates dir");
         assert!(value >= before);
+    }
+
+    #[test]
+    fn state_dir_is_created_0700_with_a_0600_incarnation_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("var/lib/cloudha");
+        next_incarnation(&state).expect("created");
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join("incarnation")), 0o600);
+
+        // Readable by others (made by hand with the default umask): tightened.
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        next_incarnation(&state).expect("tightened");
+        assert_eq!(mode(&state), 0o700);
+
+        // Writable by others: refused, the daemon does not start on it.
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = next_incarnation(&state).expect_err("others can write");
+        assert!(err.to_string().contains("0777"), "{err}");
+        assert!(next_incarnation(Path::new("")).is_err(), "empty path");
+        assert!(
+            next_incarnation(Path::new("state")).is_err(),
+            "relative path"
+        );
     }
 }

@@ -189,6 +189,17 @@ pub fn validate(config: &Config, problem: &mut impl FnMut(&str, String)) {
             ),
         );
     }
+    if let Some(path) = &config.journal.path {
+        if !path.is_absolute() {
+            problem(
+                "journal.path",
+                format!(
+                    "{} is empty or a relative path (it would depend on the daemon's working directory); write an absolute path or leave it out (default <node.state_dir>/journal.jsonl)",
+                    crate::secure_fs::path_excerpt(path)
+                ),
+            );
+        }
+    }
     let alarms = &config.alarms;
     if !(0.0..=100.0).contains(&alarms.max_loss_percent) {
         problem(
@@ -212,7 +223,7 @@ pub fn validate(config: &Config, problem: &mut impl FnMut(&str, String)) {
         if !program.starts_with('/') {
             problem(
                 field,
-                format!("{program:?} is not an absolute path; write the program's full path, e.g. [\"/usr/local/bin/notify\", \"arg\"]"),
+                format!("{} is not an absolute path; write the program's full path, e.g. [\"/usr/local/bin/notify\", \"arg\"]", crate::secure_fs::excerpt(program)),
             );
         }
     }

@@ -6,7 +6,7 @@
 //! the start of its takeover on disk when it comes back. Past `max_bytes` the file is rotated
 //! to `<path>.1` (one generation), which bounds the disk use to twice `max_bytes`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
@@ -102,12 +102,13 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Open (or create) the journal at `path`, appending.
+    /// Open (or create) the journal at `path`, appending. The file is 0600 and its directory,
+    /// created 0700 if missing, must be the daemon's: the journal holds hook output.
     pub fn open(path: &Path, max_bytes: u64) -> io::Result<Journal> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::secure_fs::ensure_private_dir(dir, false).map_err(io::Error::other)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = crate::secure_fs::open_private_append(path)?;
         let size = file.metadata()?.len();
         Ok(Journal {
             path: path.to_path_buf(),
@@ -140,10 +141,7 @@ impl Journal {
     fn rotate(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         std::fs::rename(&self.path, rotated(&self.path))?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = crate::secure_fs::open_private_append(&self.path)?;
         self.size = 0;
         Ok(())
     }
@@ -234,6 +232,27 @@ mod tests {
     }
 
     #[test]
+    fn journal_and_its_rotation_are_0600_in_a_0700_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state/journal.jsonl");
+        let mut journal = Journal::open(&path, 400).expect("open");
+        assert_eq!(mode(path.parent().expect("dir")), 0o700);
+        for epoch in 0..10 {
+            journal
+                .append(&entry(Kind::Note, "standby", epoch), false)
+                .expect("append");
+        }
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&rotated(&path)), 0o600);
+        // A journal left 0644 by an earlier version is tightened on open.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(Journal::open(&path, 400).expect("reopen"));
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
     fn a_torn_last_line_is_skipped_not_fatal() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("journal.jsonl");
@@ -242,7 +261,10 @@ mod tests {
             .append(&entry(Kind::TakeoverStarted, "active", 3), true)
             .expect("append");
         drop(journal);
-        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
         f.write_all(b"{\"at_unix_ms\": 12, \"no").expect("write");
         let (entries, skipped) = read_all(&path).expect("read");
         assert_eq!((entries.len(), skipped), (1, 1));

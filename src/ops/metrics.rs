@@ -384,7 +384,7 @@ pub fn failover_cause(reason: &str) -> &'static str {
 }
 
 /// Connections served at once. Each holds one file descriptor; the cap keeps the listener's
-/// share far below any `LimitNOFILE` (the unit sets 65536, the default soft limit is 1024), so
+/// share far below any `LimitNOFILE` (the unit sets 4096, the default soft limit is 1024), so
 /// a flood of idle connections can never take the descriptors the keepalive sockets and the
 /// provider's HTTPS calls need. A scraper needs one.
 pub const MAX_CONNECTIONS: usize = 32;

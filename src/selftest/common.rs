@@ -43,6 +43,20 @@ pub fn config_check(path: &Path, config: &Config) -> Check {
 /// The shared key: present, long enough, and readable by its owner only.
 pub fn key_file_check(config: &Config) -> Check {
     let path = &config.cluster.key_file;
+    // The mode first: a key others can read is the one failure whose fix is a chmod.
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            return Check::fail(
+                "key_file",
+                format!(
+                    "{} has mode {mode:03o}: other users can read the cluster key and forge keepalives",
+                    path.display()
+                ),
+                format!("chmod 600 {} (readable by its owner only)", path.display()),
+            );
+        }
+    }
     if let Err(problem) = config.read_key() {
         return Check::fail(
             "key_file",
@@ -63,24 +77,36 @@ pub fn key_file_check(config: &Config) -> Check {
             )
         }
     };
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Check::fail(
-            "key_file",
-            format!(
-                "{} has mode {mode:03o}: other users can read the cluster key and forge keepalives",
-                path.display()
-            ),
-            format!("chmod 600 {} (readable by its owner only)", path.display()),
-        );
-    }
     Check::pass(
         "key_file",
         format!(
-            "{} present, mode {mode:03o}, owner uid {}",
+            "{} present, mode {:03o}, owner uid {}",
             path.display(),
+            meta.mode() & 0o777,
             meta.uid()
         ),
+    )
+}
+
+/// The files the daemon uses on this machine (control socket path and directory, state
+/// directory, journal, hook programs): the checks `config check` makes.
+pub fn files_check(config: &Config) -> Check {
+    let problems = config.check_files();
+    if problems.is_empty() {
+        return Check::pass(
+            "files",
+            format!(
+                "state directory {}, control socket {}, journal and hook programs are usable",
+                config.node.state_dir.display(),
+                config.status.socket.display()
+            ),
+        );
+    }
+    let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    Check::fail(
+        "files",
+        list.join("; "),
+        "fix each named field as its message says, then `cloudha config check`",
     )
 }
 
@@ -209,5 +235,27 @@ pub fn local_checks(config: &Config) -> Vec<Check> {
             ),
             "set provider.local.interface to the LAN interface (ip -br link)",
         )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudha_provider_core::Outcome;
+
+    #[test]
+    fn files_check_fails_on_a_file_where_the_socket_goes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("ctl.sock");
+        let text = crate::config::tests::EXAMPLE.replace(
+            "[provider]",
+            &format!("[status]\nsocket = \"{}\"\n[provider]", socket.display()),
+        );
+        let config = Config::parse(&text).expect("parses");
+        assert_eq!(files_check(&config).outcome, Outcome::Pass);
+        std::fs::write(&socket, "not a socket").expect("write");
+        let check = files_check(&config);
+        assert_eq!(check.outcome, Outcome::Fail);
+        assert!(check.detail.contains("status.socket"), "{}", check.detail);
     }
 }

@@ -5,7 +5,8 @@
 //! keepalive port (peer facts come from the running daemon's control socket) and the cloud
 //! checks only read, list permissions, send `DryRun` requests or simulate policies.
 //!
-//! - [`common`]: the config, the key file, the peer (through the daemon's status).
+//! - [`common`]: the config, the key file, the daemon's other files, the peer (through the
+//!   daemon's status).
 //! - [`report`]: rendering as text or JSON, and the exit code.
 //! - The cloud checks live in the provider crates (`selftest` modules), returning [`Check`]s.
 
@@ -28,6 +29,7 @@ pub async fn run(path: &Path) -> Result<Report, String> {
     let config = common::load_config(path)?;
     let mut checks = vec![common::config_check(path, &config)];
     checks.push(common::key_file_check(&config));
+    checks.push(common::files_check(&config));
     checks.extend(provider_checks(&config).await);
     checks.extend(common::peer_checks(&config).await);
     Ok(Report {

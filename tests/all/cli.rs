@@ -20,6 +20,9 @@ fn example_in(dir: &Path) -> (String, PathBuf) {
 fn shipped_in(dir: &Path, file: &str) -> (String, PathBuf) {
     let key = dir.join("key");
     std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("write key");
+    // The daemon refuses a key file group or others can read.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod key");
     let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
         .expect("example config");
     let text = example.replace("/etc/cloudha/key", &key.display().to_string());
@@ -149,6 +152,250 @@ fn broken_configs_exit_2_and_name_the_field() {
 }
 
 #[test]
+fn config_check_refuses_what_cannot_work_naming_the_field_and_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (good, path) = example_in(dir.path());
+    // Each: the break, the field, a word of the fix.
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "address = \"10.0.1.100\"",
+            "address = \"10.0.1.10\"",
+            "floating_ip[0].address",
+            "own address",
+        ),
+        (
+            "address = \"10.0.1.100\"",
+            "address = \"0.0.0.0\"",
+            "floating_ip[0].address",
+            "spare address",
+        ),
+        (
+            "dead_interval = \"1s\"",
+            "dead_interval = \"99999999h\"",
+            "keepalive.dead_interval",
+            "a few seconds",
+        ),
+        (
+            "bind = \"10.0.1.10:5405\"",
+            "bind = \"10.0.1.10:0\"",
+            "keepalive.path[0].bind",
+            ":5405",
+        ),
+        (
+            "peer = \"10.0.0.11:5405\"",
+            "peer = \"10.0.1.11:5405\"",
+            "keepalive.path[1].peer",
+            "own network",
+        ),
+        (
+            "peer = \"10.0.1.11:5405\"",
+            "peer = \"255.255.255.255:5405\"",
+            "keepalive.path[0].peer",
+            "unicast",
+        ),
+        (
+            "interface = \"eth1\"",
+            "interface = \"../../x\"",
+            "provider.local.interface",
+            "ip link",
+        ),
+        (
+            "preempt_hold_down = \"30s\"",
+            "preempt_hold_down = \"0s\"",
+            "node.preempt_hold_down",
+            "1s",
+        ),
+        (
+            "[provider]",
+            "[hooks]\non_active = [\"/nonexistent/notify\"]\n[provider]",
+            "hooks.on_active",
+            "install the program",
+        ),
+        (
+            "state_dir = \"/var/lib/cloudha\"",
+            "state_dir = \"\"",
+            "node.state_dir",
+            "absolute path",
+        ),
+        (
+            "socket = \"/run/cloudha/cloudha.sock\"",
+            "socket = \"ctl.sock\"",
+            "status.socket",
+            "absolute path",
+        ),
+    ];
+    for (from, to, field, fix) in cases {
+        assert!(good.contains(from), "example lacks {from:?}");
+        let out = check(&good.replacen(from, to, 1), &path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{to:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{field}: ")),
+            "{to:?}: names {field}: {stderr}"
+        );
+        assert!(stderr.contains(fix), "{to:?}: says {fix:?}: {stderr}");
+    }
+}
+
+#[test]
+fn config_check_refuses_hostile_files_without_hanging_or_deleting() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (good, path) = example_in(dir.path());
+    let key = dir.path().join("key");
+
+    // A key others can read: refused, naming the file and chmod 600.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = check(&good, &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cluster.key_file: {}", key.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", key.display())),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    // A FIFO, /dev/zero and /dev/urandom as the key: refused at once (the command would hang
+    // or run out of memory if it read them); the test's own timeout is the command's.
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    for bad in [fifo.to_str().expect("utf-8"), "/dev/zero", "/dev/urandom"] {
+        let text = good.replace(&key.display().to_string(), bad);
+        let started = std::time::Instant::now();
+        let out = check(&text, &path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("cluster.key_file") && stderr.contains("regular file"),
+            "{stderr}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{bad} took {:?}",
+            started.elapsed()
+        );
+    }
+    let text = good.replace(&key.display().to_string(), "key");
+    let out = check(&text, &path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("relative path"));
+
+    // A regular file where the control socket goes: refused by config check, and kept.
+    let precious = dir.path().join("precious");
+    std::fs::write(&precious, "do not delete").expect("write");
+    let text = good.replace("/run/cloudha/cloudha.sock", &precious.display().to_string());
+    let out = check(&text, &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("status.socket") && stderr.contains("not a socket"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&precious).expect("kept"),
+        "do not delete"
+    );
+
+    // A socket directory others can write (they could swap the socket): refused.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let text = good.replace(
+        "/run/cloudha/cloudha.sock",
+        &shared.join("s.sock").display().to_string(),
+    );
+    let out = check(&text, &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("status.socket") && stderr.contains("chmod 700"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_errors_echo_no_source_line_and_no_huge_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shadow");
+    // A password file passed by mistake: the error gives the position, not the hash.
+    let out = check("root:$6$c2VjcmV0aGFzaA:19000:0:99999:7:::\n", &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!stderr.contains("c2VjcmV0aGFzaA"), "{stderr}");
+    assert!(stderr.contains("line 1"), "{stderr}");
+
+    let (good, path) = example_in(dir.path());
+    let huge = "x".repeat(5_000_000);
+    let out = check(
+        &good.replace("name = \"fw-a\"", &format!("name = \"{huge}\"")),
+        &path,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stderr.len() < 2000,
+        "{} bytes of error",
+        out.stderr.len()
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node.name"));
+}
+
+#[test]
+fn metrics_beyond_loopback_is_a_warning_with_exit_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (good, path) = example_in(dir.path());
+    let out = assert_valid(
+        &format!("{good}\n[metrics]\nlisten = \"0.0.0.0:9465\"\n"),
+        &path,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("metrics.listen"),
+        "{stderr}"
+    );
+    let out = assert_valid(&good, &path);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+#[test]
+fn local_provider_without_its_capabilities_refuses_to_start_naming_the_drop_in() {
+    // The shipped unit grants no capability; the local provider's drop-in adds two. Started
+    // without them (setpriv drops them from the bounding set before exec, as the unit would),
+    // the daemon exits 2 at once instead of failing every takeover later.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (text, path) = example_in(dir.path());
+    let text = text
+        .replace("interface = \"eth1\"", "interface = \"lo\"")
+        .replace(
+            "/var/lib/cloudha",
+            &dir.path().join("state").display().to_string(),
+        )
+        .replace(
+            "/run/cloudha/cloudha.sock",
+            &dir.path().join("s.sock").display().to_string(),
+        );
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-net_admin,-net_raw", "--"])
+        .arg(env!("CARGO_BIN_EXE_cloudha"))
+        .args(["run", "--config", path.to_str().expect("utf-8")])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("CAP_NET_ADMIN and CAP_NET_RAW"), "{stderr}");
+    assert!(stderr.contains("deploy/cloudha-local.conf"), "{stderr}");
+    assert!(!dir.path().join("state").exists(), "nothing was started");
+}
+
+#[test]
 fn unreachable_daemon_exits_3() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("none.sock");
@@ -210,6 +457,7 @@ fn selftest_exit_codes_key_file_mode_and_no_daemon() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("[PASS] config"), "{stdout}");
     assert!(stdout.contains("[PASS] key_file"), "{stdout}");
+    assert!(stdout.contains("[PASS] files"), "{stdout}");
     assert!(stdout.contains("[WARN] peer"), "{stdout}");
     assert!(stdout.contains("daemon is not running"), "{stdout}");
 

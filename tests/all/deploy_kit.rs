@@ -880,13 +880,53 @@ fn systemd_unit_has_the_notify_watchdog_and_hardening_settings() {
         assert_eq!(one(key), "yes", "{key}");
     }
     assert_eq!(one("ProtectSystem"), "strict");
-    // Only what the local provider needs; the cloud providers need none (see the unit's comment).
-    assert_eq!(one("CapabilityBoundingSet"), "CAP_NET_ADMIN CAP_NET_RAW");
-    assert_eq!(one("AmbientCapabilities"), "CAP_NET_ADMIN CAP_NET_RAW");
-    let families: BTreeSet<&str> = one("RestrictAddressFamilies").split(' ').collect();
+    for key in [
+        "PrivateDevices",
+        "PrivateMounts",
+        "ProtectClock",
+        "ProtectHostname",
+        "RestrictNamespaces",
+        "RestrictRealtime",
+        "RestrictSUIDSGID",
+        "LockPersonality",
+        "MemoryDenyWriteExecute",
+    ] {
+        assert_eq!(one(key), "yes", "{key}");
+    }
+    assert_eq!(one("ProtectProc"), "invisible");
+    assert_eq!(one("DevicePolicy"), "closed");
+    assert_eq!(one("UMask"), "0077");
+    assert_eq!(one("StateDirectoryMode"), "0700");
+    assert_eq!(one("RuntimeDirectoryMode"), "0700");
     assert_eq!(
-        families,
-        BTreeSet::from(["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"])
+        settings.get("SystemCallFilter").map(Vec::as_slice),
+        Some(
+            [
+                "@system-service".to_string(),
+                "~@privileged @resources".to_string()
+            ]
+            .as_slice()
+        )
+    );
+    // Room for the /metrics connection cap many times over, but bounded.
+    let nofile: usize = one("LimitNOFILE").parse().expect("LimitNOFILE is a number");
+    assert!(
+        (cloudha::ops::metrics::MAX_CONNECTIONS * 8..=65536).contains(&nofile),
+        "{nofile}"
+    );
+    // The cloud providers need no capability; the local provider's two come from its drop-in.
+    assert_eq!(one("CapabilityBoundingSet"), "");
+    assert!(!settings.contains_key("AmbientCapabilities"));
+    let families: BTreeSet<&str> = one("RestrictAddressFamilies").split(' ').collect();
+    assert_eq!(families, BTreeSet::from(["AF_UNIX", "AF_INET", "AF_INET6"]));
+    let local = unit_settings(&read("deploy/cloudha-local.conf"));
+    assert_eq!(
+        local.get("CapabilityBoundingSet").map(Vec::as_slice),
+        Some(["CAP_NET_ADMIN CAP_NET_RAW".to_string()].as_slice())
+    );
+    assert_eq!(
+        local.get("RestrictAddressFamilies").map(Vec::as_slice),
+        Some(["AF_NETLINK AF_PACKET".to_string()].as_slice())
     );
     // The directories systemd creates are the daemon's defaults (state_dir, status.socket).
     assert_eq!(one("StateDirectory"), "cloudha");
@@ -909,6 +949,55 @@ fn systemd_unit_has_the_notify_watchdog_and_hardening_settings() {
     assert!(
         !settings.contains_key("ReadWritePaths"),
         "StateDirectory= already makes it writable"
+    );
+}
+
+/// `systemd-analyze security --offline` of the unit in `dir` (with its drop-ins, if any): the
+/// overall exposure, as printed (one decimal).
+fn exposure(dir: &Path) -> f64 {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager", "cloudha.service"])
+        .current_dir(dir)
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .expect("run systemd-analyze (apt-get install systemd; scripts/install-deps.sh does it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure in {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    line.split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {line}"))
+}
+
+#[test]
+fn systemd_unit_exposure_is_at_most_2_and_the_local_drop_in_adds_only_its_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = read("deploy/cloudha.service")
+        .replace("/usr/local/bin/cloudha", env!("CARGO_BIN_EXE_cloudha"));
+    std::fs::write(dir.path().join("cloudha.service"), unit).expect("write unit");
+    let shipped = exposure(dir.path());
+    assert!(shipped <= 2.0, "exposure {shipped} as shipped");
+    let drop_ins = dir.path().join("cloudha.service.d");
+    std::fs::create_dir(&drop_ins).expect("mkdir");
+    std::fs::write(
+        drop_ins.join("local.conf"),
+        read("deploy/cloudha-local.conf"),
+    )
+    .expect("write drop-in");
+    let local = exposure(dir.path());
+    // Two capabilities and two socket families cost 0.5 at most (2.1 with systemd 252).
+    assert!(
+        local > shipped && local <= shipped + 0.5,
+        "{shipped} -> {local}"
     );
 }
 

@@ -153,6 +153,12 @@ impl Pair {
         let topo = Topology::new(tag).expect("topology");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("key"), KEY).expect("write key");
+        // The daemon refuses a key file group or others can read.
+        std::fs::set_permissions(
+            dir.path().join("key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod key");
         write_config(dir.path(), Node::A, opts, &provider(Node::A));
         write_config(dir.path(), Node::B, opts, &provider(Node::B));
         Pair {
