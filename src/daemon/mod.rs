@@ -296,6 +296,7 @@ pub async fn run(
         provider: provider.clone(),
         observe_tx,
         observing: false,
+        observe_again: false,
         next_observe: tokio::time::Instant::now(),
         generation: 0,
         cloud: None,
@@ -499,6 +500,8 @@ struct Daemon {
     provider: Arc<dyn Provider>,
     observe_tx: mpsc::UnboundedSender<ObserveResult>,
     observing: bool,
+    /// A read was asked for while one was running: start the next one as soon as it ends.
+    observe_again: bool,
     next_observe: tokio::time::Instant,
     /// Bumped whenever a takeover starts or ends: a cloud read that straddles one is stale.
     generation: u64,
@@ -554,6 +557,15 @@ impl Daemon {
         self.emit(kind, message, Value::Null);
     }
 
+    /// Read the cloud now, or right after the read that is running (which may predate the
+    /// change that asks for it).
+    fn observe_soon(&mut self) {
+        self.next_observe = tokio::time::Instant::now();
+        if self.observing {
+            self.observe_again = true;
+        }
+    }
+
     /// Read the cloud in the background (reconcile); the result comes back through the loop.
     fn start_observe(&mut self) {
         self.observing = true;
@@ -576,7 +588,11 @@ impl Daemon {
 
     fn on_observed(&mut self, observed: ObserveResult) -> Option<Event> {
         self.observing = false;
-        self.next_observe = tokio::time::Instant::now() + self.config.failover.reconcile_interval.0;
+        self.next_observe = if std::mem::take(&mut self.observe_again) {
+            tokio::time::Instant::now()
+        } else {
+            tokio::time::Instant::now() + self.config.failover.reconcile_interval.0
+        };
         let fresh = observed.generation == self.generation;
         let event = match &observed.result {
             Ok(obs) if fresh => {
@@ -667,6 +683,20 @@ impl Daemon {
             at_us: received.packet.tx_timestamp_us,
         };
         let echo_us = Some(received.echo_fsm_us);
+        // The peer just finished a takeover (or just became active): read the cloud again now,
+        // not at the next reconcile, so this node's view (and its HA readiness) follows at once
+        // instead of showing the half-moved state it may have read during the move.
+        let peer_settled =
+            |a: &crate::fsm::PeerAdvert| a.role == Role::Active && !a.takeover_in_progress;
+        if fresher
+            && peer_settled(&advert)
+            && !self
+                .peer_packet
+                .as_ref()
+                .is_some_and(|p| peer_settled(&p.advert))
+        {
+            self.observe_soon();
+        }
         if fresher {
             self.peer_heard_unix_ms = unix_ms();
             self.peer_packet_at = Some((generation, received.packet.tx_timestamp_us));
@@ -702,7 +732,7 @@ impl Daemon {
                 self.pending.clear();
                 self.generation += 1;
                 // Read the result back soon, for status and to start the reconcile clock.
-                self.next_observe = tokio::time::Instant::now();
+                self.observe_soon();
                 match &result {
                     Ok(report) => {
                         let total = self.failover_started.map(|t| millis(t.elapsed()));
