@@ -11,11 +11,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use crate::fsm::Command;
-use crate::status::StatusSnapshot;
+use crate::status::{StatusSnapshot, StatusSource};
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -115,7 +115,7 @@ pub fn remove_socket(path: &Path) {
 /// Serve requests until the listener fails.
 pub async fn serve(
     listener: UnixListener,
-    status: watch::Receiver<StatusSnapshot>,
+    status: StatusSource,
     commands: mpsc::Sender<CommandRequest>,
 ) {
     loop {
@@ -138,7 +138,7 @@ pub async fn serve(
 
 async fn handle(
     stream: UnixStream,
-    status: watch::Receiver<StatusSnapshot>,
+    status: StatusSource,
     commands: mpsc::Sender<CommandRequest>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -151,7 +151,7 @@ async fn handle(
             message: format!("bad request: {e}"),
         },
         Ok(Request::Status) => Response::Status {
-            status: Box::new(status.borrow().clone()),
+            status: Box::new(status.fresh().await),
         },
         Ok(Request::Command { command }) => {
             let (tx, rx) = oneshot::channel();
@@ -253,9 +253,9 @@ mod tests {
             role: "active".into(),
             ..Default::default()
         };
-        let (_status_tx, status_rx) = watch::channel(snapshot);
+        let (_status_tx, status_rx) = tokio::sync::watch::channel(snapshot);
         let (cmd_tx, mut cmd_rx) = mpsc::channel::<CommandRequest>(4);
-        tokio::spawn(serve(listener, status_rx, cmd_tx));
+        tokio::spawn(serve(listener, StatusSource::fixed(status_rx), cmd_tx));
         tokio::spawn(async move {
             while let Some((command, reply)) = cmd_rx.recv().await {
                 let _ = reply.send(Response::Refused {
@@ -344,9 +344,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ctl.sock");
         let listener = bind(&path).await.expect("bind");
-        let (_status_tx, status_rx) = watch::channel(StatusSnapshot::default());
+        let (_status_tx, status_rx) = tokio::sync::watch::channel(StatusSnapshot::default());
         let (cmd_tx, _cmd_rx) = mpsc::channel::<CommandRequest>(4);
-        tokio::spawn(serve(listener, status_rx, cmd_tx));
+        tokio::spawn(serve(listener, StatusSource::fixed(status_rx), cmd_tx));
         assert!(request(&path, &Request::Status).await.is_ok());
         // The directory becomes writable by others: whoever answers may not be the daemon.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))

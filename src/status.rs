@@ -1,14 +1,65 @@
 //! The status snapshot the daemon serves to `cloudha status`, and its human rendering.
 //!
-//! The snapshot is rebuilt by the event loop after every event from what was observed (the
-//! FSM, the link counters, provider progress), never patched in place, so it cannot drift from
-//! the daemon's real state.
+//! The snapshot is rebuilt by the event loop from what was observed (the FSM, the link
+//! counters, provider progress), never patched in place, so it cannot drift from the daemon's
+//! real state. It is rebuilt after every event that changes something, at least once a second,
+//! and whenever a reader asks for it ([`StatusSource::fresh`]); a keepalive that changes nothing
+//! does not rebuild it (that was most of the daemon's idle CPU).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use cloudha_provider_core::{Holder, ObservedResource};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How a reader (the control socket, `/metrics`) gets the status: the last snapshot, rebuilt on
+/// request by the event loop.
+#[derive(Debug, Clone)]
+pub struct StatusSource {
+    snapshot: watch::Receiver<StatusSnapshot>,
+    refresh: Option<mpsc::Sender<oneshot::Sender<()>>>,
+}
+
+/// Pending refresh requests the loop holds at most; past that a reader gets the last snapshot
+/// (at most a second old), so a flood of local connections cannot queue work in the loop.
+pub const REFRESH_QUEUE: usize = 16;
+/// A reader waits at most this long for the loop to rebuild the snapshot.
+const REFRESH_WAIT: Duration = Duration::from_millis(500);
+
+impl StatusSource {
+    /// A source the event loop refreshes through `refresh`.
+    pub fn new(
+        snapshot: watch::Receiver<StatusSnapshot>,
+        refresh: mpsc::Sender<oneshot::Sender<()>>,
+    ) -> Self {
+        Self {
+            snapshot,
+            refresh: Some(refresh),
+        }
+    }
+
+    /// A source that serves whatever the channel holds (tests).
+    pub fn fixed(snapshot: watch::Receiver<StatusSnapshot>) -> Self {
+        Self {
+            snapshot,
+            refresh: None,
+        }
+    }
+
+    /// The snapshot as of now: the loop rebuilds it first (unless it is busy or gone, then the
+    /// last one, at most a second old).
+    pub async fn fresh(&self) -> StatusSnapshot {
+        if let Some(refresh) = &self.refresh {
+            let (done, rebuilt) = oneshot::channel();
+            if refresh.try_send(done).is_ok() {
+                let _ = tokio::time::timeout(REFRESH_WAIT, rebuilt).await;
+            }
+        }
+        self.snapshot.borrow().clone()
+    }
+}
 
 /// Everything `cloudha status` shows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -450,6 +501,36 @@ pub fn render_human(s: &StatusSnapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_reader_gets_the_snapshot_rebuilt_for_it() {
+        let (tx, rx) = watch::channel(StatusSnapshot::default());
+        let (refresh_tx, mut refresh_rx) = mpsc::channel(REFRESH_QUEUE);
+        let source = StatusSource::new(rx, refresh_tx);
+        // The event loop's part: rebuild, then say so.
+        tokio::spawn(async move {
+            while let Some(done) = refresh_rx.recv().await {
+                tx.send_modify(|s| s.epoch += 1);
+                let _ = done.send(());
+            }
+        });
+        assert_eq!(source.fresh().await.epoch, 1);
+        assert_eq!(source.fresh().await.epoch, 2);
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_does_not_answer_leaves_the_last_snapshot() {
+        let (_tx, rx) = watch::channel(StatusSnapshot {
+            epoch: 7,
+            ..StatusSnapshot::default()
+        });
+        let (refresh_tx, _held) = mpsc::channel(1);
+        let source = StatusSource::new(rx, refresh_tx);
+        // One request queued and never answered, then the queue is full: both readers still
+        // get the last snapshot (after at most the bounded wait).
+        assert_eq!(source.fresh().await.epoch, 7);
+        assert_eq!(source.fresh().await.epoch, 7);
+    }
 
     #[test]
     fn human_rendering_shows_readiness_and_failing_indicators() {

@@ -56,6 +56,8 @@ const PROOF_TIMEOUT: Duration = Duration::from_secs(90);
 const RECENT_EVENTS: usize = 20;
 /// Longest wait between two loop turns (refreshes elapsed times in status).
 const MAX_IDLE: Duration = Duration::from_millis(500);
+/// The status snapshot is rebuilt at least this often while nothing changes (see `publish`).
+const PUBLISH_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 /// A cloud read that takes longer than this is abandoned (and reported).
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -236,7 +238,9 @@ pub async fn run(
 
     let (status_tx, status_rx) = watch::channel(StatusSnapshot::default());
     let (command_tx, mut command_rx) = mpsc::channel::<CommandRequest>(16);
-    tokio::spawn(control::serve(listener, status_rx.clone(), command_tx));
+    let (refresh_tx, mut refresh_rx) = mpsc::channel(crate::status::REFRESH_QUEUE);
+    let status_source = crate::status::StatusSource::new(status_rx.clone(), refresh_tx);
+    tokio::spawn(control::serve(listener, status_source.clone(), command_tx));
 
     let (maintenance_tx, mut maintenance_rx) = mpsc::unbounded_channel();
     if config.maintenance_events.enabled && provider.kind() != "local" {
@@ -252,7 +256,7 @@ pub async fn run(
     if config.metrics.enabled {
         match metrics::bind(config.metrics.listen).await {
             Ok(listener) => {
-                tokio::spawn(metrics::serve(listener, metrics, status_rx));
+                tokio::spawn(metrics::serve(listener, metrics, status_source.clone()));
             }
             Err(e) => {
                 // Monitoring must never keep the pair from failing over: say it, run on.
@@ -297,6 +301,8 @@ pub async fn run(
         observe_tx,
         observing: false,
         observe_again: false,
+        published_at: Instant::now(),
+        peer_changed: false,
         next_observe: tokio::time::Instant::now(),
         generation: 0,
         cloud: None,
@@ -360,12 +366,30 @@ pub async fn run(
                 daemon.start_observe();
                 None
             }
+            Some(done) = refresh_rx.recv() => {
+                // A reader wants the status as of now.
+                daemon.publish();
+                let _ = done.send(());
+                continue;
+            }
             _ = tokio::time::sleep(wake) => Some(Event::Tick),
         };
-        if let Some(event) = event {
-            daemon.step(event);
+        let routine = match event {
+            Some(event) => {
+                let routine = matches!(event, Event::Keepalive { .. } | Event::Tick)
+                    && !std::mem::take(&mut daemon.peer_changed);
+                let acted = daemon.step(event);
+                routine && !acted
+            }
+            // Handled outside the FSM (a worker's progress, a hook, a proof): it changed status.
+            None => false,
+        };
+        // A keepalive or a timer that changed nothing leaves the status as it was, apart from
+        // counters and ages: rebuilt at least once a second (alarms are evaluated then too) and
+        // whenever a reader asks.
+        if !routine || daemon.published_at.elapsed() >= PUBLISH_AT_LEAST_EVERY {
+            daemon.publish();
         }
-        daemon.publish();
     }
 
     info!("shutting down: telling the peer we are leaving");
@@ -502,6 +526,10 @@ struct Daemon {
     observing: bool,
     /// A read was asked for while one was running: start the next one as soon as it ends.
     observe_again: bool,
+    /// When the status snapshot was last rebuilt.
+    published_at: Instant,
+    /// The last keepalive's advert differed from the one before (role, epoch, flags).
+    peer_changed: bool,
     next_observe: tokio::time::Instant,
     /// Bumped whenever a takeover starts or ends: a cloud read that straddles one is stale.
     generation: u64,
@@ -698,6 +726,7 @@ impl Daemon {
             self.observe_soon();
         }
         if fresher {
+            self.peer_changed = self.peer_packet.as_ref().is_none_or(|p| p.advert != advert);
             self.peer_heard_unix_ms = unix_ms();
             self.peer_packet_at = Some((generation, received.packet.tx_timestamp_us));
             self.peer_packet = Some(received.packet);
@@ -840,7 +869,8 @@ impl Daemon {
         }
     }
 
-    fn step(&mut self, event: Event) {
+    /// Feed one event to the FSM and carry out its actions; true when there were any.
+    fn step(&mut self, event: Event) -> bool {
         if let Event::Health { healthy, reason } = &event {
             self.provider_health = if *healthy {
                 Ok(())
@@ -873,9 +903,11 @@ impl Daemon {
             );
         }
         let _ = self.advert_tx.send_replace(self.fsm.advert());
+        let acted = !actions.is_empty();
         for action in actions {
             self.execute(action, now, last_heard, peer_was_alive);
         }
+        acted
     }
 
     fn execute(
@@ -961,6 +993,7 @@ impl Daemon {
     }
 
     fn publish(&mut self) {
+        self.published_at = Instant::now();
         let mut snapshot = self.snapshot();
         self.evaluate_alarms(&snapshot);
         snapshot.alarms = self.ops.alarms.active();

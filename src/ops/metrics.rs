@@ -25,11 +25,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 use crate::ops::alarms;
-use crate::status::StatusSnapshot;
+use crate::status::{StatusSnapshot, StatusSource};
 
 /// The content type of the Prometheus text exposition format that `prometheus-client`
 /// writes (OpenMetrics text, which Prometheus and its text parsers read).
@@ -402,11 +402,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// (`daemon_warnings`) through [`Metrics::listener_warning`] until an accept succeeds again.
 /// Connections past [`MAX_CONNECTIONS`] are accepted and closed at once, which frees their
 /// descriptor immediately rather than leaving them queued.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    status: watch::Receiver<StatusSnapshot>,
-) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, status: StatusSource) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = ACCEPT_BACKOFF_INITIAL;
     loop {
@@ -437,8 +433,16 @@ pub async fn serve(
         tokio::spawn(async move {
             let _slot = slot;
             let service = service_fn(move |req: Request<Incoming>| {
-                let answer = answer(&metrics, &status, &req);
-                async move { Ok::<_, Infallible>(answer) }
+                let (metrics, status) = (metrics.clone(), status.clone());
+                async move {
+                    let scrape = req.method() == Method::GET && req.uri().path() == "/metrics";
+                    let snapshot = if scrape {
+                        Some(status.fresh().await)
+                    } else {
+                        None
+                    };
+                    Ok::<_, Infallible>(answer(&metrics, snapshot.as_ref(), &req))
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -450,17 +454,18 @@ pub async fn serve(
     }
 }
 
+/// The answer to one request; `snapshot` is the status for a scrape of `/metrics`.
 fn answer(
     metrics: &Metrics,
-    status: &watch::Receiver<StatusSnapshot>,
+    snapshot: Option<&StatusSnapshot>,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let (code, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            metrics.refresh(&status.borrow());
+    let (code, content_type, body) = match (req.method(), req.uri().path(), snapshot) {
+        (&Method::GET, "/metrics", Some(snapshot)) => {
+            metrics.refresh(snapshot);
             (StatusCode::OK, CONTENT_TYPE, metrics.encode())
         }
-        (&Method::GET, _) => (
+        (&Method::GET, _, _) => (
             StatusCode::NOT_FOUND,
             "text/plain",
             "cloudha serves /metrics only\n".to_string(),
@@ -540,8 +545,8 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let metrics = Metrics::new();
-        let (_tx, rx) = watch::channel(StatusSnapshot::default());
-        tokio::spawn(serve(listener, metrics.clone(), rx));
+        let (_tx, rx) = tokio::sync::watch::channel(StatusSnapshot::default());
+        tokio::spawn(serve(listener, metrics.clone(), StatusSource::fixed(rx)));
         (addr, metrics)
     }
 
