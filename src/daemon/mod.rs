@@ -91,7 +91,6 @@ pub enum DaemonError {
 /// The directory is created 0700 if missing; an existing one must be the daemon's and not
 /// writable by others (one readable by others is made 0700, with a warning); the file is 0600.
 pub fn next_incarnation(state_dir: &Path) -> std::io::Result<u64> {
-    use std::os::unix::fs::OpenOptionsExt;
     match crate::secure_fs::ensure_private_dir(state_dir, true) {
         Ok(Some(changed)) => warn!("node.state_dir: {changed}"),
         Ok(None) => {}
@@ -104,19 +103,7 @@ pub fn next_incarnation(state_dir: &Path) -> std::io::Result<u64> {
         .unwrap_or(0);
     let now = unix_ms();
     let next = now.max(stored.saturating_add(1));
-    let tmp = state_dir.join("incarnation.tmp");
-    {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        writeln!(file, "{next}")?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    cloudha_provider_core::durable::replace_file(&path, format!("{next}\n").as_bytes())?;
     Ok(next)
 }
 

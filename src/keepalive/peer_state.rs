@@ -5,7 +5,7 @@
 //! of the peer for the peer's current one. The value is written only when it changes (a peer
 //! restart), fsync'd and renamed into place, mode 0600.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -69,23 +69,7 @@ impl PeerIncarnation {
 }
 
 fn write_synced(path: &Path, value: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        writeln!(file, "{value}")?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    cloudha_provider_core::durable::replace_file(path, format!("{value}\n").as_bytes())
 }
 
 /// A random offset for this boot's keepalive timestamps, in [2^60, 2^61): an echo of a

@@ -9,10 +9,9 @@
 //! when nothing was ever kept of it.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{self, File};
+use std::io::Read;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -163,39 +162,24 @@ fn learn_into(map: &mut BTreeMap<Ipv4Addr, Kept>, nic_id: &str, nic_doc: &Value,
     }
 }
 
-/// Write `entries` to `path` through a fresh temporary file (never following a planted link),
-/// fsync it, rename it over `path` and fsync the directory, so that after a crash the file is
-/// either the old or the new one, whole.
+/// Write `entries` to `path`, whole after a crash (see `durable::replace_file`).
 fn write_synced(path: &Path, entries: &BTreeMap<Ipv4Addr, Kept>) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
     }
     let disk = OnDisk {
         version: 1,
         entries: entries.clone(),
     };
     let text = serde_json::to_vec_pretty(&disk).map_err(std::io::Error::other)?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    file.write_all(&text)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    cloudha_provider_core::durable::replace_file(path, &text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().expect("test address")

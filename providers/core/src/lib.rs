@@ -11,6 +11,7 @@
 //! only when the cloud state has converged (verified), or when it gives up with an error.
 
 pub mod check;
+pub mod durable;
 
 use std::collections::BTreeMap;
 use std::fmt;
