@@ -212,12 +212,15 @@ fn e2e_azure_kill_active_moves_ip_and_route_while_keepalives_flow() {
     pair.daemon(Node::A).kill9().expect("kill fw-a");
     let killed = Instant::now();
     // B takes over; with 4 s of propagation per NIC its operations stay pending a while.
-    let pending = wait_until("fw-b to show pending operations", SOON, || {
+    // The route update starts at once; the NIC path reads both NICs and checks its permissions
+    // before its first write shows as pending.
+    let pending = wait_until("fw-b to show a pending NIC operation", SOON, || {
         pair.status(Node::B).filter(|s| {
             s["role"] == "active"
-                && s["takeover"]["pending"]
-                    .as_array()
-                    .is_some_and(|p| !p.is_empty())
+                && s["takeover"]["pending"].as_array().is_some_and(|p| {
+                    p.iter()
+                        .any(|o| o["id"].as_str().is_some_and(|id| id.starts_with("nic.")))
+                })
         })
     });
     let ops: Vec<&str> = pending["takeover"]["pending"]
