@@ -266,6 +266,11 @@ impl Daemon {
                 .failover_started
                 .filter(|_| takeover_running)
                 .map(|t| t.elapsed().as_millis() as u64),
+            takeover_error: s
+                .takeover
+                .last_error
+                .clone()
+                .filter(|_| s.takeover.state == "retrying"),
             ips_unplaced: unplaced,
             ips_duplicated: duplicated,
             paths: s

@@ -20,6 +20,19 @@ const LOSS_WINDOW_MS: u64 = 10_000;
 /// Fewer packets than this in the window say nothing about loss.
 const LOSS_MIN_PACKETS: u64 = 10;
 
+/// An error as one bounded line for an alarm's detail (the journal has it whole).
+fn one_line(text: &str) -> String {
+    const MAX: usize = 300;
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match flat.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &flat[..cut]),
+        None => flat,
+    }
+}
+
 /// Every alarm name, for metrics (each is exported, 0 or 1).
 pub const NAMES: &[&str] = &[
     "dual_active",
@@ -29,6 +42,7 @@ pub const NAMES: &[&str] = &[
     "version_mismatch",
     "config_mismatch",
     "takeover_slow",
+    "takeover_failing",
     "ip_unplaced",
     "ip_duplicated",
     "keepalive_loss",
@@ -77,6 +91,9 @@ pub struct Inputs {
     pub config_mismatch: Option<String>,
     /// How long the current takeover has been running.
     pub takeover_running_ms: Option<u64>,
+    /// Why the last attempt of a takeover that is waiting to retry failed (a missing
+    /// permission names the action and the scope).
+    pub takeover_error: Option<String>,
     /// Floating IPs the last cloud read found on no NIC, and on both.
     pub ips_unplaced: Vec<String>,
     pub ips_duplicated: Vec<String>,
@@ -213,6 +230,15 @@ impl Alarms {
                         t.takeover_pending_ms as f64 / 1000.0
                     )
                 }),
+        ));
+        conditions.push((
+            "takeover_failing",
+            inputs.takeover_error.as_ref().map(|e| {
+                format!(
+                    "the last takeover attempt failed, retrying: {}",
+                    one_line(e)
+                )
+            }),
         ));
         conditions.push((
             "ip_unplaced",
@@ -441,6 +467,10 @@ mod tests {
             version_mismatch: Some("0.2.0".into()),
             config_mismatch: Some("digests differ".into()),
             takeover_running_ms: Some(61_000),
+            takeover_error: Some(
+                "nic.put: HTTP 403 AuthorizationFailed: grant Microsoft.Network/networkInterfaces/write\non /subscriptions/s/.../nic-b"
+                    .into(),
+            ),
             ips_unplaced: vec!["10.0.1.100".into()],
             ips_duplicated: vec!["10.0.1.101".into()],
             paths: vec![PathSample {
@@ -461,16 +491,29 @@ mod tests {
                 "+ip_duplicated",
                 "+ip_unplaced",
                 "+keepalive_rtt",
+                "+takeover_failing",
                 "+takeover_slow",
                 "+version_mismatch"
             ]
+        );
+        let failing = alarms
+            .active()
+            .into_iter()
+            .find(|a| a.name == "takeover_failing")
+            .expect("takeover_failing");
+        assert!(
+            failing
+                .detail
+                .contains("networkInterfaces/write on /subscriptions"),
+            "{}",
+            failing.detail
         );
         let mut cleared = names(&alarms.evaluate(&Inputs {
             now_ms: 2,
             ..Inputs::default()
         }));
         cleared.sort();
-        assert_eq!(cleared.len(), 7, "{cleared:?}");
+        assert_eq!(cleared.len(), 8, "{cleared:?}");
         assert!(cleared.iter().all(|c| c.starts_with('-')));
     }
 }
