@@ -24,12 +24,7 @@ pub fn trusted_owner(uid: u32) -> bool {
 /// Up to 60 characters of `text` for an error message, so a 5 MB value (or a secret pasted in
 /// the wrong field) is never echoed whole.
 pub fn excerpt(text: &str) -> String {
-    const MAX: usize = 60;
-    let mut out: String = text.chars().take(MAX).collect();
-    if text.chars().nth(MAX).is_some() {
-        out.push_str("...");
-    }
-    format!("{out:?}")
+    cloudha_provider_core::text::excerpt(text)
 }
 
 /// [`excerpt`] for a path.

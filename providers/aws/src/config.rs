@@ -1,5 +1,6 @@
 //! `[provider.aws]`: what the operator configures, and the checks that need no network.
 
+use cloudha_provider_core::text::excerpt;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -67,7 +68,7 @@ pub fn validate(
     if !config.peer_eni.starts_with("eni-") {
         return Err(invalid(
             "provider.aws.peer_eni",
-            format!("{:?} is not an ENI id", config.peer_eni),
+            format!("{} is not an ENI id", excerpt(&config.peer_eni)),
             eni_fix,
         ));
     }
@@ -75,7 +76,7 @@ pub fn validate(
         if !own.starts_with("eni-") {
             return Err(invalid(
                 "provider.aws.own_eni",
-                format!("{own:?} is not an ENI id"),
+                format!("{} is not an ENI id", excerpt(own)),
                 eni_fix,
             ));
         }
@@ -102,7 +103,10 @@ pub fn validate(
         if !eip.allocation_id.starts_with("eipalloc-") {
             return Err(invalid(
                 "elastic_ip.allocation_id",
-                format!("{:?} is not an Elastic IP allocation id", eip.allocation_id),
+                format!(
+                    "{} is not an Elastic IP allocation id",
+                    excerpt(&eip.allocation_id)
+                ),
                 "use the AllocationId shown by `aws ec2 describe-addresses` (eipalloc-...)",
             ));
         }

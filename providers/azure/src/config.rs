@@ -1,5 +1,6 @@
 //! The `[provider.azure]` configuration table and the resource ids it names.
 
+use cloudha_provider_core::text::excerpt;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -97,7 +98,10 @@ impl AzureConfig {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 out.push((
                     field,
-                    format!("{url:?} is not an http(s) URL; write e.g. \"{DEFAULT_ARM_ENDPOINT}\""),
+                    format!(
+                        "{} is not an http(s) URL; write e.g. \"{DEFAULT_ARM_ENDPOINT}\"",
+                        excerpt(url)
+                    ),
                 ));
             }
         }
@@ -146,12 +150,16 @@ impl ResourceId {
             && parts[5].eq_ignore_ascii_case("providers")
             && parts.iter().skip(1).all(|p| !p.is_empty());
         if !ok_shape {
-            return Err(format!("{id:?} is not an ARM resource id; write {example}"));
+            return Err(format!(
+                "{} is not an ARM resource id; write {example}",
+                excerpt(id)
+            ));
         }
         if !parts[7].eq_ignore_ascii_case(expected_type) {
             return Err(format!(
-                "{id:?} is a {}, not a {expected_type}; write {example}",
-                parts[7]
+                "{} is a {}, not a {expected_type}; write {example}",
+                excerpt(id),
+                excerpt(parts[7]).trim_matches('"')
             ));
         }
         Ok(Self {

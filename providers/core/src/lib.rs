@@ -12,6 +12,7 @@
 
 pub mod check;
 pub mod durable;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::fmt;
