@@ -6,6 +6,7 @@
 //! [`Config::validate`], which collects every problem at once so an operator fixes a file in one
 //! pass.
 
+use cloudha_provider_core::text::shorten;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -1112,15 +1113,6 @@ fn render_toml_error(error: &toml::de::Error, text: &str) -> String {
         }
         None => message,
     }
-}
-
-/// At most `max` characters of `text`, with "..." when cut.
-fn shorten(text: &str, max: usize) -> String {
-    let mut out: String = text.chars().take(max).collect();
-    if text.chars().nth(max).is_some() {
-        out.push_str("...");
-    }
-    out
 }
 
 fn check_name(field: &str, name: &str, problem: &mut impl FnMut(&str, String)) {
