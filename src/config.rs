@@ -6,7 +6,6 @@
 //! [`Config::validate`], which collects every problem at once so an operator fixes a file in one
 //! pass.
 
-use cloudha_provider_core::text::shorten;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cloudha_provider_azure::{AzureConfig, ResourceId};
+use cloudha_provider_core::text::shorten;
 use cloudha_provider_core::{FloatingIp, NextHop, RouteSpec};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
