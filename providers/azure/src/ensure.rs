@@ -190,11 +190,7 @@ async fn converge(
                 }
                 // The resource's own state ends the wait as soon as the update is applied
                 // (no longer `Updating`); the next round reads it back and verifies.
-                let applied = |doc: &Value| {
-                    doc.pointer("/properties/provisioningState")
-                        .and_then(Value::as_str)
-                        == Some("Succeeded")
-                };
+                let applied = nic::update_applied;
                 let watch = Watch {
                     id: target.id,
                     api_version: target.api_version,

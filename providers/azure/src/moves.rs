@@ -119,26 +119,18 @@ pub async fn two_step(m: &TwoStep<'_>, deadline: Instant) -> Result<bool, ArmErr
         m.permissions.require(arm, log, &needed, deadline).await?;
     }
     let (removal, gate) = watch::channel(Stage::Pending);
-    let peer_target = Target {
-        id: nics.peer,
-        api_version: NETWORK_API_VERSION,
-        kind: "nic",
-        label: format!("peer NIC {}", short(nics.peer)),
-        operation: format!("nic.remove {}", short(nics.peer)),
-        description: format!("remove {} from peer NIC {}", list(&ips), short(nics.peer)),
-        first_read: None,
-        caller_verifies: false,
-    };
-    let own_target = Target {
-        id: nics.own,
-        api_version: NETWORK_API_VERSION,
-        kind: "nic",
-        label: format!("own NIC {}", short(nics.own)),
-        operation: format!("nic.add {}", short(nics.own)),
-        description: format!("add {} to own NIC {}", list(&ips), short(nics.own)),
-        first_read: None,
-        caller_verifies: false,
-    };
+    let peer_target = nic_target(
+        nics.peer,
+        "peer",
+        "nic.remove",
+        format!("remove {} from peer NIC {}", list(&ips), short(nics.peer)),
+    );
+    let own_target = nic_target(
+        nics.own,
+        "own",
+        "nic.add",
+        format!("add {} to own NIC {}", list(&ips), short(nics.own)),
+    );
     let removed_any = std::sync::atomic::AtomicBool::new(false);
     let remove = async {
         let result = ensure(
@@ -204,20 +196,16 @@ pub async fn two_step(m: &TwoStep<'_>, deadline: Instant) -> Result<bool, ArmErr
 /// fails either way and the daemon tries again.
 async fn put_back(m: &TwoStep<'_>, ips: &[Ipv4Addr], deadline: Instant) {
     let nics = &m.nics;
-    let target = Target {
-        id: nics.peer,
-        api_version: NETWORK_API_VERSION,
-        kind: "nic",
-        label: format!("peer NIC {}", short(nics.peer)),
-        operation: format!("nic.restore {}", short(nics.peer)),
-        description: format!(
+    let target = nic_target(
+        nics.peer,
+        "peer",
+        "nic.restore",
+        format!(
             "put {} back on peer NIC {}: this node may not add it",
             list(ips),
             short(nics.peer)
         ),
-        first_read: None,
-        caller_verifies: false,
-    };
+    );
     let back = NicPair {
         own: nics.peer,
         peer: nics.own,
@@ -330,10 +318,8 @@ pub async fn atomic(
     {
         Ok(accepted) => {
             // Moved when this NIC holds every address and its update has ended.
-            let applied = |doc: &Value| {
-                nic::provisioning_state(doc) == "Succeeded"
-                    && ips.iter().all(|ip| nic::holds(doc, *ip))
-            };
+            let applied =
+                |doc: &Value| nic::update_applied(doc) && ips.iter().all(|ip| nic::holds(doc, *ip));
             let watch = Watch {
                 id: nics.own,
                 api_version: NETWORK_API_VERSION,
@@ -354,6 +340,21 @@ pub async fn atomic(
     };
     op.finish(&result);
     result
+}
+
+/// One NIC write of a move: `whose` NIC ("own", "peer"), the progress operation (`nic.add`)
+/// and what it changes, for status.
+fn nic_target<'a>(id: &'a str, whose: &str, operation: &str, description: String) -> Target<'a> {
+    Target {
+        id,
+        api_version: NETWORK_API_VERSION,
+        kind: "nic",
+        label: format!("{whose} NIC {}", short(id)),
+        operation: format!("{operation} {}", short(id)),
+        description,
+        first_read: None,
+        caller_verifies: false,
+    }
 }
 
 /// The last segment of a resource id, for short labels.

@@ -248,6 +248,15 @@ pub fn primary_subnet(nic: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The document says its last update has been applied: `provisioningState` is `Succeeded`
+/// (strictly: a document without one says nothing).
+pub fn update_applied(resource: &Value) -> bool {
+    resource
+        .pointer("/properties/provisioningState")
+        .and_then(Value::as_str)
+        == Some("Succeeded")
+}
+
 /// `properties.provisioningState` (`Succeeded`, `Updating`, `Failed`).
 pub fn provisioning_state(resource: &Value) -> &str {
     resource
