@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The benchmark: two real daemons in network namespaces against the emulated clouds, keepalived
 # beside cloudha on the same moto; prints the machine and a markdown table of medians.
-# Usage: scripts/bench.sh [--runs N] [--scale-runs N] [--idle-secs N] [--only azure,network_rp,scale,aws]
-# Takes about 15 minutes with the defaults (5 runs, 3 at 500 routes, 30 s idle windows).
+# Usage: scripts/bench.sh [--runs N] [--scale-runs N] [--idle-secs N] [--only idle,azure,network_rp,scale,aws]
+# Takes about 15 minutes with the defaults (5 runs, 3 at 500 routes, three 120 s idle windows) plus the Network RP section (about 8 minutes a run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: scripts/bench.sh [--runs N] [--scale-runs N] [--idle-secs N] [--only azure,network_rp,scale,aws]" >&2
+  echo "usage: scripts/bench.sh [--runs N] [--scale-runs N] [--idle-secs N] [--only idle,azure,network_rp,scale,aws]" >&2
   exit 2
 }
-runs=5 scale_runs=3 idle_secs=30 only=azure,network_rp,scale,aws
+runs=5 scale_runs=3 idle_secs=120 only=idle,azure,network_rp,scale,aws
 while (($# > 0)); do
   case $1 in
     --runs) runs=${2:-}; shift 2 || usage ;;

@@ -144,12 +144,11 @@ impl Target {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One worker thread, and the command runs on it rather than on the main thread: the daemon
-    // is one event loop with a few tasks beside it, and waking a second thread for every
-    // keepalive (futex, eventfd, a context switch each way) was most of its idle CPU. Blocking
-    // work (the local provider's netlink calls) goes to tokio's blocking pool as before.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread for everything: the daemon is one event loop with a few tasks beside it. With
+    // worker threads, a keepalive received on one woke the loop on another (a futex each way,
+    // most of the idle syscall time in docs/bench.md). Blocking work (the local provider's
+    // netlink calls, DNS) goes to tokio's blocking pool, so it never stalls the loop.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -160,15 +159,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Cmd::Run { config } => runtime.block_on(async move {
-            match tokio::spawn(async move { run(&config).await }).await {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("error: the daemon's task ended: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }),
+        Cmd::Run { config } => runtime.block_on(run(&config)),
         command => runtime.block_on(dispatch(command)),
     }
 }

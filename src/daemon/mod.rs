@@ -56,8 +56,11 @@ const PROOF_TIMEOUT: Duration = Duration::from_secs(90);
 const RECENT_EVENTS: usize = 20;
 /// Longest wait between two loop turns (refreshes elapsed times in status).
 const MAX_IDLE: Duration = Duration::from_millis(500);
-/// The status snapshot is rebuilt at least this often while nothing changes (see `publish`).
-const PUBLISH_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+/// While nothing changes the status snapshot is rebuilt (and alarms evaluated) this often when
+/// an alarm is raised or building up, and [`PUBLISH_WHEN_QUIET`] otherwise; readers (`status`,
+/// metrics) always get a fresh one on request.
+const PUBLISH_WHILE_WATCHING: Duration = Duration::from_secs(1);
+const PUBLISH_WHEN_QUIET: Duration = Duration::from_secs(5);
 /// A cloud read that takes longer than this is abandoned (and reported).
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -262,6 +265,7 @@ pub async fn run(
     );
 
     let mut daemon = Daemon {
+        ha_digest: config.ha_digest(),
         config,
         proof: None,
         fsm,
@@ -372,9 +376,14 @@ pub async fn run(
             None => false,
         };
         // A keepalive or a timer that changed nothing leaves the status as it was, apart from
-        // counters and ages: rebuilt at least once a second (alarms are evaluated then too) and
-        // whenever a reader asks.
-        if !routine || daemon.published_at.elapsed() >= PUBLISH_AT_LEAST_EVERY {
+        // counters and ages: rebuilt (and alarms evaluated) on a slow pace, every second while
+        // an alarm is raised or building up, and whenever a reader asks.
+        let pace = if daemon.ops.alarms.watching(daemon.now()) {
+            PUBLISH_WHILE_WATCHING
+        } else {
+            PUBLISH_WHEN_QUIET
+        };
+        if !routine || daemon.published_at.elapsed() >= pace {
             daemon.publish();
         }
     }
@@ -484,6 +493,8 @@ impl FailoverProof {
 
 struct Daemon {
     config: Config,
+    /// Our HA config digest (of settings a reload cannot change): computed once, not per status.
+    ha_digest: [u8; 16],
     /// The last proof that a failover would succeed now (`None` until the first).
     proof: Option<FailoverProof>,
     fsm: Fsm,
@@ -1177,7 +1188,7 @@ impl Daemon {
                 detail: "peer never heard".into(),
             },
         };
-        let ours = self.config.ha_digest();
+        let ours = self.ha_digest;
         let same_config = match packet {
             Some(p) if p.config_digest == ours => Indicator {
                 name: "same_config".into(),

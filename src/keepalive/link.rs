@@ -4,6 +4,12 @@
 //! current advert from a `watch` channel, and the receiver hands validated packets to the loop
 //! through an unbounded channel. A takeover that takes minutes therefore never delays a
 //! keepalive.
+//!
+//! The standby keeps the clock and the active node answers in phase: each keepalive the active
+//! node hears makes it send its own at once (at most one per half interval), so an idle active
+//! node wakes once per interval instead of twice (once to send, once to receive). Its own timer
+//! stays armed a twentieth of an interval behind as the fallback when the standby goes silent:
+//! the standby still hears the active node at least every 1.05 intervals.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +22,8 @@ use tracing::{debug, info, warn};
 
 use super::packet::{Accepted, DecodeError, Keepalive, Rejection, ReplayGuard, MAX_LEN};
 use super::peer_state::PeerIncarnation;
-use crate::fsm::PeerAdvert;
+use super::ticker::Ticker;
+use crate::fsm::{PeerAdvert, Role};
 
 /// Identity and secrets shared by every path.
 #[derive(Debug, Clone)]
@@ -174,6 +181,7 @@ pub fn start(
             interval,
             stats: path_stats,
             echo,
+            answer: Arc::new(Notify::new()),
             origin,
             floor,
         };
@@ -188,6 +196,9 @@ struct PathTask {
     interval: Duration,
     stats: Arc<Mutex<PathStats>>,
     echo: Arc<Mutex<Echo>>,
+    /// Raised by the receiver for each keepalive of the peer's current boot: the active node's
+    /// sender answers it (see the module comment).
+    answer: Arc<Notify>,
     origin: Instant,
     /// The persisted peer incarnation at start (older boots are replays unless proven).
     floor: u64,
@@ -264,16 +275,14 @@ impl PathTask {
         send_now: Arc<Notify>,
     ) {
         let mut sequence: u64 = 0;
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = Ticker::new(self.interval);
+        // How far behind the standby's beat the active node's own timer stays, and how soon after
+        // a send it answers again (a flood of packets never makes it send faster than this).
+        let fallback_lag = self.interval / 20;
+        let answer_gap = self.interval / 2;
+        // Register for an immediate send before sending, so a notify during a send is not missed.
+        let mut notified = std::pin::pin!(send_now.notified());
         loop {
-            // Register for an immediate send before waiting, so a notify between two sends
-            // is not missed.
-            let notified = send_now.notified();
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = notified => {}
-            }
             sequence += 1;
             let echo = self.echo.lock().map(|e| *e).unwrap_or_default();
             let now_us = self.now_us();
@@ -302,6 +311,25 @@ impl PathTask {
                     s.send_errors += 1;
                     s.last_error = Some(format!("send to {}: {e}", self.path.peer));
                 }),
+            }
+            let sent_at = Instant::now();
+            let answering = advert.borrow().role == Role::Active;
+            if answering {
+                ticker.rearm(self.interval + fallback_lag);
+            }
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => break,
+                    _ = notified.as_mut() => {
+                        notified.set(send_now.notified());
+                        break;
+                    }
+                    _ = self.answer.notified() => {
+                        if answering && sent_at.elapsed() >= answer_gap {
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
@@ -334,6 +362,9 @@ impl PathTask {
                         _ => 0,
                     };
                     self.record(&packet, now_us, lost);
+                    if accepted == Accepted::Current {
+                        self.answer.notify_one();
+                    }
                     if accepted != Accepted::Current || packet.incarnation != self.floor {
                         self.identity.peer_incarnation.set(packet.incarnation);
                     }

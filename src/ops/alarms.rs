@@ -150,6 +150,19 @@ impl Alarms {
         self.thresholds = thresholds;
     }
 
+    /// Whether a condition is raised or building up (a role pair holding, bad packets arriving):
+    /// then the loop re-evaluates every second, so an alarm rises or clears on time; otherwise a
+    /// slower pace catches drift (loss over the window, skew), see `daemon::publish`.
+    pub fn watching(&self, now_ms: u64) -> bool {
+        let recent = |at: Option<u64>| {
+            at.is_some_and(|at| now_ms.saturating_sub(at) < self.thresholds.bad_packet_quiet_ms)
+        };
+        !self.active.is_empty()
+            || !self.holding_since.is_empty()
+            || recent(self.bad_packets.1)
+            || recent(self.peer_drops.1)
+    }
+
     /// The raised alarms, by name.
     pub fn active(&self) -> Vec<Alarm> {
         self.active.values().cloned().collect()
@@ -396,6 +409,41 @@ mod tests {
         inputs.peer_role = Some(Role::Standby);
         assert_eq!(names(&alarms.evaluate(&inputs)), ["-dual_active"]);
         assert!(alarms.active().is_empty());
+    }
+
+    #[test]
+    fn watching_while_a_condition_holds_or_is_raised_and_quiet_otherwise() {
+        let mut alarms = Alarms::new(thresholds());
+        let mut inputs = Inputs {
+            my_role: Some(Role::Active),
+            peer_role: Some(Role::Standby),
+            ..Inputs::default()
+        };
+        alarms.evaluate(&inputs);
+        assert!(
+            !alarms.watching(0),
+            "a healthy pair is evaluated at the slow pace"
+        );
+        inputs.peer_role = Some(Role::Active);
+        inputs.now_ms = 100;
+        alarms.evaluate(&inputs);
+        assert!(
+            alarms.watching(100),
+            "dual active building up: not raised yet"
+        );
+        inputs.now_ms = 700;
+        assert_eq!(names(&alarms.evaluate(&inputs)), ["+dual_active"]);
+        assert!(alarms.watching(700));
+        inputs.peer_role = Some(Role::Standby);
+        inputs.now_ms = 800;
+        alarms.evaluate(&inputs);
+        assert!(!alarms.watching(800), "cleared");
+        inputs.bad_packets = 1;
+        alarms.evaluate(&inputs);
+        assert!(alarms.watching(800), "bad packets arriving");
+        inputs.now_ms = 800 + 30_000;
+        assert_eq!(names(&alarms.evaluate(&inputs)), ["-bad_packets"]);
+        assert!(!alarms.watching(inputs.now_ms), "quiet again");
     }
 
     #[test]

@@ -459,16 +459,32 @@ fn wait_until_or_none(timeout: Duration, mut probe: impl FnMut() -> Option<()>) 
     }
 }
 
-/// cloudha and keepalived, kill -> converged and idle footprint, on the same moto.
-pub fn side_by_side(runs: usize, idle_secs: u64, table: &mut Table) {
+/// The active node idle at the default keepalive rate (cloudha with its AWS provider, reconcile
+/// included; keepalived's VRRP at the same advert interval, both its processes): CPU and memory
+/// over `idle_secs`, one after the other on the same moto.
+pub fn idle(idle_secs: u64) -> (Footprint, Footprint) {
+    println!("\n# AWS (moto): the active node idle for {idle_secs} s, cloudha then keepalived");
+    let cloud = Cloud::new();
+    let window = Some(Duration::from_secs(idle_secs));
+    let ours = cloudha_run(&cloud, "bawsidc", window).idle;
+    let theirs = keepalived_run(&cloud, "bawsidk", window).idle;
+    let (ours, theirs) = (ours.expect("measured"), theirs.expect("measured"));
+    println!(
+        "  cloudha (AWS provider): {}; keepalived: {}",
+        ours.describe(),
+        theirs.describe()
+    );
+    (ours, theirs)
+}
+
+/// cloudha and keepalived, kill -> converged, on the same moto.
+pub fn side_by_side(runs: usize, table: &mut Table) {
     println!("\n# AWS (moto): cloudha and keepalived + AWS CLI, {runs} failover(s) each");
     let cloud = Cloud::new();
-    let idle = Duration::from_secs(idle_secs);
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for i in 0..runs {
-        let first = (i == 0).then_some(idle);
-        let o = cloudha_run(&cloud, &format!("bawsch{i}"), first);
+        let o = cloudha_run(&cloud, &format!("bawsch{i}"), None);
         println!(
             "  cloudha run {}: decided +{} ms, converged {:.0} ms",
             i + 1,
@@ -476,7 +492,7 @@ pub fn side_by_side(runs: usize, idle_secs: u64, table: &mut Table) {
             o.converged_ms
         );
         ours.push(o);
-        let k = keepalived_run(&cloud, &format!("bawska{i}"), first);
+        let k = keepalived_run(&cloud, &format!("bawska{i}"), None);
         println!(
             "  keepalived run {}: notify_master +{} ms, converged {:.0} ms",
             i + 1,
@@ -504,16 +520,5 @@ pub fn side_by_side(runs: usize, idle_secs: u64, table: &mut Table) {
             secs(&theirs_ms),
             super::measure::median(&theirs_ms) / super::measure::median(&ours_ms)
         ),
-    );
-    let foot = |r: &[Result]| {
-        r[0].idle
-            .as_ref()
-            .map(Footprint::describe)
-            .unwrap_or_default()
-    };
-    table.row(
-        format!("idle footprint of the active node over {idle_secs} s ({timing})"),
-        format!("cloudha {}", foot(&ours)),
-        format!("keepalived (all its processes) {}", foot(&theirs)),
     );
 }

@@ -102,6 +102,16 @@ fn command_output(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|e| format!("<{program}: {e}>"))
 }
 
+/// Which daemon binary ran: `CLOUDHA_BIN` (e.g. a release build measured from a debug test
+/// harness), or the one cargo built with this harness.
+fn daemon_build() -> String {
+    match std::env::var("CLOUDHA_BIN") {
+        Ok(bin) => format!("CLOUDHA_BIN={bin}"),
+        Err(_) if cfg!(debug_assertions) => "debug build".into(),
+        Err(_) => "release build".into(),
+    }
+}
+
 impl Machine {
     pub fn read() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -121,17 +131,13 @@ impl Machine {
 
     pub fn markdown(&self) -> String {
         format!(
-            "Machine: {} CPU(s), {}, {}; date {}; cloudha {} ({} build).\n",
+            "Machine: {} CPU(s), {}, {}; date {}; cloudha {}, daemon {}.\n",
             self.cpus,
             self.model,
             self.kernel,
             self.date,
             env!("CARGO_PKG_VERSION"),
-            if cfg!(debug_assertions) {
-                "debug"
-            } else {
-                "release"
-            }
+            daemon_build()
         )
     }
 }
@@ -148,28 +154,21 @@ pub fn rss_kb(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
 }
 
-/// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat).
-pub fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> u64 {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .unwrap_or_else(|| panic!("malformed /proc/{pid}/stat: {stat}"))
-    };
-    // rest[0] is field 3 (state): utime (14) is rest[11], stime (15) rest[12].
-    field(11) + field(12)
-}
-
-/// Clock ticks per second of /proc/PID/stat.
-fn clock_ticks_per_sec() -> f64 {
-    command_output("getconf", &["CLK_TCK"])
-        .parse()
-        .unwrap_or(100.0)
+/// CPU time of a process, all its threads, in nanoseconds (the first field of each
+/// /proc/PID/task/TID/schedstat): exact, where utime + stime in /proc/PID/stat counts 10 ms
+/// ticks, too coarse for a daemon that should use a few ms a minute.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"));
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 /// Idle footprint of a group of processes (one daemon may be several processes).
@@ -182,7 +181,7 @@ pub struct Footprint {
 impl Footprint {
     pub fn describe(&self) -> String {
         format!(
-            "{:.1} MB RSS, {:.2} % of a core",
+            "{:.1} MB RSS, {:.3} % of a core",
             self.rss_kb as f64 / 1024.0,
             self.cpu_percent
         )
@@ -191,14 +190,14 @@ impl Footprint {
 
 /// Samples the processes' CPU time over `window` and their memory at the end.
 pub fn footprint(pids: &[u32], window: Duration) -> Footprint {
-    let before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let before: u64 = pids.iter().map(|p| cpu_ns(*p)).sum();
     let started = Instant::now();
     std::thread::sleep(window);
     let elapsed = started.elapsed().as_secs_f64();
-    let after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let after: u64 = pids.iter().map(|p| cpu_ns(*p)).sum();
     Footprint {
         rss_kb: pids.iter().map(|p| rss_kb(*p)).sum(),
-        cpu_percent: (after - before) as f64 / clock_ticks_per_sec() / elapsed * 100.0,
+        cpu_percent: after.saturating_sub(before) as f64 / 1e9 / elapsed * 100.0,
     }
 }
 
@@ -213,12 +212,12 @@ fn reads_this_process_from_proc() {
     let me = std::process::id();
     assert!(rss_kb(me) > 0);
     // Burn a little CPU so the counter moves: a broken field index would read a constant.
-    let before = cpu_ticks(me);
+    let before = cpu_ns(me);
     let started = Instant::now();
     let mut x = 0u64;
     while started.elapsed() < Duration::from_millis(300) {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
     }
     assert!(x != 1);
-    assert!(cpu_ticks(me) > before);
+    assert!(cpu_ns(me) > before);
 }

@@ -3,11 +3,12 @@
 //! (our Azure emulator, moto for AWS), and keepalived beside cloudha on the same moto.
 //!
 //! `CLOUDHA_BENCH_RUNS` (default 5) runs per measure, medians printed; `CLOUDHA_BENCH_ONLY` a
-//! comma list of `azure`, `network_rp`, `scale`, `aws` to run only those sections (`network_rp`:
+//! comma list of `idle`, `azure`, `network_rp`, `scale`, `aws` to run only those sections (`idle`:
+//! the active node at the default keepalive rate with the Azure and the AWS provider, and
+//! keepalived, `CLOUDHA_BENCH_IDLE_SECS` each, default 120; `network_rp`:
 //! the Network RP's pacing with NIC propagation of 30 s and 120 s, about 8 minutes a run,
 //! `CLOUDHA_BENCH_RP_RUNS` runs, default 1); `CLOUDHA_BENCH_SCALE_RUNS`
-//! (default 3) runs at 500 routes (a minute each); `CLOUDHA_BENCH_IDLE_SECS` (default 30) the
-//! idle sampling window.
+//! (default 3) runs at 500 routes (a minute each).
 
 mod aws;
 mod azure;
@@ -39,14 +40,43 @@ fn section_enabled(name: &str) -> bool {
     }
 }
 
+/// The active node idle with each cloud provider, keepalived beside it, and the ratio.
+fn idle(idle_secs: u64, table: &mut Table) {
+    let azure = azure::idle(idle_secs);
+    let (aws, keepalived) = aws::idle(idle_secs);
+    let ratio = |f: &measure::Footprint| f.cpu_percent / keepalived.cpu_percent.max(1e-9);
+    let timing = "keepalive / advert 200 ms (cloudha's default), reconcile 30 s";
+    table.row(
+        format!("idle: active node, Azure provider, {idle_secs} s ({timing})"),
+        format!("cloudha {}", azure.describe()),
+        format!(
+            "goal <= 0.05 % and <= 12 MB; {:.1} x keepalived's CPU",
+            ratio(&azure)
+        ),
+    );
+    table.row(
+        format!("idle: active node, AWS provider, {idle_secs} s ({timing})"),
+        format!("cloudha {}", aws.describe()),
+        format!(
+            "keepalived (VRRP, both processes) {}; cloudha {:.1} x keepalived's CPU",
+            keepalived.describe(),
+            ratio(&aws)
+        ),
+    );
+}
+
 #[test]
 #[ignore = "benchmark: run by scripts/bench.sh"]
 fn bench_failover_and_footprint() {
     let runs = env_number("CLOUDHA_BENCH_RUNS", 5).max(1) as usize;
-    let idle_secs = env_number("CLOUDHA_BENCH_IDLE_SECS", 30).max(1);
+    let idle_secs = env_number("CLOUDHA_BENCH_IDLE_SECS", 120).max(1);
     let machine = Machine::read();
     println!("\n{}", machine.markdown());
     let mut table = Table::new(runs);
+    if section_enabled("idle") {
+        idle(idle_secs, &mut table);
+        table.print_so_far();
+    }
     if section_enabled("azure") {
         azure::failover(runs, &mut table);
         table.print_so_far();
@@ -62,7 +92,7 @@ fn bench_failover_and_footprint() {
         table.print_so_far();
     }
     if section_enabled("aws") {
-        aws::side_by_side(runs, idle_secs, &mut table);
+        aws::side_by_side(runs, &mut table);
     }
     println!(
         "\n## cloudha benchmark\n\n{}\n{}",
