@@ -20,7 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
-use super::packet::{Accepted, DecodeError, Keepalive, Rejection, ReplayGuard, MAX_LEN};
+use super::packet::{Accepted, DecodeError, Keepalive, PacketKey, Rejection, ReplayGuard, MAX_LEN};
 use super::peer_state::PeerIncarnation;
 use super::ticker::Ticker;
 use crate::fsm::{PeerAdvert, Role};
@@ -182,6 +182,7 @@ pub fn start(
             stats: path_stats,
             echo,
             answer: Arc::new(Notify::new()),
+            key: PacketKey::new(&identity.key),
             origin,
             floor,
         };
@@ -199,6 +200,8 @@ struct PathTask {
     /// Raised by the receiver for each keepalive of the peer's current boot: the active node's
     /// sender answers it (see the module comment).
     answer: Arc<Notify>,
+    /// The HMAC keyed once for every packet of this path.
+    key: PacketKey,
     origin: Instant,
     /// The persisted peer incarnation at start (older boots are replays unless proven).
     floor: u64,
@@ -274,7 +277,23 @@ impl PathTask {
         advert: watch::Receiver<PeerAdvert>,
         send_now: Arc<Notify>,
     ) {
-        let mut sequence: u64 = 0;
+        // The packet is built once; each send updates its changing fields and encodes it into
+        // the same buffer: no allocation per keepalive.
+        let mut packet = Keepalive {
+            cluster_id: self.identity.cluster_id,
+            incarnation: self.identity.incarnation,
+            sequence: 0,
+            path_id: u8::try_from(self.path.index).unwrap_or(u8::MAX),
+            advert: *advert.borrow(),
+            wall_clock_ms: 0,
+            tx_timestamp_us: 0,
+            echo_timestamp_us: 0,
+            echo_delay_us: 0,
+            config_digest: self.identity.config_digest,
+            node_name: self.identity.node_name.clone(),
+            software_version: self.identity.software_version.clone(),
+        };
+        let mut bytes = Vec::new();
         let mut ticker = Ticker::new(self.interval);
         // How far behind the standby's beat the active node's own timer stays, and how soon after
         // a send it answers again (a flood of packets never makes it send faster than this).
@@ -283,28 +302,19 @@ impl PathTask {
         // Register for an immediate send before sending, so a notify during a send is not missed.
         let mut notified = std::pin::pin!(send_now.notified());
         loop {
-            sequence += 1;
+            packet.sequence += 1;
             let echo = self.echo.lock().map(|e| *e).unwrap_or_default();
             let now_us = self.now_us();
-            let packet = Keepalive {
-                cluster_id: self.identity.cluster_id,
-                incarnation: self.identity.incarnation,
-                sequence,
-                path_id: u8::try_from(self.path.index).unwrap_or(u8::MAX),
-                advert: *advert.borrow(),
-                wall_clock_ms: unix_ms(),
-                tx_timestamp_us: now_us,
-                echo_timestamp_us: echo.peer_tx_us,
-                echo_delay_us: if echo.peer_tx_us == 0 {
-                    0
-                } else {
-                    u32::try_from(now_us.saturating_sub(echo.received_at_us)).unwrap_or(u32::MAX)
-                },
-                config_digest: self.identity.config_digest,
-                node_name: self.identity.node_name.clone(),
-                software_version: self.identity.software_version.clone(),
+            packet.advert = *advert.borrow();
+            packet.wall_clock_ms = unix_ms();
+            packet.tx_timestamp_us = now_us;
+            packet.echo_timestamp_us = echo.peer_tx_us;
+            packet.echo_delay_us = if echo.peer_tx_us == 0 {
+                0
+            } else {
+                u32::try_from(now_us.saturating_sub(echo.received_at_us)).unwrap_or(u32::MAX)
             };
-            let bytes = packet.encode(&self.identity.key);
+            packet.encode_into(&self.key, &mut bytes);
             match socket.send_to(&bytes, self.path.peer).await {
                 Ok(_) => self.with_stats(|s| s.sent += 1),
                 Err(e) => self.with_stats(|s| {
@@ -428,7 +438,7 @@ impl PathTask {
         guard: &mut ReplayGuard,
         now_us: u64,
     ) -> Result<(Keepalive, u64, Accepted), Rejection> {
-        let packet = Keepalive::decode(bytes, &self.identity.key).map_err(Rejection::Decode)?;
+        let packet = Keepalive::decode_with(bytes, &self.key).map_err(Rejection::Decode)?;
         if packet.cluster_id != self.identity.cluster_id {
             return Err(Rejection::ForeignCluster);
         }

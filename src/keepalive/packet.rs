@@ -142,20 +142,43 @@ impl DecodeError {
     }
 }
 
-fn new_mac(key: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    match HmacSha256::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
+/// The HMAC keyed once: its inner and outer key blocks are hashed at creation, so each packet
+/// costs only its own blocks (a fresh HMAC per packet hashed the key twice more).
+#[derive(Clone)]
+pub struct PacketKey(HmacSha256);
+
+impl PacketKey {
+    /// Key the HMAC.
+    pub fn new(key: &[u8]) -> PacketKey {
+        // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+        match HmacSha256::new_from_slice(key) {
+            Ok(mac) => PacketKey(mac),
+            Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
+        }
+    }
+}
+
+impl std::fmt::Debug for PacketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PacketKey(..)")
     }
 }
 
 impl Keepalive {
     /// Serialise and sign. Strings longer than 32 bytes are truncated at a char boundary.
     pub fn encode(&self, key: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        self.encode_into(&PacketKey::new(key), &mut buf);
+        buf
+    }
+
+    /// [`Keepalive::encode`] into `buf` (cleared first), with a key prepared once: the
+    /// sender's per-packet path, which allocates nothing once `buf` has grown to a packet.
+    pub fn encode_into(&self, key: &PacketKey, buf: &mut Vec<u8>) {
         let name = truncate(&self.node_name);
         let version = truncate(&self.software_version);
-        let mut buf = Vec::with_capacity(FIXED_LEN + name.len() + version.len() + TAG_LEN);
+        buf.clear();
+        buf.reserve(FIXED_LEN + name.len() + version.len() + TAG_LEN);
         buf.extend_from_slice(&MAGIC);
         buf.push(VERSION);
         let mut flags = 0;
@@ -190,14 +213,18 @@ impl Keepalive {
         buf.push(version.len() as u8);
         buf.extend_from_slice(name.as_bytes());
         buf.extend_from_slice(version.as_bytes());
-        let mut mac = new_mac(key);
-        mac.update(&buf);
+        let mut mac = key.0.clone();
+        mac.update(buf);
         buf.extend_from_slice(&mac.finalize().into_bytes());
-        buf
     }
 
     /// Parse and authenticate a datagram.
     pub fn decode(bytes: &[u8], key: &[u8]) -> Result<Keepalive, DecodeError> {
+        Keepalive::decode_with(bytes, &PacketKey::new(key))
+    }
+
+    /// [`Keepalive::decode`] with a key prepared once (the receiver's path).
+    pub fn decode_with(bytes: &[u8], key: &PacketKey) -> Result<Keepalive, DecodeError> {
         if bytes.len() < FIXED_LEN + TAG_LEN || bytes.len() > MAX_LEN {
             return Err(DecodeError::Length);
         }
@@ -208,7 +235,7 @@ impl Keepalive {
             return Err(DecodeError::Version);
         }
         let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
-        let mut mac = new_mac(key);
+        let mut mac = key.0.clone();
         mac.update(body);
         mac.verify_slice(tag)
             .map_err(|_| DecodeError::Unauthenticated)?;
@@ -502,7 +529,7 @@ mod tests {
         assert_eq!(hex(&bytes[..bytes.len() - TAG_LEN]), body);
         assert_eq!(bytes.len(), FIXED_LEN + 4 + 5 + TAG_LEN);
         // The tag is HMAC-SHA256(KEY, body), checked against an independent computation.
-        let mut mac = new_mac(KEY);
+        let mut mac = PacketKey::new(KEY).0;
         mac.update(&bytes[..bytes.len() - TAG_LEN]);
         assert_eq!(
             &bytes[bytes.len() - TAG_LEN..],
@@ -514,6 +541,24 @@ mod tests {
     fn round_trips() {
         let packet = sample();
         assert_eq!(Keepalive::decode(&packet.encode(KEY), KEY), Ok(packet));
+    }
+
+    #[test]
+    fn a_reused_key_and_buffer_sign_each_packet_as_a_fresh_one() {
+        // The sender keeps one keyed HMAC and one buffer: the HMAC state must not carry over
+        // from one packet to the next, nor bytes of a longer earlier packet.
+        let key = PacketKey::new(KEY);
+        let mut buf = Vec::new();
+        let mut longer = sample();
+        longer.software_version = "a-much-longer-version-string-0001".into();
+        longer.encode_into(&key, &mut buf);
+        for sequence in [7, 8] {
+            let mut packet = sample();
+            packet.sequence = sequence;
+            packet.encode_into(&key, &mut buf);
+            assert_eq!(buf, packet.encode(KEY));
+            assert_eq!(Keepalive::decode_with(&buf, &key), Ok(packet));
+        }
     }
 
     #[test]
@@ -561,7 +606,7 @@ mod tests {
     #[test]
     fn authenticated_but_malformed_fields_are_refused() {
         let resign = |mut body: Vec<u8>| {
-            let mut mac = new_mac(KEY);
+            let mut mac = PacketKey::new(KEY).0;
             mac.update(&body);
             body.extend_from_slice(&mac.finalize().into_bytes());
             body

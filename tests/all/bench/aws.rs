@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::types::AttributeBooleanValue;
 use aws_sdk_ec2::Client;
 
 use super::measure::{footprint, ms, secs, Footprint, Table};
@@ -104,6 +105,14 @@ impl Cloud {
                     .network_interface
                     .and_then(|n| n.network_interface_id)
                     .expect("eni id");
+                // A correct appliance pair: source/destination check off, or the standby's
+                // failover_proven indicator (rightly) holds HA at Not ready.
+                ec2.modify_network_interface_attribute()
+                    .network_interface_id(&eni)
+                    .source_dest_check(AttributeBooleanValue::builder().value(false).build())
+                    .send()
+                    .await
+                    .expect("source/destination check off");
                 enis.push(eni);
             }
             (enis[0].clone(), enis[1].clone())
