@@ -30,3 +30,4 @@ pub mod provider_worker;
 pub mod secure_fs;
 pub mod selftest;
 pub mod status;
+pub mod ticker;

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::Daemon;
 use crate::fsm::{Command, Event, Role};
 use crate::ops::journal::Kind;
+use crate::ticker::Ticker;
 
 /// A metadata poll that takes longer is abandoned (Azure's first call can take minutes).
 const POLL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -54,6 +55,7 @@ pub(super) async fn poll(
     every: Duration,
     tx: mpsc::UnboundedSender<MaintenanceReport>,
 ) {
+    let mut ticker = Ticker::new(every);
     loop {
         let result = tokio::time::timeout(POLL_TIMEOUT, provider.scheduled_maintenance())
             .await
@@ -67,7 +69,7 @@ pub(super) async fn poll(
         if tx.send(MaintenanceReport::Polled(result)).is_err() {
             return;
         }
-        tokio::time::sleep(every).await;
+        ticker.tick().await;
     }
 }
 

@@ -27,6 +27,7 @@ use crate::ops::hooks::Hooks;
 use crate::ops::journal::Kind;
 use crate::ops::metrics::{self, Metrics};
 use crate::provider_worker::{ProviderWorker, WorkerEvent};
+use crate::ticker::Ticker;
 use crate::status::{
     CloudStatus, EventRecord, FailoverRecord, Indicator, OperationRecord, PathStatus, PeerStatus,
     PendingOperation, StatusSnapshot, TakeoverStatus, TransitionRecord,
@@ -459,6 +460,7 @@ async fn watch_failover_proof(
 
 async fn watch_health(provider: Arc<dyn Provider>, tx: mpsc::UnboundedSender<(bool, String)>) {
     let mut last: Option<bool> = None;
+    let mut ticker = Ticker::new(HEALTH_INTERVAL);
     loop {
         let result = tokio::time::timeout(Duration::from_secs(10), provider.health()).await;
         let (healthy, reason) = match result {
@@ -472,7 +474,7 @@ async fn watch_health(provider: Arc<dyn Provider>, tx: mpsc::UnboundedSender<(bo
                 return;
             }
         }
-        tokio::time::sleep(HEALTH_INTERVAL).await;
+        ticker.tick().await;
     }
 }
 

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::packet::{Accepted, DecodeError, Keepalive, PacketKey, Rejection, ReplayGuard, MAX_LEN};
 use super::peer_state::PeerIncarnation;
-use super::ticker::Ticker;
+use crate::ticker::Ticker;
 use crate::fsm::{PeerAdvert, Role};
 
 /// Identity and secrets shared by every path.

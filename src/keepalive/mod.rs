@@ -1,7 +1,5 @@
-//! Keepalives between the two nodes: the wire format ([`packet`]), the UDP tasks ([`link`]) and
-//! the sender's clock ([`ticker`]).
+//! Keepalives between the two nodes: the wire format ([`packet`]) and the UDP tasks ([`link`]).
 
 pub mod link;
 pub mod packet;
 pub mod peer_state;
-pub mod ticker;

@@ -26,6 +26,8 @@ pub(crate) struct Options {
     pub(crate) hold_down_ms: u64,
     pub(crate) dead_ms: u64,
     pub(crate) interval_ms: u64,
+    /// A second keepalive path over the mgmt network (the setup scripts write only `lan`).
+    pub(crate) mgmt_path: bool,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             hold_down_ms: 2000,
             dead_ms: DEAD_MS,
             interval_ms: INTERVAL_MS,
+            mgmt_path: true,
         }
     }
 }
@@ -115,11 +118,7 @@ name = "lan"
 bind = "{lan}:{PORT}"
 peer = "{peer_lan}:{PORT}"
 
-[[keepalive.path]]
-name = "mgmt"
-bind = "{mgmt}:{PORT}"
-peer = "{peer_mgmt}:{PORT}"
-
+{mgmt_path}
 [status]
 socket = "{dir}/{name}.sock"
 {provider}"#,
@@ -133,8 +132,15 @@ socket = "{dir}/{name}.sock"
         dir = dir.display(),
         lan = node.lan_ip(),
         peer_lan = peer.lan_ip(),
-        mgmt = mgmt(node),
-        peer_mgmt = mgmt(peer),
+        mgmt_path = if opts.mgmt_path {
+            format!(
+                "[[keepalive.path]]\nname = \"mgmt\"\nbind = \"{}:{PORT}\"\npeer = \"{}:{PORT}\"\n",
+                mgmt(node),
+                mgmt(peer)
+            )
+        } else {
+            String::new()
+        },
     );
     let path = dir.join(format!("{}.toml", name(node)));
     std::fs::write(&path, text).expect("write config");

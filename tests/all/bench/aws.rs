@@ -243,6 +243,9 @@ fn cloudha_run(cloud: &Cloud, tag: &str, idle: Option<Duration>) -> Result {
         preempt: false,
         dead_ms: DEAD_MS,
         interval_ms: INTERVAL_MS,
+        // Idle: the deployment the setup scripts write, one path, like keepalived's one VRRP
+        // instance on one link; the failover runs keep both paths.
+        mgmt_path: idle.is_none(),
         ..Options::default()
     };
     let mut pair = Pair::prepare(tag, opts, cloudha_sections(cloud));

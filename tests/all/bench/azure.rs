@@ -510,18 +510,24 @@ pub fn network_rp(runs: usize, table: &mut Table) {
 
 /// The active node idle on the emulated Azure at cloudha's default timing (keepalive 200 ms,
 /// dead 1 s, reconcile 30 s, so `idle_secs` includes reconciles), after its takeover converged.
-pub fn idle(idle_secs: u64) -> Footprint {
-    println!("\n# emulated Azure: the active node idle for {idle_secs} s");
+/// The active node idle with the Azure provider, on one keepalive path (the setup scripts'
+/// deployment) or on two (`lan` and `mgmt`).
+pub fn idle(idle_secs: u64, mgmt_path: bool) -> Footprint {
+    let paths = if mgmt_path { 2 } else { 1 };
+    println!(
+        "\n# emulated Azure: the active node idle for {idle_secs} s, {paths} keepalive path(s)"
+    );
     let routes = routes(false);
     let emu = Emulator::new(&scenario(&routes)).expect("scenario");
     let opts = Options {
         preempt: false,
         dead_ms: 1000,
         interval_ms: 200,
+        mgmt_path,
         ..Options::default()
     };
     let pair = Pair::prepare(
-        "bazidle",
+        if mgmt_path { "bazidl2" } else { "bazidle" },
         opts,
         provider_sections(&emu, &routes, "30s", false),
     );

@@ -1,10 +1,11 @@
-//! The keepalive sender's clock: a periodic timerfd, so the daemon wakes once per keepalive.
+//! A periodic clock on a kernel timer (timerfd): the daemon wakes once per period.
 //!
 //! tokio's timer wheel files a timer more than 64 ms away in a coarse slot and wakes the thread
 //! at that slot's start to refile it, then again at the deadline: two wakes per 200 ms keepalive,
-//! a third of the idle daemon's wake-ups (measured in docs/bench.md). A kernel interval timer
-//! read through the reactor wakes exactly at each period. Should the kernel refuse one (no file
-//! descriptor left), the sender falls back to tokio's interval: slower to idle, never silent.
+//! and three or four for a 5 s poll (measured in docs/bench.md). A kernel interval timer read
+//! through the reactor wakes exactly at each period. The keepalive sender and the daemon's
+//! periodic polls (health, scheduled maintenance) run on it. Should the kernel refuse one (no file
+//! descriptor left), the ticker falls back to tokio's interval: slower to idle, never silent.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -60,12 +61,12 @@ fn tokio_clock(period: Duration) -> Clock {
 }
 
 impl Ticker {
-    /// A ticker for `period` (must be non-zero: the config keeps keepalive intervals >= 10 ms).
+    /// A ticker for `period` (must be non-zero: the config keeps every period >= 10 ms).
     pub fn new(period: Duration) -> Ticker {
         let clock = match kernel_timer(period) {
             Ok(fd) => Clock::Kernel(fd),
             Err(e) => {
-                tracing::warn!("no kernel timer for the keepalive sender ({e}); using tokio's");
+                tracing::warn!("no kernel timer ({e}); using tokio's clock");
                 tokio_clock(period)
             }
         };
@@ -107,7 +108,7 @@ impl Ticker {
                     Ok(ready) => ready,
                     Err(e) => {
                         // The reactor dropped the descriptor: tick on tokio's clock from now on.
-                        tracing::warn!("keepalive timer failed ({e}); using tokio's");
+                        tracing::warn!("kernel timer failed ({e}); using tokio's clock");
                         self.clock = tokio_clock(self.period);
                         return;
                     }
