@@ -76,6 +76,12 @@ pub struct Config {
     /// Scheduled platform maintenance (Azure Scheduled Events, AWS instance actions).
     #[serde(default)]
     pub maintenance_events: crate::ops::config::MaintenanceEventsConfig,
+    /// Checks of the appliance itself (processes, interfaces).
+    #[serde(default, rename = "track")]
+    pub tracks: Vec<crate::health::config::TrackConfig>,
+    /// The load-balancer health probe that follows the HA role.
+    #[serde(default)]
+    pub health_probe: Option<crate::health::config::HealthProbeConfig>,
 }
 
 /// `[cluster]`: identical on both nodes.
@@ -490,6 +496,7 @@ impl Config {
         check_name("node.name", &self.node.name, &mut problem);
         check_name("peer.name", &self.peer.name, &mut problem);
         crate::ops::config::validate(self, &mut problem);
+        crate::health::config::validate(&self.tracks, self.health_probe.as_ref(), &mut problem);
         if self.node.name == self.peer.name {
             problem(
                 "peer.name",
@@ -789,7 +796,7 @@ impl Config {
     /// with the key file's in [`Config::read_key`]): the control socket's path and directory,
     /// the state directory, the journal, the hook programs. Each names the field and the fix.
     pub fn check_files(&self) -> Vec<Problem> {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        use std::os::unix::fs::FileTypeExt;
         let mut problems = Vec::new();
         let mut problem = |field: &str, message: String| {
             problems.push(Problem {
@@ -851,29 +858,9 @@ impl Config {
             let Some(program) = command.first().filter(|p| p.starts_with('/')) else {
                 continue;
             };
-            let shown = crate::secure_fs::excerpt(program);
-            match std::fs::metadata(program) {
-                Err(e) => problem(
-                    field,
-                    format!("{shown}: {e}; install the program or fix the path"),
-                ),
-                Ok(meta) if !meta.is_file() => problem(
-                    field,
-                    format!("{shown} is not a regular file; name the program itself"),
-                ),
-                Ok(meta) if meta.mode() & 0o111 == 0 => problem(
-                    field,
-                    format!("{shown} is not executable; `chmod 755` it"),
-                ),
-                Ok(meta) if meta.mode() & 0o002 != 0 => problem(
-                    field,
-                    format!(
-                        "{shown} is writable by every user, who could make the daemon run anything; `chmod o-w` it"
-                    ),
-                ),
-                Ok(_) => {}
-            }
+            check_program(field, program, &mut problem);
         }
+        crate::health::config::check_files(&self.tracks, &mut problem);
         problems
     }
 
@@ -1057,6 +1044,34 @@ impl Config {
         let mut out = [0u8; 16];
         out.copy_from_slice(&digest[..16]);
         out
+    }
+}
+
+/// A program the daemon runs (a hook, a tracked check): it must exist, be an executable
+/// regular file, and not be writable by every user.
+pub(crate) fn check_program(field: &str, program: &str, problem: &mut impl FnMut(&str, String)) {
+    use std::os::unix::fs::MetadataExt;
+    let shown = crate::secure_fs::excerpt(program);
+    match std::fs::metadata(program) {
+        Err(e) => problem(
+            field,
+            format!("{shown}: {e}; install the program or fix the path"),
+        ),
+        Ok(meta) if !meta.is_file() => problem(
+            field,
+            format!("{shown} is not a regular file; name the program itself"),
+        ),
+        Ok(meta) if meta.mode() & 0o111 == 0 => problem(
+            field,
+            format!("{shown} is not executable; `chmod 755` it"),
+        ),
+        Ok(meta) if meta.mode() & 0o002 != 0 => problem(
+            field,
+            format!(
+                "{shown} is writable by every user, who could make the daemon run anything; `chmod o-w` it"
+            ),
+        ),
+        Ok(_) => {}
     }
 }
 
