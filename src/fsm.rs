@@ -35,7 +35,8 @@ pub enum Role {
     Standby,
     /// Holds (or is taking) the floating IPs and routes.
     Active,
-    /// Unhealthy (the provider cannot work); never becomes active.
+    /// Unhealthy (the provider cannot work, or a tracked check with the fault effect fails);
+    /// never becomes active.
     Fault,
     /// Taken out of service by the operator; never becomes active.
     Maintenance,
@@ -1121,10 +1122,13 @@ impl Fsm {
                     _ if self.maintenance => Role::Maintenance,
                     _ => Role::Standby,
                 };
-                let reason = format!(
+                let mut reason = format!(
                     "peer is active with epoch {} (ours {})",
                     p.epoch, self.epoch
                 );
+                if target == Role::Fault {
+                    reason = format!("unhealthy ({}): {reason}", self.unhealthy_reason);
+                }
                 self.epoch = self.epoch.max(p.epoch);
                 self.step_down(target, reason, now, out);
                 return;

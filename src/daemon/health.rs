@@ -188,8 +188,11 @@ impl Daemon {
         }
         let open = crate::health::probe_should_be_open(
             &advert,
-            self.health.term_converged,
-            self.health.checks_healthy(),
+            crate::health::ProbeInputs {
+                term_converged: self.health.term_converged,
+                checks_healthy: self.health.checks_healthy(),
+                peer_active: self.peer_active(),
+            },
         );
         let Some(probe) = self.health.probe.as_mut() else {
             return;
@@ -206,6 +209,16 @@ impl Daemon {
         }
     }
 
+    /// The peer is heard and says it is active.
+    fn peer_active(&self) -> bool {
+        let now = self.now();
+        self.fsm.peer_alive(now)
+            && self
+                .fsm
+                .peer()
+                .is_some_and(|p| p.advert.role == Role::Active)
+    }
+
     /// Why the probe is open or closed.
     fn probe_detail(&self, open: bool) -> String {
         if open {
@@ -220,6 +233,8 @@ impl Daemon {
             "handing over to the peer".into()
         } else if !self.health.term_converged {
             "takeover not converged yet".into()
+        } else if self.peer_active() {
+            "the peer still says it is active".into()
         } else {
             let failing: Vec<&str> = self
                 .health

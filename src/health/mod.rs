@@ -7,19 +7,30 @@ pub mod track;
 
 use crate::fsm::{PeerAdvert, Role};
 
-/// Whether the health probe should answer "send me traffic": active, its takeover converged
-/// once in this term (a later reconcile repair does not close it), not handing over, not
-/// leaving, and every tracked check healthy.
-pub fn probe_should_be_open(
-    advert: &PeerAdvert,
-    term_converged: bool,
-    checks_healthy: bool,
-) -> bool {
+/// What decides whether the health probe is open, besides this node's own advert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeInputs {
+    /// The current active term's takeover has converged once (a later reconcile repair does
+    /// not close the probe again).
+    pub term_converged: bool,
+    /// Every tracked check passed its last decision.
+    pub checks_healthy: bool,
+    /// The peer is heard and says it is active (possibly handing over).
+    pub peer_active: bool,
+}
+
+/// Whether the health probe should answer "send me traffic": active, its takeover converged,
+/// not handing over, not leaving, every tracked check healthy, and the peer not (or no longer)
+/// active. The last one keeps the two probes from ever being open together in a planned
+/// handover: with nothing to move in the cloud a takeover converges at once, before the node
+/// handing over has heard that it was relieved and closed its own.
+pub fn probe_should_be_open(advert: &PeerAdvert, inputs: ProbeInputs) -> bool {
     advert.role == Role::Active
-        && term_converged
+        && inputs.term_converged
         && !advert.yielding
         && !advert.leaving
-        && checks_healthy
+        && inputs.checks_healthy
+        && !inputs.peer_active
 }
 
 #[cfg(test)]
@@ -37,25 +48,47 @@ mod tests {
             leaving: false,
             planned: false,
         };
-        assert!(probe_should_be_open(&active, true, true));
+        let good = ProbeInputs {
+            term_converged: true,
+            checks_healthy: true,
+            peer_active: false,
+        };
+        assert!(probe_should_be_open(&active, good));
+        let not = |inputs: ProbeInputs| !probe_should_be_open(&active, inputs);
         assert!(
-            !probe_should_be_open(&active, false, true),
+            not(ProbeInputs {
+                term_converged: false,
+                ..good
+            }),
             "takeover not converged"
         );
-        assert!(!probe_should_be_open(&active, true, false), "a check fails");
+        assert!(
+            not(ProbeInputs {
+                checks_healthy: false,
+                ..good
+            }),
+            "a check fails"
+        );
+        assert!(
+            not(ProbeInputs {
+                peer_active: true,
+                ..good
+            }),
+            "the peer still active"
+        );
         let yielding = PeerAdvert {
             yielding: true,
             ..active
         };
-        assert!(!probe_should_be_open(&yielding, true, true), "handing over");
+        assert!(!probe_should_be_open(&yielding, good), "handing over");
         let leaving = PeerAdvert {
             leaving: true,
             ..active
         };
-        assert!(!probe_should_be_open(&leaving, true, true), "shutting down");
+        assert!(!probe_should_be_open(&leaving, good), "shutting down");
         for role in [Role::Init, Role::Standby, Role::Fault, Role::Maintenance] {
             let other = PeerAdvert { role, ..active };
-            assert!(!probe_should_be_open(&other, true, true), "{role:?}");
+            assert!(!probe_should_be_open(&other, good), "{role:?}");
         }
     }
 }

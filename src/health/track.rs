@@ -1,6 +1,7 @@
 //! Tracked checks: each `[[track]]` runs in its own task, beside the event loop, and reports
-//! only when its state changes (healthy <-> failing), so a check that hangs never delays a
-//! keepalive and a check that passes every second never wakes the loop.
+//! only when its state changes (healthy <-> failing) or a failing check's reason changes, so a
+//! check that hangs never delays a keepalive and a check that passes every second never wakes
+//! the loop.
 //!
 //! A command runs through [`crate::ops::hooks::run_bounded`], the same machinery as notify
 //! hooks: no shell, its own process group killed at the timeout, only the head of its output
@@ -106,10 +107,22 @@ impl Trackers {
 async fn run(index: usize, track: TrackConfig, tx: mpsc::UnboundedSender<TrackReport>) {
     let mut counter = Counter::new(track.fall, track.rise);
     let probe = track.probe();
+    // What the last failing report said: a failing check reports again when the reason changes
+    // (interface down, then up without carrier), a healthy one only when it starts failing.
+    let mut reported_failure: Option<String> = None;
     loop {
         let (ok, detail) = check_once(&probe, track.timeout.0).await;
-        if let Some(healthy) = counter.observe(ok) {
-            let detail = if healthy || track.fall <= 1 {
+        let changed = counter.observe(ok);
+        let news = match (changed, counter.healthy()) {
+            (Some(healthy), _) => Some(healthy),
+            (None, Some(false)) if !ok && reported_failure.as_deref() != Some(&detail) => {
+                Some(false)
+            }
+            _ => None,
+        };
+        if let Some(healthy) = news {
+            reported_failure = (!healthy).then(|| detail.clone());
+            let detail = if healthy || track.fall <= 1 || changed.is_none() {
                 detail
             } else {
                 format!("{detail} ({} times in a row)", track.fall)

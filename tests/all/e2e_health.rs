@@ -1,0 +1,340 @@
+//! Tracked health and the load-balancer probe, end to end with two real daemons in namespaces:
+//! a tracked command failing on the active node, an interface set down in its namespace, and an
+//! independent client polling both nodes' health probes through failovers and switchovers.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::e2e_local::{local_provider, name, Options, Pair, DEAD_MS, SOON};
+use crate::e2e_ops::events;
+use crate::netns::{self, wait_until, Node, FLOATING_IP};
+
+/// The probe's TCP port on each node's LAN address.
+const PROBE_PORT: u16 = 8080;
+
+/// A tracked check that fails while `<dir>/fail-<node>` exists (saying so on stdout).
+fn failing_flag(dir: &Path, node: Node) -> std::path::PathBuf {
+    dir.join(format!("fail-{}", name(node)))
+}
+
+fn track_command(dir: &Path) -> impl Fn(Node) -> String + '_ {
+    move |node| {
+        let flag = failing_flag(dir, node);
+        format!(
+            r#"{}
+[[track]]
+name = "appliance"
+command = ["/bin/sh", "-c", 'if [ -e {flag} ]; then echo appliance process not running; exit 1; fi']
+interval = "100ms"
+timeout = "1s"
+fall = 2
+rise = 2
+"#,
+            local_provider(node),
+            flag = flag.display()
+        )
+    }
+}
+
+fn track(status: &Value, index: usize) -> &Value {
+    &status["tracks"][index]
+}
+
+#[test]
+fn e2e_health_a_failing_tracked_command_on_the_active_node_hands_over_and_shows_why() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::prepare("hltrack", Options::default(), track_command(scratch.path()));
+    let pair = pair.start_both();
+    let a = wait_until("fw-a's check healthy", SOON, || {
+        pair.status(Node::A)
+            .filter(|s| track(s, 0)["healthy"] == true)
+    });
+    assert_eq!(a["role"], "active");
+
+    std::fs::write(failing_flag(scratch.path(), Node::A), "").expect("fail the check");
+    let b = wait_until("fw-b active and converged", SOON, || {
+        pair.status(Node::B)
+            .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+    });
+    assert!(
+        b["last_transition"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("peer is handing over") || r.contains("peer is in fault")),
+        "{b:#}"
+    );
+    // The floating IP answers from B now: the handover is real, not only in status.
+    let b_mac = pair.topo.lan_mac(Node::B).expect("fw-b's MAC");
+    wait_until("the floating IP answered by fw-b", SOON, || {
+        (pair
+            .topo
+            .answering_mac(Node::Client, &FLOATING_IP.to_string())
+            == Some(b_mac.clone()))
+        .then_some(())
+    });
+
+    let a = wait_until("fw-a in fault with the alarm raised", SOON, || {
+        pair.status(Node::A).filter(|s| {
+            s["role"] == "fault"
+                && s["alarms"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x["name"] == "track_failing"))
+        })
+    });
+    let check = track(&a, 0);
+    assert_eq!(check["healthy"], false, "{a:#}");
+    assert!(
+        check["detail"].as_str().is_some_and(
+            |d| d.contains("appliance process not running") && d.contains("2 times in a row")
+        ),
+        "{check:#}"
+    );
+    let reason = a["last_transition"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("tracked check appliance failing"),
+        "the step-down names the check: {reason}"
+    );
+    let indicator = a["indicators"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["name"] == "tracked_checks"))
+        .expect("a tracked_checks indicator");
+    assert_eq!(indicator["ok"], false);
+    let human = String::from_utf8_lossy(&pair.cli(Node::A, &["status"]).stdout).into_owned();
+    assert!(
+        human.contains("[FAIL] appliance") && human.contains("ALARM track_failing"),
+        "{human}"
+    );
+    let journal = events(&pair, Node::A);
+    assert!(
+        journal.iter().any(|e| e["kind"] == "health"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("tracked check appliance FAILING"))),
+        "{journal:#?}"
+    );
+
+    // Healthy again: back to standby, then (preempt on, higher priority) active after the
+    // hold-down.
+    std::fs::remove_file(failing_flag(scratch.path(), Node::A)).expect("heal the check");
+    let a = wait_until("fw-a active again", SOON, || {
+        pair.status(Node::A)
+            .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+    });
+    assert_eq!(track(&a, 0)["healthy"], true);
+    assert!(
+        !a["alarms"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["name"] == "track_failing")),
+        "{a:#}"
+    );
+    pair.wait_role(Node::B, "standby");
+}
+
+#[test]
+fn e2e_health_an_interface_set_down_in_the_namespace_hands_over() {
+    let pair = Pair::prepare("hlif", Options::default(), |node| {
+        format!(
+            "{}\n[[track]]\nname = \"wan\"\ninterface = \"wan0\"\ninterval = \"100ms\"\n",
+            local_provider(node)
+        )
+    });
+    // A WAN link in each node's namespace: a veth pair whose far end stays in the namespace.
+    for node in [Node::A, Node::B] {
+        let ns = pair.topo.ns(node).to_string();
+        for args in [
+            vec![
+                "-n", &ns, "link", "add", "wan0", "type", "veth", "peer", "name", "wan0p",
+            ],
+            vec!["-n", &ns, "link", "set", "wan0p", "up"],
+            vec!["-n", &ns, "link", "set", "wan0", "up"],
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(&args)
+                .output()
+                .expect("run ip");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+    }
+    let pair = pair.start_both();
+    wait_until("fw-a's wan check healthy", SOON, || {
+        pair.status(Node::A)
+            .filter(|s| track(s, 0)["healthy"] == true)
+    });
+
+    let ns = pair.topo.ns(Node::A).to_string();
+    let down = std::process::Command::new("ip")
+        .args(["-n", &ns, "link", "set", "wan0", "down"])
+        .output()
+        .expect("ip link set down");
+    assert!(down.status.success(), "{down:?}");
+    wait_until("fw-b active and converged", SOON, || {
+        pair.status(Node::B)
+            .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+    });
+    let a = pair.wait_role(Node::A, "fault");
+    let detail = track(&a, 0)["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(detail.contains("wan0 is administratively down"), "{a:#}");
+
+    // The far end down instead: the link is up but has no carrier.
+    let up = std::process::Command::new("ip")
+        .args(["-n", &ns, "link", "set", "wan0", "up"])
+        .output()
+        .expect("ip link set up");
+    assert!(up.status.success());
+    let far = std::process::Command::new("ip")
+        .args(["-n", &ns, "link", "set", "wan0p", "down"])
+        .output()
+        .expect("ip link set far end down");
+    assert!(far.status.success());
+    let a = wait_until("fw-a's check says no carrier", SOON, || {
+        pair.status(Node::A).filter(|s| {
+            track(s, 0)["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("no carrier"))
+        })
+    });
+    assert_eq!(a["role"], "fault", "{a:#}");
+}
+
+/// One sample of both probes: when, and whether A's and B's accepted a connection.
+type Sample = (Instant, bool, bool);
+
+/// Polls both nodes' probes from the client namespace every 10 ms until `stop` is set.
+fn poll_probes(
+    topo_client_ns: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Sample>> {
+    std::thread::spawn(move || {
+        netns::in_namespace(&topo_client_ns, move || {
+            let open = |node: Node| {
+                let addr = SocketAddr::from((node.lan_ip(), PROBE_PORT));
+                TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok()
+            };
+            let mut samples = Vec::new();
+            // Bounded: at most ten minutes of samples whatever happens to the test.
+            for _ in 0..60_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                samples.push((Instant::now(), open(Node::A), open(Node::B)));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples
+        })
+    })
+}
+
+/// Samples with both probes open, and the longest time from the last sample with one open to
+/// the next with one open.
+fn analyse(samples: &[Sample]) -> (usize, Duration) {
+    let both_open = samples.iter().filter(|(_, a, b)| *a && *b).count();
+    let mut longest = Duration::ZERO;
+    let mut last_open: Option<Instant> = None;
+    for (at, a, b) in samples {
+        if *a || *b {
+            if let Some(prev) = last_open {
+                longest = longest.max(at.duration_since(prev));
+            }
+            last_open = Some(*at);
+        }
+    }
+    (both_open, longest)
+}
+
+fn with_probe(provider: fn(Node) -> String) -> impl Fn(Node) -> String {
+    move |node| {
+        format!(
+            "{}\n[health_probe]\nlisten = \"{}:{PROBE_PORT}\"\n",
+            provider(node),
+            node.lan_ip()
+        )
+    }
+}
+
+/// Run the probe scenario on a prepared pair: failover on kill, the killed node back (it
+/// preempts), then an operator switchover. Returns the outage per step as measured by the
+/// client: (kill, preemption, switchover).
+pub(crate) fn probe_scenario(pair: Pair) -> (Duration, Duration, Duration) {
+    let mut pair = pair.start_both();
+    let probe_open = |s: &Value| s["health_probe"]["open"] == true;
+    wait_until("fw-a's probe open", SOON, || {
+        pair.status(Node::A).filter(probe_open)
+    });
+    let b = pair.status(Node::B).expect("fw-b status");
+    assert_eq!(b["health_probe"]["open"], false, "{b:#}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client_ns = pair.topo.ns(Node::Client).to_string();
+    let poller = poll_probes(client_ns.clone(), stop.clone());
+    // Let the poller see the steady state first.
+    let settle = |what: &str, pair: &Pair, node: Node| {
+        wait_until(what, SOON, || pair.status(node).filter(probe_open));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    pair.daemon(Node::A).kill9().expect("kill fw-a");
+    settle("fw-b's probe open after the kill", &pair, Node::B);
+    stop.store(true, Ordering::SeqCst);
+    let kill = poller.join().expect("poller");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = poll_probes(client_ns.clone(), stop.clone());
+    pair.spawn(Node::A);
+    settle("fw-a's probe open after preempting", &pair, Node::A);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let preempt = poller.join().expect("poller");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = poll_probes(client_ns, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let out = pair.cli(Node::A, &["switchover"]);
+    assert!(out.status.success(), "{out:?}");
+    settle("fw-b's probe open after the switchover", &pair, Node::B);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let switchover = poller.join().expect("poller");
+
+    let mut gaps = Vec::new();
+    for (what, samples) in [
+        ("kill", &kill),
+        ("preemption", &preempt),
+        ("switchover", &switchover),
+    ] {
+        let (both_open, gap) = analyse(samples);
+        eprintln!(
+            "probe {what}: {} samples, both open in {both_open}, longest with neither open {gap:?}",
+            samples.len()
+        );
+        assert_eq!(both_open, 0, "{what}: both probes open at once");
+        assert!(samples.len() > 20, "{what}: the poller ran");
+        gaps.push(gap);
+    }
+    let journal = events(&pair, Node::B);
+    assert!(
+        journal.iter().any(|e| e["kind"] == "health"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("health probe") && m.contains("opened"))),
+        "{journal:#?}"
+    );
+    (gaps[0], gaps[1], gaps[2])
+}
+
+#[test]
+fn e2e_health_probe_follows_the_role_through_failover_and_switchover() {
+    let pair = Pair::prepare("hlprobe", Options::default(), with_probe(local_provider));
+    let (kill, preempt, switchover) = probe_scenario(pair);
+    let dead = Duration::from_millis(DEAD_MS);
+    // A kill is detected after the dead interval of silence, counted from the last keepalive
+    // (up to one interval before the kill), then the takeover converges: allow two intervals.
+    assert!(kill < dead + Duration::from_millis(200), "kill: {kill:?}");
+    assert!(preempt < dead, "preemption: {preempt:?}");
+    assert!(switchover < dead, "switchover: {switchover:?}");
+}
