@@ -247,7 +247,7 @@ pub async fn run(
     tokio::spawn(control::serve(listener, status_source.clone(), command_tx));
 
     let (maintenance_tx, mut maintenance_rx) = mpsc::unbounded_channel();
-    if config.maintenance_events.enabled && provider.kind() != "local" {
+    if config.maintenance_events.enabled && !matches!(provider.kind(), "local" | "none") {
         tokio::spawn(maintenance::poll(
             provider.clone(),
             config.maintenance_events.poll_interval.0,

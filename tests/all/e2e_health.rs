@@ -209,13 +209,19 @@ type Sample = (Instant, bool, bool);
 /// Polls both nodes' probes from the client namespace every 10 ms until `stop` is set.
 fn poll_probes(
     topo_client_ns: String,
+    mode: Mode,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<Sample>> {
     std::thread::spawn(move || {
         netns::in_namespace(&topo_client_ns, move || {
             let open = |node: Node| {
                 let addr = SocketAddr::from((node.lan_ip(), PROBE_PORT));
-                TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok()
+                let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(50));
+                match (mode, stream) {
+                    (_, Err(_)) => false,
+                    (Mode::Tcp, Ok(_)) => true,
+                    (Mode::Http, Ok(stream)) => http_ok(stream),
+                }
             };
             let mut samples = Vec::new();
             // Bounded: at most ten minutes of samples whatever happens to the test.
@@ -229,6 +235,27 @@ fn poll_probes(
             samples
         })
     })
+}
+
+/// How the client probes: a TCP connect, or an HTTP GET of [`HTTP_PATH`] answered 200 (what
+/// Azure's and AWS's load balancers count as healthy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Tcp,
+    Http,
+}
+
+const HTTP_PATH: &str = "/healthz";
+
+fn http_ok(mut stream: TcpStream) -> bool {
+    use std::io::{Read, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let request = format!("GET {HTTP_PATH} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
 }
 
 /// Samples with both probes open, and the longest time from the last sample with one open to
@@ -248,14 +275,23 @@ fn analyse(samples: &[Sample]) -> (usize, Duration) {
     (both_open, longest)
 }
 
-fn with_probe(provider: fn(Node) -> String) -> impl Fn(Node) -> String {
+fn with_probe(provider: fn(Node) -> String, mode: Mode) -> impl Fn(Node) -> String {
     move |node| {
+        let http = match mode {
+            Mode::Tcp => String::new(),
+            Mode::Http => format!("protocol = \"http\"\npath = \"{HTTP_PATH}\"\n"),
+        };
         format!(
-            "{}\n[health_probe]\nlisten = \"{}:{PROBE_PORT}\"\n",
+            "{}\n[health_probe]\nlisten = \"{}:{PROBE_PORT}\"\n{http}",
             provider(node),
             node.lan_ip()
         )
     }
+}
+
+/// `provider.kind = "none"`: nothing moves but the probe's answer.
+fn no_provider(_node: Node) -> String {
+    "\n[provider]\nkind = \"none\"\n".into()
 }
 
 /// One step of the probe scenario as the client saw it.
@@ -279,9 +315,9 @@ fn takeover_time(pair: &Pair, node: Node) -> Duration {
 
 /// Poll both probes from the client while `act` runs and until `node`'s probe is open (plus
 /// a little, so the steady state after is seen too).
-fn observe(pair: &mut Pair, node: Node, act: impl FnOnce(&mut Pair)) -> Vec<Sample> {
+fn observe(pair: &mut Pair, mode: Mode, node: Node, act: impl FnOnce(&mut Pair)) -> Vec<Sample> {
     let stop = Arc::new(AtomicBool::new(false));
-    let poller = poll_probes(pair.topo.ns(Node::Client).to_string(), stop.clone());
+    let poller = poll_probes(pair.topo.ns(Node::Client).to_string(), mode, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     act(pair);
     wait_until("the new active node's probe open", SOON, || {
@@ -296,7 +332,7 @@ fn observe(pair: &mut Pair, node: Node, act: impl FnOnce(&mut Pair)) -> Vec<Samp
 /// Run the probe scenario on a prepared pair: failover on kill, the killed node back (it
 /// preempts), then an operator switchover. Asserts that the probes were never both open and
 /// returns each step's outage as the client measured it.
-pub(crate) fn probe_scenario(pair: Pair) -> Vec<Step> {
+pub(crate) fn probe_scenario(pair: Pair, mode: Mode) -> Vec<Step> {
     let mut pair = pair.start_both();
     wait_until("fw-a's probe open", SOON, || {
         pair.status(Node::A)
@@ -305,13 +341,13 @@ pub(crate) fn probe_scenario(pair: Pair) -> Vec<Step> {
     let b = pair.status(Node::B).expect("fw-b status");
     assert_eq!(b["health_probe"]["open"], false, "{b:#}");
 
-    let kill = observe(&mut pair, Node::B, |pair| {
+    let kill = observe(&mut pair, mode, Node::B, |pair| {
         pair.daemon(Node::A).kill9().expect("kill fw-a");
     });
     let kill_takeover = takeover_time(&pair, Node::B);
-    let preempt = observe(&mut pair, Node::A, |pair| pair.spawn(Node::A));
+    let preempt = observe(&mut pair, mode, Node::A, |pair| pair.spawn(Node::A));
     let preempt_takeover = takeover_time(&pair, Node::A);
-    let switchover = observe(&mut pair, Node::B, |pair| {
+    let switchover = observe(&mut pair, mode, Node::B, |pair| {
         let out = pair.cli(Node::A, &["switchover"]);
         assert!(out.status.success(), "{out:?}");
     });
@@ -325,7 +361,7 @@ pub(crate) fn probe_scenario(pair: Pair) -> Vec<Step> {
     ] {
         let (both_open, outage) = analyse(samples);
         eprintln!(
-            "probe {what}: {} samples, both open in {both_open}, longest with neither open {outage:?}, takeover {takeover:?}",
+            "probe {mode:?} {what}: {} samples, both open in {both_open}, longest with neither open {outage:?}, takeover {takeover:?}",
             samples.len()
         );
         assert_eq!(both_open, 0, "{what}: both probes open at once");
@@ -371,6 +407,26 @@ pub(crate) fn assert_outages(steps: &[Step]) {
 
 #[test]
 fn e2e_health_probe_follows_the_role_through_failover_and_switchover() {
-    let pair = Pair::prepare("hlprobe", Options::default(), with_probe(local_provider));
-    assert_outages(&probe_scenario(pair));
+    let pair = Pair::prepare(
+        "hlprobe",
+        Options::default(),
+        with_probe(local_provider, Mode::Tcp),
+    );
+    assert_outages(&probe_scenario(pair, Mode::Tcp));
+}
+
+#[test]
+fn e2e_health_http_probe_with_provider_none_follows_the_role() {
+    let pair = Pair::prepare(
+        "hlnone",
+        Options::default(),
+        with_probe(no_provider, Mode::Http),
+    );
+    let steps = probe_scenario(pair, Mode::Http);
+    // Nothing to move: the takeover converges at once, so a planned handover costs only the
+    // keepalive that tells the old active node it was relieved.
+    for step in &steps {
+        assert!(step.takeover < Duration::from_millis(50), "{step:?}");
+    }
+    assert_outages(&steps);
 }
