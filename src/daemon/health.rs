@@ -60,9 +60,20 @@ impl HealthState {
     }
 
     /// Every check has passed its last decision (a check without a result yet counts as not
-    /// healthy: the probe must not open on a node whose checks have not run).
+    /// healthy).
     pub fn checks_healthy(&self) -> bool {
         self.tracks.iter().all(|t| t.healthy == Some(true))
+    }
+
+    /// Every check with the fault effect has passed its last decision: what the probe needs.
+    /// A check with a weight acts through the election instead (the peer preempts once it
+    /// outranks this node): closing the probe for it would leave nobody serving until then.
+    /// A check without a result yet keeps the probe closed: its node may not be able to serve.
+    pub fn fault_checks_healthy(&self) -> bool {
+        self.tracks
+            .iter()
+            .filter(|t| t.config.weight.is_none())
+            .all(|t| t.healthy == Some(true))
     }
 }
 
@@ -190,7 +201,7 @@ impl Daemon {
             &advert,
             crate::health::ProbeInputs {
                 term_converged: self.health.term_converged,
-                checks_healthy: self.health.checks_healthy(),
+                checks_healthy: self.health.fault_checks_healthy(),
                 peer_active: self.peer_active(),
             },
         );
@@ -240,7 +251,7 @@ impl Daemon {
                 .health
                 .tracks
                 .iter()
-                .filter(|t| t.healthy != Some(true))
+                .filter(|t| t.config.weight.is_none() && t.healthy != Some(true))
                 .map(|t| t.config.name.as_str())
                 .collect();
             format!("tracked check not healthy: {}", failing.join(", "))

@@ -13,15 +13,16 @@ pub struct ProbeInputs {
     /// The current active term's takeover has converged once (a later reconcile repair does
     /// not close the probe again).
     pub term_converged: bool,
-    /// Every tracked check passed its last decision.
+    /// Every tracked check with the fault effect passed its last decision (weighted checks act
+    /// through the election).
     pub checks_healthy: bool,
     /// The peer is heard and says it is active (possibly handing over).
     pub peer_active: bool,
 }
 
 /// Whether the health probe should answer "send me traffic": active, its takeover converged,
-/// not handing over, not leaving, every tracked check healthy, and the peer not (or no longer)
-/// active. The last one keeps the two probes from ever being open together in a planned
+/// not handing over, not leaving, every fault-effect tracked check healthy, and the peer not
+/// (or no longer) active. The last one keeps the two probes from ever being open together in a planned
 /// handover: with nothing to move in the cloud a takeover converges at once, before the node
 /// handing over has heard that it was relieved and closed its own.
 pub fn probe_should_be_open(advert: &PeerAdvert, inputs: ProbeInputs) -> bool {
