@@ -280,6 +280,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_check_that_floods_its_output_and_leaves_a_child_is_bounded() {
+        // 50 MB on stdout, then a child that keeps the pipe open: killed at the timeout with
+        // its process group, and only a short excerpt kept.
+        let probe = Probe::Command(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "head -c 50000000 /dev/zero | tr '\\0' x; sleep 60 & exit 0".into(),
+        ]);
+        let started = std::time::Instant::now();
+        let (ok, detail) = check_once(&probe, Duration::from_millis(1500)).await;
+        assert!(!ok, "{detail}");
+        assert!(detail.contains("timed out"), "{detail}");
+        assert!(detail.len() < 400, "{} bytes", detail.len());
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
     async fn reports_are_sent_on_changes_only() {
         let dir = tempfile::tempdir().expect("tempdir");
         let flag = dir.path().join("fail");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::e2e_local::{local_provider, name, Options, Pair, DEAD_MS, SOON};
-use crate::e2e_ops::events;
+use crate::e2e_ops::{events, metric, scrape};
 use crate::netns::{self, wait_until, Node, FLOATING_IP};
 
 /// The probe's TCP port on each node's LAN address.
@@ -116,6 +116,16 @@ fn e2e_health_a_failing_tracked_command_on_the_active_node_hands_over_and_shows_
                 .is_some_and(|m| m.contains("tracked check appliance FAILING"))),
         "{journal:#?}"
     );
+    let samples = scrape(&pair, Node::A);
+    assert_eq!(
+        metric(&samples, "cloudha_track_healthy{check=\"appliance\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&samples, "cloudha_alarm{alarm=\"track_failing\"}"),
+        1.0
+    );
+    assert_eq!(metric(&samples, "cloudha_role{role=\"fault\"}"), 1.0);
 
     // Healthy again: back to standby, then (preempt on, higher priority) active after the
     // hold-down.
