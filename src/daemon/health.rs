@@ -221,13 +221,26 @@ impl Daemon {
     }
 
     /// The peer is heard and says it is active.
+    /// A peer handing over or leaving has closed its own probe before it said so.
     fn peer_active(&self) -> bool {
         let now = self.now();
         self.fsm.peer_alive(now)
-            && self
-                .fsm
-                .peer()
-                .is_some_and(|p| p.advert.role == Role::Active)
+            && self.fsm.peer().is_some_and(|p| {
+                p.advert.role == Role::Active && !p.advert.yielding && !p.advert.leaving
+            })
+    }
+
+    /// When the probe may open without any event: a closed probe that waits only for a peer
+    /// still heard as active (both active, the peer then silent) opens once that peer counts
+    /// as dead. The loop must wake then: nothing else may happen (and a reader polling the
+    /// status keeps restarting the idle timer).
+    pub(super) fn probe_wakeup(&self) -> Option<crate::fsm::Millis> {
+        let probe = self.health.probe.as_ref()?;
+        if probe.is_open() || self.fsm.role() != Role::Active || !self.peer_active() {
+            return None;
+        }
+        let last = self.fsm.last_heard().iter().flatten().max().copied()?;
+        Some(last.saturating_add(self.fsm.config().dead_interval_ms))
     }
 
     /// Why the probe is open or closed.

@@ -334,6 +334,9 @@ pub async fn run(
         let wake = daemon
             .fsm
             .next_wakeup()
+            .into_iter()
+            .chain(daemon.probe_wakeup())
+            .min()
             .map(|at| Duration::from_millis(at.saturating_sub(now)))
             .unwrap_or(MAX_IDLE)
             .min(MAX_IDLE);

@@ -330,17 +330,26 @@ fn observe(pair: &mut Pair, mode: Mode, node: Node, act: impl FnOnce(&mut Pair))
     let poller = poll_probes(pair.topo.ns(Node::Client).to_string(), mode, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     act(pair);
-    wait_until("the new active node's probe open", SOON, || {
-        pair.status(node)
-            .filter(|s| s["health_probe"]["open"] == true)
-    });
+    let deadline = Instant::now() + SOON;
+    while pair
+        .status(node)
+        .is_none_or(|s| s["health_probe"]["open"] != true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}'s probe still closed: {:#}",
+            name(node),
+            pair.status(node).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     poller.join().expect("poller")
 }
 
 /// Run the probe scenario on a prepared pair: failover on kill, the killed node back (it
-/// preempts), then an operator switchover. Asserts that the probes were never both open and
+/// preempts), an operator switchover, then a graceful stop (SIGTERM) of the active node. Asserts that the probes were never both open and
 /// returns each step's outage as the client measured it.
 pub(crate) fn probe_scenario(pair: Pair, mode: Mode) -> Vec<Step> {
     let mut pair = pair.start_both();
@@ -362,12 +371,21 @@ pub(crate) fn probe_scenario(pair: Pair, mode: Mode) -> Vec<Step> {
         assert!(out.status.success(), "{out:?}");
     });
     let switchover_takeover = takeover_time(&pair, Node::B);
+    let sigterm = observe(&mut pair, mode, Node::A, |pair| {
+        let (_, graceful) = pair
+            .daemon(Node::B)
+            .terminate(Duration::from_secs(10))
+            .expect("SIGTERM fw-b");
+        assert!(graceful, "fw-b did not exit on SIGTERM");
+    });
+    let sigterm_takeover = takeover_time(&pair, Node::A);
 
     let mut steps = Vec::new();
     for (what, samples, takeover) in [
         ("kill", &kill, kill_takeover),
         ("preemption", &preempt, preempt_takeover),
         ("switchover", &switchover, switchover_takeover),
+        ("sigterm", &sigterm, sigterm_takeover),
     ] {
         let (both_open, outage) = analyse(samples);
         eprintln!(
@@ -383,6 +401,13 @@ pub(crate) fn probe_scenario(pair: Pair, mode: Mode) -> Vec<Step> {
         });
     }
     let journal = events(&pair, Node::B);
+    assert!(
+        journal.iter().any(|e| e["kind"] == "health"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("closed: shutting down"))),
+        "fw-b's probe closed as it left: {journal:#?}"
+    );
     assert!(
         journal.iter().any(|e| e["kind"] == "health"
             && e["message"]
