@@ -465,3 +465,60 @@ fn e2e_health_http_probe_with_provider_none_follows_the_role() {
     }
     assert_outages(&steps);
 }
+
+#[test]
+fn e2e_health_a_hung_check_never_delays_a_keepalive_and_fails_at_its_timeout() {
+    let pair = Pair::prepare("hlhung", Options::default(), |node| {
+        let command = match node {
+            Node::A => r#"["/bin/sleep", "30"]"#,
+            _ => r#"["/bin/true"]"#,
+        };
+        format!(
+            "{}\n[[track]]\nname = \"hung\"\ncommand = {command}\ntimeout = \"2s\"\ninterval = \"100ms\"\n",
+            local_provider(node)
+        )
+    });
+    let pair = pair.start_both();
+    let b = wait_until("fw-b active and converged", SOON, || {
+        pair.status(Node::B)
+            .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
+    });
+    // Handed over, not detected as silent: the keepalives kept flowing while the check hung.
+    let reason = b["last_transition"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("handing over") || reason.contains("peer is in fault"),
+        "{reason}"
+    );
+    let a = pair.wait_role(Node::A, "fault");
+    let detail = track(&a, 0)["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("timed out after 2s"), "{a:#}");
+    for s in [&a, &b] {
+        for path in s["paths"].as_array().expect("paths") {
+            assert_eq!(path["lost"], 0, "no keepalive lost: {path:#}");
+        }
+    }
+}
+
+#[test]
+fn e2e_health_a_probe_port_in_use_stops_the_daemon_at_start_naming_the_field() {
+    let mut pair = Pair::prepare(
+        "hlport",
+        Options::default(),
+        with_probe(no_provider, Mode::Tcp),
+    );
+    let addr = SocketAddr::from((Node::A.lan_ip(), PROBE_PORT));
+    let holder = netns::in_namespace(pair.topo.ns(Node::A), move || {
+        std::net::TcpListener::bind(addr).expect("hold the probe port")
+    });
+    pair.spawn(Node::A);
+    let status = wait_until("fw-a to exit", SOON, || {
+        pair.daemon(Node::A).try_wait().expect("try_wait")
+    });
+    assert!(!status.success(), "{status:?}");
+    let log = pair.daemon(Node::A).log();
+    assert!(
+        log.contains(&format!("health_probe.listen {addr}:")) && log.contains("in use"),
+        "{log}"
+    );
+    drop(holder);
+}
