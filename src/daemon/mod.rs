@@ -278,7 +278,7 @@ pub async fn run(
         "cloudha {VERSION} started"
     );
 
-    let config_tracks = config.tracks.clone();
+    let health = health::HealthState::new(&config.tracks, probe);
     let mut daemon = Daemon {
         ha_digest: config.ha_digest(),
         config,
@@ -314,7 +314,7 @@ pub async fn run(
         cloud: None,
         ops,
         maintenance: maintenance::MaintenanceState::default(),
-        health: health::HealthState::new(&config_tracks, probe),
+        health,
     };
     let started = format!(
         "cloudha {VERSION} started (incarnation {incarnation}, provider {})",
