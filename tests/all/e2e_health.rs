@@ -468,22 +468,28 @@ fn e2e_health_http_probe_with_provider_none_follows_the_role() {
 
 #[test]
 fn e2e_health_a_hung_check_never_delays_a_keepalive_and_fails_at_its_timeout() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = scratch.path().to_path_buf();
+    // The check hangs (for longer than its timeout) once the node's flag file exists.
     let pair = Pair::prepare("hlhung", Options::default(), |node| {
-        let command = match node {
-            Node::A => r#"["/bin/sleep", "30"]"#,
-            _ => r#"["/bin/true"]"#,
-        };
         format!(
-            "{}\n[[track]]\nname = \"hung\"\ncommand = {command}\ntimeout = \"2s\"\ninterval = \"100ms\"\n",
-            local_provider(node)
+            "{}\n[[track]]\nname = \"hung\"\ncommand = [\"/bin/sh\", \"-c\", 'if [ -e {} ]; then exec sleep 30; fi']\ntimeout = \"2s\"\ninterval = \"100ms\"\n",
+            local_provider(node),
+            failing_flag(&dir, node).display()
         )
     });
     let pair = pair.start_both();
+    wait_until("fw-a's check healthy", SOON, || {
+        pair.status(Node::A)
+            .filter(|s| track(s, 0)["healthy"] == true)
+    });
+    std::fs::write(failing_flag(scratch.path(), Node::A), "").expect("hang the check");
     let b = wait_until("fw-b active and converged", SOON, || {
         pair.status(Node::B)
             .filter(|s| s["role"] == "active" && s["takeover"]["state"] == "done")
     });
-    // Handed over, not detected as silent: the keepalives kept flowing while the check hung.
+    // Handed over, not detected as silent: the keepalives kept flowing while the check hung
+    // for four dead intervals.
     let reason = b["last_transition"]["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("handing over") || reason.contains("peer is in fault"),
