@@ -304,6 +304,13 @@ fn no_provider(_node: Node) -> String {
     "\n[provider]\nkind = \"none\"\n".into()
 }
 
+fn no_preemption() -> Options {
+    Options {
+        preempt: false,
+        ..Options::default()
+    }
+}
+
 /// One step of the probe scenario as the client saw it.
 #[derive(Debug)]
 pub(crate) struct Step {
@@ -348,8 +355,10 @@ fn observe(pair: &mut Pair, mode: Mode, node: Node, act: impl FnOnce(&mut Pair))
     poller.join().expect("poller")
 }
 
-/// Run the probe scenario on a prepared pair: failover on kill, the killed node back (it
-/// preempts), an operator switchover, then a graceful stop (SIGTERM) of the active node. Asserts that the probes were never both open and
+/// Run the probe scenario on a prepared pair (preemption off, so that no step races a
+/// hold-down): failover on kill; the killed node back as standby takes the role with
+/// `cloudha switchover`; an operator switchover on the active node; a graceful stop (SIGTERM)
+/// of the active node. Asserts that the probes were never both open and
 /// returns each step's outage as the client measured it.
 pub(crate) fn probe_scenario(pair: Pair, mode: Mode) -> Vec<Step> {
     let mut pair = pair.start_both();
@@ -364,8 +373,15 @@ pub(crate) fn probe_scenario(pair: Pair, mode: Mode) -> Vec<Step> {
         pair.daemon(Node::A).kill9().expect("kill fw-a");
     });
     let kill_takeover = takeover_time(&pair, Node::B);
-    let preempt = observe(&mut pair, mode, Node::A, |pair| pair.spawn(Node::A));
-    let preempt_takeover = takeover_time(&pair, Node::A);
+    pair.spawn(Node::A);
+    pair.wait_role(Node::A, "standby");
+    // The standby takes the role from the healthy active node (what a preemption does, without
+    // waiting a hold-down): the new active node is active while the old one still is.
+    let take = observe(&mut pair, mode, Node::A, |pair| {
+        let out = pair.cli(Node::A, &["switchover"]);
+        assert!(out.status.success(), "{out:?}");
+    });
+    let take_takeover = takeover_time(&pair, Node::A);
     let switchover = observe(&mut pair, mode, Node::B, |pair| {
         let out = pair.cli(Node::A, &["switchover"]);
         assert!(out.status.success(), "{out:?}");
@@ -383,7 +399,7 @@ pub(crate) fn probe_scenario(pair: Pair, mode: Mode) -> Vec<Step> {
     let mut steps = Vec::new();
     for (what, samples, takeover) in [
         ("kill", &kill, kill_takeover),
-        ("preemption", &preempt, preempt_takeover),
+        ("takeover from the standby", &take, take_takeover),
         ("switchover", &switchover, switchover_takeover),
         ("sigterm", &sigterm, sigterm_takeover),
     ] {
@@ -418,18 +434,19 @@ pub(crate) fn probe_scenario(pair: Pair, mode: Mode) -> Vec<Step> {
     steps
 }
 
-/// The bounds every probe run must meet: a planned handover (preemption, switchover) leaves
-/// both closed no longer than the dead interval, and no longer than the takeover plus the
-/// client's polling; a kill adds the detection (the dead interval after the last keepalive,
-/// sent up to one interval before the kill).
+/// The bounds every probe run must meet: a planned handover (switchover either way, SIGTERM)
+/// leaves both closed no longer than the dead interval; after a kill, no longer than the
+/// detection (the dead interval after the last keepalive, sent up to one interval before the
+/// kill) plus the takeover and the client's polling.
 pub(crate) fn assert_outages(steps: &[Step]) {
     let dead = Duration::from_millis(DEAD_MS);
     let interval = Duration::from_millis(crate::e2e_local::INTERVAL_MS);
-    let slack = Duration::from_millis(60);
+    // The client's polling period and connect, and scheduling on a loaded test machine.
+    let slack = Duration::from_millis(150);
     for step in steps {
         let bound = match step.what {
             "kill" => dead + interval + step.takeover + slack,
-            _ => (step.takeover + slack).min(dead),
+            _ => dead,
         };
         assert!(
             step.outage <= bound,
@@ -444,7 +461,7 @@ pub(crate) fn assert_outages(steps: &[Step]) {
 fn e2e_health_probe_follows_the_role_through_failover_and_switchover() {
     let pair = Pair::prepare(
         "hlprobe",
-        Options::default(),
+        no_preemption(),
         with_probe(local_provider, Mode::Tcp),
     );
     assert_outages(&probe_scenario(pair, Mode::Tcp));
@@ -454,7 +471,7 @@ fn e2e_health_probe_follows_the_role_through_failover_and_switchover() {
 fn e2e_health_http_probe_with_provider_none_follows_the_role() {
     let pair = Pair::prepare(
         "hlnone",
-        Options::default(),
+        no_preemption(),
         with_probe(no_provider, Mode::Http),
     );
     let steps = probe_scenario(pair, Mode::Http);
