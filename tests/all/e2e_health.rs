@@ -311,6 +311,18 @@ fn no_preemption() -> Options {
     }
 }
 
+/// Both nodes' keepalive path counters, for a failure message.
+fn both_paths(pair: &Pair) -> String {
+    [Node::A, Node::B]
+        .iter()
+        .map(|&n| {
+            let s = pair.status(n).unwrap_or_default();
+            format!("{}: role {} paths {}", name(n), s["role"], s["paths"])
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// One step of the probe scenario as the client saw it.
 #[derive(Debug)]
 pub(crate) struct Step {
@@ -379,14 +391,21 @@ pub(crate) fn probe_scenario(pair: Pair, mode: Mode) -> Vec<Step> {
     // waiting a hold-down): the new active node is active while the old one still is.
     let take = observe(&mut pair, mode, Node::A, |pair| {
         let out = pair.cli(Node::A, &["switchover"]);
-        assert!(out.status.success(), "{out:?}");
+        assert!(out.status.success(), "{out:?}\n{}", both_paths(pair));
     });
     let take_takeover = takeover_time(&pair, Node::A);
     let switchover = observe(&mut pair, mode, Node::B, |pair| {
         let out = pair.cli(Node::A, &["switchover"]);
-        assert!(out.status.success(), "{out:?}");
+        assert!(out.status.success(), "{out:?}\n{}", both_paths(pair));
     });
     let switchover_takeover = takeover_time(&pair, Node::B);
+    let a = pair.status(Node::A).expect("fw-a status");
+    assert_eq!(
+        a["role"],
+        "standby",
+        "fw-a after the switchover: {}",
+        both_paths(&pair)
+    );
     let sigterm = observe(&mut pair, mode, Node::A, |pair| {
         let (_, graceful) = pair
             .daemon(Node::B)
@@ -422,7 +441,8 @@ pub(crate) fn probe_scenario(pair: Pair, mode: Mode) -> Vec<Step> {
             && e["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("closed: shutting down"))),
-        "fw-b's probe closed as it left: {journal:#?}"
+        "fw-b's probe closed as it left: {journal:#?}\n{}",
+        both_paths(&pair)
     );
     assert!(
         journal.iter().any(|e| e["kind"] == "health"
