@@ -37,7 +37,7 @@ apt_install() {
 # command:package pairs.
 missing=()
 for pair in ip:iproute2 tc:iproute2 ping:iputils-ping arping:iputils-arping nft:nftables \
-  python3:python3 shellcheck:shellcheck systemd-analyze:systemd; do
+  python3:python3 shellcheck:shellcheck systemd-analyze:systemd pgrep:procps; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]} > 0)); then

@@ -76,6 +76,12 @@ pub struct Config {
     /// Scheduled platform maintenance (Azure Scheduled Events, AWS instance actions).
     #[serde(default)]
     pub maintenance_events: crate::ops::config::MaintenanceEventsConfig,
+    /// Checks of the appliance itself (processes, interfaces).
+    #[serde(default, rename = "track")]
+    pub tracks: Vec<crate::health::config::TrackConfig>,
+    /// The load-balancer health probe that follows the HA role.
+    #[serde(default)]
+    pub health_probe: Option<crate::health::config::HealthProbeConfig>,
 }
 
 /// `[cluster]`: identical on both nodes.
@@ -169,6 +175,8 @@ pub enum ProviderKind {
     Azure,
     /// AWS: secondary private IPs, Elastic IPs and route targets through the EC2 API.
     Aws,
+    /// Nothing to move: a load balancer sends the traffic where `[health_probe]` answers.
+    None,
 }
 
 impl fmt::Display for ProviderKind {
@@ -177,6 +185,7 @@ impl fmt::Display for ProviderKind {
             ProviderKind::Local => f.write_str("local"),
             ProviderKind::Azure => f.write_str("azure"),
             ProviderKind::Aws => f.write_str("aws"),
+            ProviderKind::None => f.write_str("none"),
         }
     }
 }
@@ -465,6 +474,12 @@ impl Config {
                 ),
             });
         }
+        if self.provider.kind == ProviderKind::None && self.health_probe.is_none() {
+            warnings.push(Problem {
+                field: "health_probe".into(),
+                message: "provider.kind = \"none\" moves nothing and there is no [health_probe]: only the hooks follow the role. Add [health_probe] listen = \"<LAN address>:<port>\" for the load balancer's probe".into(),
+            });
+        }
         if self.metrics.enabled && !self.metrics.listen.ip().is_loopback() {
             warnings.push(Problem {
                 field: "metrics.listen".into(),
@@ -490,6 +505,7 @@ impl Config {
         check_name("node.name", &self.node.name, &mut problem);
         check_name("peer.name", &self.peer.name, &mut problem);
         crate::ops::config::validate(self, &mut problem);
+        crate::health::config::validate(&self.tracks, self.health_probe.as_ref(), &mut problem);
         if self.node.name == self.peer.name {
             problem(
                 "peer.name",
@@ -558,7 +574,7 @@ impl Config {
         }
         self.validate_paths(&mut problem);
 
-        if self.floating_ips.is_empty() {
+        if self.floating_ips.is_empty() && self.provider.kind != ProviderKind::None {
             problem(
                 "floating_ip",
                 "no [[floating_ip]] entries; add at least one with address = \"10.0.0.100\"".into(),
@@ -589,6 +605,7 @@ impl Config {
         match self.provider.kind {
             ProviderKind::Azure => self.validate_azure(&mut problem),
             ProviderKind::Aws => self.validate_aws(&mut problem),
+            ProviderKind::None => self.validate_none(&mut problem),
             ProviderKind::Local => {
                 match &self.provider.local {
                     None => problem(
@@ -789,7 +806,7 @@ impl Config {
     /// with the key file's in [`Config::read_key`]): the control socket's path and directory,
     /// the state directory, the journal, the hook programs. Each names the field and the fix.
     pub fn check_files(&self) -> Vec<Problem> {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        use std::os::unix::fs::FileTypeExt;
         let mut problems = Vec::new();
         let mut problem = |field: &str, message: String| {
             problems.push(Problem {
@@ -851,30 +868,38 @@ impl Config {
             let Some(program) = command.first().filter(|p| p.starts_with('/')) else {
                 continue;
             };
-            let shown = crate::secure_fs::excerpt(program);
-            match std::fs::metadata(program) {
-                Err(e) => problem(
-                    field,
-                    format!("{shown}: {e}; install the program or fix the path"),
-                ),
-                Ok(meta) if !meta.is_file() => problem(
-                    field,
-                    format!("{shown} is not a regular file; name the program itself"),
-                ),
-                Ok(meta) if meta.mode() & 0o111 == 0 => problem(
-                    field,
-                    format!("{shown} is not executable; `chmod 755` it"),
-                ),
-                Ok(meta) if meta.mode() & 0o002 != 0 => problem(
-                    field,
-                    format!(
-                        "{shown} is writable by every user, who could make the daemon run anything; `chmod o-w` it"
-                    ),
-                ),
-                Ok(_) => {}
+            check_program(field, program, &mut problem);
+        }
+        crate::health::config::check_files(&self.tracks, &mut problem);
+        problems
+    }
+
+    /// `kind = "none"`: nothing moves, so anything naming a cloud resource is a mistake.
+    fn validate_none(&self, problem: &mut impl FnMut(&str, String)) {
+        for (table, present) in [
+            ("provider.local", self.provider.local.is_some()),
+            ("provider.azure", self.provider.azure.is_some()),
+            ("provider.aws", self.provider.aws.is_some()),
+        ] {
+            if present {
+                problem(
+                    table,
+                    format!("kind = \"none\" uses no provider table; remove [{table}] or set provider.kind to the provider it configures"),
+                );
             }
         }
-        problems
+        if !self.floating_ips.is_empty() {
+            problem(
+                "floating_ip",
+                "kind = \"none\" moves no address (the load balancer sends the traffic); remove the [[floating_ip]] entries or choose the provider that moves them (local, azure, aws)".into(),
+            );
+        }
+        if !self.routes.is_empty() {
+            problem(
+                "route",
+                "kind = \"none\" changes no route table; remove the [[route]] entries or choose azure or aws".into(),
+            );
+        }
     }
 
     fn validate_paths(&self, problem: &mut impl FnMut(&str, String)) {
@@ -1057,6 +1082,34 @@ impl Config {
         let mut out = [0u8; 16];
         out.copy_from_slice(&digest[..16]);
         out
+    }
+}
+
+/// A program the daemon runs (a hook, a tracked check): it must exist, be an executable
+/// regular file, and not be writable by every user.
+pub(crate) fn check_program(field: &str, program: &str, problem: &mut impl FnMut(&str, String)) {
+    use std::os::unix::fs::MetadataExt;
+    let shown = crate::secure_fs::excerpt(program);
+    match std::fs::metadata(program) {
+        Err(e) => problem(
+            field,
+            format!("{shown}: {e}; install the program or fix the path"),
+        ),
+        Ok(meta) if !meta.is_file() => problem(
+            field,
+            format!("{shown} is not a regular file; name the program itself"),
+        ),
+        Ok(meta) if meta.mode() & 0o111 == 0 => problem(
+            field,
+            format!("{shown} is not executable; `chmod 755` it"),
+        ),
+        Ok(meta) if meta.mode() & 0o002 != 0 => problem(
+            field,
+            format!(
+                "{shown} is writable by every user, who could make the daemon run anything; `chmod o-w` it"
+            ),
+        ),
+        Ok(_) => {}
     }
 }
 
@@ -1297,6 +1350,70 @@ prefix_len = 24
             text = text.replace(from, to);
         }
         Config::parse(&text).expect("parses").validate()
+    }
+
+    /// `EXAMPLE` with `kind = "none"`: no provider table, no floating IP.
+    fn none_example() -> String {
+        let provider = "[provider]\nkind = \"local\"\n\n[provider.local]\ninterface = \"lan0\"\n\n[[floating_ip]]\naddress = \"10.0.0.100\"\nprefix_len = 24\n";
+        assert!(EXAMPLE.contains(provider));
+        EXAMPLE.replace(
+            provider,
+            "[provider]\nkind = \"none\"\n\n[health_probe]\nlisten = \"10.0.0.1:8080\"\n",
+        )
+    }
+
+    #[test]
+    fn provider_none_needs_no_floating_ip_and_refuses_cloud_resources() {
+        let config = Config::parse(&none_example()).expect("parses");
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+        assert_eq!(config.provider.kind.to_string(), "none");
+
+        let with_cloud = none_example()
+            + "\n[provider.local]\ninterface = \"lan0\"\n\n[[floating_ip]]\naddress = \"10.0.0.100\"\n\n[[route]]\ntable = \"rt-1\"\nname = \"default\"\nprefix = \"0.0.0.0/0\"\n";
+        let problems = match Config::parse(&with_cloud) {
+            Ok(config) => config.validate(),
+            Err(e) => panic!("parses: {e:?}"),
+        };
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        for field in ["provider.local", "floating_ip", "route"] {
+            assert!(fields.contains(&field), "{field} in {problems:?}");
+        }
+        assert!(problems
+            .iter()
+            .any(|p| p.field == "floating_ip" && p.message.contains("moves no address")));
+
+        let no_probe = none_example().replace("[health_probe]\nlisten = \"10.0.0.1:8080\"\n", "");
+        let config = Config::parse(&no_probe).expect("parses");
+        assert!(config.validate().is_empty());
+        let warnings = config.warnings();
+        assert!(
+            warnings.iter().any(|w| w.field == "health_probe"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn tracks_and_the_probe_are_validated_with_the_rest() {
+        let text = format!(
+            "{EXAMPLE}\n[[track]]\nname = \"fw\"\ncommand = [\"fwcheck\"]\n\n[health_probe]\nlisten = \"10.0.0.1:0\"\n"
+        );
+        let fields: Vec<String> = Config::parse(&text)
+            .expect("parses")
+            .validate()
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert!(
+            fields.contains(&"track[0].command".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"health_probe.listen".to_string()),
+            "{fields:?}"
+        );
+        let (field, _) = parse_err(&format!("{EXAMPLE}\n[[track]]\nname = \"fw\"\nfalls = 3\n"));
+        assert_eq!(field, "track[0].falls");
     }
 
     #[test]

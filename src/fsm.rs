@@ -35,7 +35,8 @@ pub enum Role {
     Standby,
     /// Holds (or is taking) the floating IPs and routes.
     Active,
-    /// Unhealthy (the provider cannot work); never becomes active.
+    /// Unhealthy (the provider cannot work, or a tracked check with the fault effect fails);
+    /// never becomes active.
     Fault,
     /// Taken out of service by the operator; never becomes active.
     Maintenance,
@@ -224,12 +225,18 @@ pub enum Event {
         #[serde(default)]
         error: Option<String>,
     },
-    /// The provider's health check changed.
+    /// The node's health changed: the provider's health check, or a tracked check with the
+    /// fault effect (`[[track]]`).
     Health {
-        /// Whether the provider can work.
+        /// Whether the node can serve.
         healthy: bool,
-        /// Why (shown in status).
+        /// Why (shown in status and in the transition's reason).
         reason: String,
+    },
+    /// The effective priority changed (a tracked check with a weight, see `[[track]]`).
+    Priority {
+        /// The new priority, 1..=255.
+        priority: u8,
     },
     /// Reconcile read the cloud. `drift`: something is not on this node; `peer_holds`: a
     /// floating IP is on the peer's NIC or a route points at the peer.
@@ -352,6 +359,9 @@ pub struct Fsm {
     /// sender's ARP queue while a link was down) and says what the peer was, not what it is.
     peer_lag: Option<LagReference>,
     healthy: bool,
+    /// Why the node is unhealthy, while it is.
+    #[serde(default)]
+    unhealthy_reason: String,
     maintenance: bool,
     yielding: Option<(YieldReason, Millis)>,
     takeover: TakeoverState,
@@ -397,6 +407,7 @@ impl Fsm {
             peer_newest: None,
             peer_lag: None,
             healthy: true,
+            unhealthy_reason: String::new(),
             maintenance: false,
             yielding: None,
             takeover: TakeoverState::Idle,
@@ -584,11 +595,22 @@ impl Fsm {
                 self.on_takeover_finished(epoch, ok, error, now)
             }
             Event::Health { healthy, reason } => {
+                if !healthy {
+                    self.unhealthy_reason = reason.clone();
+                }
                 if self.healthy != healthy {
                     self.healthy = healthy;
                     if !healthy {
                         self.begin_leaving_active(YieldReason::Fault, &reason, now, &mut out);
                     }
+                }
+            }
+            Event::Priority { priority } => {
+                let priority = priority.max(1);
+                if self.config.priority != priority {
+                    self.config.priority = priority;
+                    // Elections and preemption compare the advertised priority: tell the peer.
+                    out.push(Action::Advertise);
                 }
             }
             Event::Observed {
@@ -986,7 +1008,8 @@ impl Fsm {
             Role::Init | Role::Standby | Role::Fault | Role::Maintenance => {
                 if !self.healthy {
                     if self.role != Role::Fault {
-                        self.transition(Role::Fault, "provider unhealthy".into(), now, out);
+                        let reason = format!("unhealthy: {}", self.unhealthy_reason);
+                        self.transition(Role::Fault, reason, now, out);
                     }
                     return;
                 }
@@ -998,7 +1021,7 @@ impl Fsm {
                 }
                 if matches!(self.role, Role::Fault | Role::Maintenance) {
                     let reason = if self.role == Role::Fault {
-                        "provider healthy again"
+                        "healthy again"
                     } else {
                         "maintenance ended"
                     };
@@ -1099,10 +1122,13 @@ impl Fsm {
                     _ if self.maintenance => Role::Maintenance,
                     _ => Role::Standby,
                 };
-                let reason = format!(
+                let mut reason = format!(
                     "peer is active with epoch {} (ours {})",
                     p.epoch, self.epoch
                 );
+                if target == Role::Fault {
+                    reason = format!("unhealthy ({}): {reason}", self.unhealthy_reason);
+                }
                 self.epoch = self.epoch.max(p.epoch);
                 self.step_down(target, reason, now, out);
                 return;
@@ -1130,7 +1156,8 @@ impl Fsm {
                         self.step_down(Role::Maintenance, format!("maintenance: {why}"), now, out)
                     }
                     YieldReason::Fault => {
-                        self.step_down(Role::Fault, format!("provider unhealthy: {why}"), now, out)
+                        let reason = format!("unhealthy ({}): {why}", self.unhealthy_reason);
+                        self.step_down(Role::Fault, reason, now, out)
                     }
                 }
                 return;

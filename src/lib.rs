@@ -15,6 +15,7 @@
 //! - [`provider`]: builds the configured provider (crates under `providers/`).
 //! - [`status`]: the snapshot served to `cloudha status`.
 //! - [`control`]: the local Unix-socket endpoint for status and operator commands.
+//! - [`health`]: tracked checks (`[[track]]`) and the load-balancer health probe.
 //! - [`ops`]: journal, metrics, alarms, notify hooks, systemd.
 //! - [`secure_fs`]: private files and directories (key file, state, control socket).
 //! - [`selftest`]: `cloudha selftest`, every failover prerequisite checked on a healthy pair.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod fsm;
+pub mod health;
 pub mod keepalive;
 pub mod ops;
 pub mod provider;

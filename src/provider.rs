@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use cloudha_provider_aws::AwsProvider;
 use cloudha_provider_azure::{AzureProvider, TokenSource};
-use cloudha_provider_core::Provider;
+use cloudha_provider_core::{
+    Observation, ProgressReporter, Provider, ProviderError, TakeoverReport, TakeoverRequest,
+};
 use cloudha_provider_local::LocalProvider;
 
 use crate::config::{Config, ProviderKind};
@@ -49,6 +51,7 @@ pub async fn build(config: &Config) -> Result<Arc<dyn Provider>, String> {
             provider.start_token_renewal();
             Ok(Arc::new(provider))
         }
+        ProviderKind::None => Ok(Arc::new(NothingToMove)),
         ProviderKind::Aws => {
             let aws = config.provider.aws.as_ref().ok_or_else(|| {
                 "provider.aws: kind = \"aws\" needs a [provider.aws] table".to_string()
@@ -63,6 +66,38 @@ pub async fn build(config: &Config) -> Result<Arc<dyn Provider>, String> {
             .map_err(|e| e.to_string())?;
             Ok(Arc::new(provider))
         }
+    }
+}
+
+/// `provider.kind = "none"`: pairs behind a load balancer, where the health probe alone moves
+/// the traffic. A takeover converges at once, having nothing to do; nothing is observed, so
+/// reconcile never finds drift.
+struct NothingToMove;
+
+#[async_trait::async_trait]
+impl Provider for NothingToMove {
+    fn kind(&self) -> &'static str {
+        "none"
+    }
+
+    async fn take_over(
+        &self,
+        _request: &TakeoverRequest,
+        _progress: &ProgressReporter,
+    ) -> Result<TakeoverReport, ProviderError> {
+        Ok(TakeoverReport::default())
+    }
+
+    async fn release(&self, _progress: &ProgressReporter) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    async fn observe(&self) -> Result<Observation, ProviderError> {
+        Ok(Observation::default())
+    }
+
+    async fn health(&self) -> Result<(), ProviderError> {
+        Ok(())
     }
 }
 

@@ -117,6 +117,42 @@ pub struct StatusSnapshot {
     /// Platform maintenance scheduled for this node, and what the daemon does about it.
     #[serde(default)]
     pub scheduled_maintenance: Vec<String>,
+    /// The configured priority (`priority` above is the effective one, with the weights of
+    /// tracked checks applied).
+    #[serde(default)]
+    pub base_priority: u8,
+    /// Each `[[track]]` check.
+    #[serde(default)]
+    pub tracks: Vec<TrackStatus>,
+    /// The load-balancer health probe, when configured.
+    #[serde(default)]
+    pub health_probe: Option<ProbeStatus>,
+}
+
+/// One tracked check.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrackStatus {
+    /// `name` of the `[[track]]`.
+    pub name: String,
+    /// `fault` or `weight -50`.
+    pub effect: String,
+    /// `None` until its first result.
+    pub healthy: Option<bool>,
+    /// What the result that set the state said.
+    pub detail: String,
+    /// Time since the state was set.
+    pub since_ms_ago: Option<u64>,
+}
+
+/// The health probe.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    /// `tcp 0.0.0.0:8080` or `http 0.0.0.0:8080/healthz`.
+    pub listen: String,
+    /// Whether it answers "healthy".
+    pub open: bool,
+    /// Why it is closed, or why it cannot open.
+    pub detail: String,
 }
 
 /// The cloud state as last read (who holds each floating IP and route).
@@ -384,6 +420,37 @@ pub fn render_human(s: &StatusSnapshot) -> String {
                 .as_ref()
                 .map(|e| format!(", error: {e}"))
                 .unwrap_or_default()
+        );
+    }
+    if !s.tracks.is_empty() {
+        let _ = writeln!(out, "Tracked checks:");
+    }
+    for t in &s.tracks {
+        let state = match t.healthy {
+            Some(true) => " OK ",
+            Some(false) => "FAIL",
+            None => " .. ",
+        };
+        let _ = writeln!(
+            out,
+            "  [{state}] {:<17} ({}) {} (for {})",
+            t.name,
+            t.effect,
+            if t.detail.is_empty() {
+                "no result yet"
+            } else {
+                &t.detail
+            },
+            ago(t.since_ms_ago).trim_end_matches(" ago")
+        );
+    }
+    if let Some(p) = &s.health_probe {
+        let _ = writeln!(
+            out,
+            "Health probe {}: {} ({})",
+            p.listen,
+            if p.open { "OPEN" } else { "closed" },
+            p.detail
         );
     }
     for a in &s.alarms {

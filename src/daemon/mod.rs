@@ -33,6 +33,7 @@ use crate::status::{
     PendingOperation, StatusSnapshot, TakeoverStatus, TransitionRecord,
 };
 
+mod health;
 mod maintenance;
 mod ops;
 
@@ -79,6 +80,9 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// The health probe's port could not be bound.
+    #[error("{0}")]
+    Probe(String),
     /// The control socket could not be bound.
     #[error("status.socket {path}: {source}")]
     Socket {
@@ -162,6 +166,13 @@ pub async fn run(
             path: config.node.state_dir.display().to_string(),
             source,
         })?;
+    // Before the control socket: a probe port in use stops the start with nothing to clean up.
+    let probe = config
+        .health_probe
+        .as_ref()
+        .map(crate::health::probe::HealthProbe::start)
+        .transpose()
+        .map_err(DaemonError::Probe)?;
     let listener = control::bind(&config.status.socket)
         .await
         .map_err(|source| DaemonError::Socket {
@@ -224,6 +235,9 @@ pub async fn run(
 
     let (observe_tx, mut observe_rx) = mpsc::unbounded_channel::<ObserveResult>();
 
+    let (track_tx, mut track_rx) = mpsc::unbounded_channel();
+    let _trackers = crate::health::track::Trackers::start(&config.tracks, track_tx);
+
     let (proof_tx, mut proof_rx) = mpsc::unbounded_channel();
     tokio::spawn(watch_failover_proof(provider.clone(), proof_tx));
 
@@ -234,7 +248,7 @@ pub async fn run(
     tokio::spawn(control::serve(listener, status_source.clone(), command_tx));
 
     let (maintenance_tx, mut maintenance_rx) = mpsc::unbounded_channel();
-    if config.maintenance_events.enabled && provider.kind() != "local" {
+    if config.maintenance_events.enabled && !matches!(provider.kind(), "local" | "none") {
         tokio::spawn(maintenance::poll(
             provider.clone(),
             config.maintenance_events.poll_interval.0,
@@ -265,6 +279,7 @@ pub async fn run(
         "cloudha {VERSION} started"
     );
 
+    let health = health::HealthState::new(&config.tracks, probe);
     let mut daemon = Daemon {
         ha_digest: config.ha_digest(),
         config,
@@ -300,6 +315,7 @@ pub async fn run(
         cloud: None,
         ops,
         maintenance: maintenance::MaintenanceState::default(),
+        health,
     };
     let started = format!(
         "cloudha {VERSION} started (incarnation {incarnation}, provider {})",
@@ -319,6 +335,9 @@ pub async fn run(
         let wake = daemon
             .fsm
             .next_wakeup()
+            .into_iter()
+            .chain(daemon.probe_wakeup())
+            .min()
             .map(|at| Duration::from_millis(at.saturating_sub(now)))
             .unwrap_or(MAX_IDLE)
             .min(MAX_IDLE);
@@ -327,7 +346,13 @@ pub async fn run(
             _ = &mut shutdown => break,
             Some(received) = received_rx.recv() => daemon.on_keepalive(received),
             Some(event) = worker_rx.recv() => daemon.on_worker(event),
-            Some((healthy, reason)) = health_rx.recv() => Some(Event::Health { healthy, reason }),
+            Some((healthy, reason)) = health_rx.recv() => daemon.on_provider_health(healthy, reason),
+            Some(report) = track_rx.recv() => daemon.on_track(report),
+            Some(stream) = health::accept_probe(&daemon.health.probe) => {
+                // A TCP probe only needs the handshake, which the kernel completed.
+                drop(stream);
+                continue;
+            }
             Some((command, reply)) = command_rx.recv() => {
                 if let Some(message) = daemon.refuse_unprovable(command) {
                     let _ = reply.send(Response::Refused { message });
@@ -536,6 +561,7 @@ struct Daemon {
     cloud: Option<(Instant, Result<Observation, String>)>,
     ops: ops::Ops,
     maintenance: maintenance::MaintenanceState,
+    health: health::HealthState,
 }
 
 impl Daemon {
@@ -871,23 +897,6 @@ impl Daemon {
 
     /// Feed one event to the FSM and carry out its actions; true when there were any.
     fn step(&mut self, event: Event) -> bool {
-        if let Event::Health { healthy, reason } = &event {
-            self.provider_health = if *healthy {
-                Ok(())
-            } else {
-                Err(reason.clone())
-            };
-            if !healthy {
-                warn!("provider unhealthy: {reason}");
-            }
-            self.record_event(
-                Kind::Note,
-                format!(
-                    "provider {}: {reason}",
-                    if *healthy { "healthy" } else { "UNHEALTHY" }
-                ),
-            );
-        }
         let now = self.now();
         // Detection time is measured before the state machine sees the tick that decides.
         let last_heard = self.fsm.last_heard().iter().flatten().max().copied();
@@ -902,6 +911,7 @@ impl Daemon {
                 "reconcile: taking over again to repair the drift".into(),
             );
         }
+        self.update_probe(&actions);
         let _ = self.advert_tx.send_replace(self.fsm.advert());
         let acted = !actions.is_empty();
         for action in actions {
@@ -1104,7 +1114,8 @@ impl Daemon {
             role: fsm.role().as_str().into(),
             role_for_ms: now.saturating_sub(fsm.role_since()),
             epoch: fsm.epoch(),
-            priority: self.config.node.priority,
+            priority: fsm.config().priority,
+            base_priority: self.config.node.priority,
             ready,
             indicators,
             peer,
@@ -1126,6 +1137,8 @@ impl Daemon {
                 .chain(self.ops.metrics.listener_warning())
                 .collect(),
             scheduled_maintenance: self.maintenance_lines(),
+            tracks: self.track_statuses(),
+            health_probe: self.probe_status(),
             cloud: self.cloud.as_ref().map(|(at, result)| CloudStatus {
                 observed_ms_ago: millis(at.elapsed()),
                 resources: result
@@ -1248,7 +1261,7 @@ impl Daemon {
                 Some((_, Err(e))) => format!("reading the cloud state failed: {e}"),
             },
         };
-        vec![
+        let mut indicators = vec![
             keepalive,
             same_version,
             same_config,
@@ -1258,7 +1271,22 @@ impl Daemon {
             self.takeover_indicator(alive),
             self.cloud_state_indicator(mine, theirs),
             self.failover_proven_indicator(),
-        ]
+        ];
+        if !self.health.tracks.is_empty() {
+            let failing = self.failing_tracks();
+            indicators.push(Indicator {
+                name: "tracked_checks".into(),
+                ok: self.health.checks_healthy(),
+                detail: if !failing.is_empty() {
+                    failing.join("; ")
+                } else if self.health.checks_healthy() {
+                    format!("{} check(s) healthy", self.health.tracks.len())
+                } else {
+                    "waiting for the first result of every check".into()
+                },
+            });
+        }
+        indicators
     }
 }
 

@@ -284,6 +284,7 @@ impl Daemon {
                 })
                 .collect(),
             clock_skew_ms: s.peer.clock_skew_ms.filter(|_| s.peer.alive),
+            tracks_failing: self.failing_tracks(),
         }
     }
 
@@ -365,6 +366,8 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     check("floating_ip", same(&old.floating_ips, &new.floating_ips));
     check("route", same(&old.routes, &new.routes));
     check("metrics", same(&old.metrics, &new.metrics));
+    check("track", same(&old.tracks, &new.tracks));
+    check("health_probe", same(&old.health_probe, &new.health_probe));
     check("journal.path", same(&old.journal.path, &new.journal.path));
     let failover = |c: &Config| {
         let f = &c.failover;

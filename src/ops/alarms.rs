@@ -48,6 +48,7 @@ pub const NAMES: &[&str] = &[
     "keepalive_loss",
     "keepalive_rtt",
     "clock_skew",
+    "track_failing",
 ];
 
 /// Thresholds (from `[alarms]` and the keepalive timing).
@@ -99,6 +100,8 @@ pub struct Inputs {
     pub ips_duplicated: Vec<String>,
     pub paths: Vec<PathSample>,
     pub clock_skew_ms: Option<i64>,
+    /// Tracked checks failing now: `name (effect): detail`.
+    pub tracks_failing: Vec<String>,
 }
 
 /// A raised alarm.
@@ -303,6 +306,16 @@ impl Alarms {
                 .clock_skew_ms
                 .filter(|s| s.unsigned_abs() > t.max_clock_skew_ms)
                 .map(|s| format!("clocks differ by {s} ms: check NTP on both nodes")),
+        ));
+
+        conditions.push((
+            "track_failing",
+            (!inputs.tracks_failing.is_empty()).then(|| {
+                format!(
+                    "tracked check failing: {}",
+                    inputs.tracks_failing.join("; ")
+                )
+            }),
         ));
 
         let mut changes = Vec::new();

@@ -107,24 +107,55 @@ impl Hooks {
 }
 
 async fn execute(run: HookRun) -> HookResult {
+    let env = [
+        ("CLOUDHA_STATE", run.state.clone()),
+        ("CLOUDHA_PREVIOUS_STATE", run.previous.clone()),
+        ("CLOUDHA_REASON", run.reason.clone()),
+        ("CLOUDHA_EPOCH", run.epoch.to_string()),
+        ("CLOUDHA_NODE", run.node.clone()),
+        ("CLOUDHA_PEER", run.peer.clone()),
+    ];
+    let finished = run_bounded(&run.command, &env, run.timeout).await;
+    HookResult {
+        run,
+        outcome: finished.outcome,
+        elapsed: finished.elapsed,
+        output: finished.output,
+    }
+}
+
+/// How a bounded run ended (see [`run_bounded`]).
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Exit, timeout or failure to start.
+    pub outcome: Outcome,
+    /// From spawn to exit or kill.
+    pub elapsed: Duration,
+    /// The start of its stdout and stderr.
+    pub output: String,
+}
+
+/// Run `command` (program and arguments, no shell) with `env` added, stdin closed, in its own
+/// process group, killed with everything it started at `timeout` (or when the returned future
+/// is dropped); only the head of its output is kept. Shared by notify hooks and tracked checks
+/// (`health::track`), so both are bounded the same way.
+pub async fn run_bounded(
+    command: &[String],
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> Finished {
     let started = Instant::now();
-    let finish = |outcome, output| HookResult {
-        run: run.clone(),
+    let finish = |outcome, output| Finished {
         outcome,
         elapsed: started.elapsed(),
         output,
     };
-    let Some((program, args)) = run.command.split_first() else {
+    let Some((program, args)) = command.split_first() else {
         return finish(Outcome::Failed("empty command".into()), String::new());
     };
     let spawned = Command::new(program)
         .args(args)
-        .env("CLOUDHA_STATE", &run.state)
-        .env("CLOUDHA_PREVIOUS_STATE", &run.previous)
-        .env("CLOUDHA_REASON", &run.reason)
-        .env("CLOUDHA_EPOCH", run.epoch.to_string())
-        .env("CLOUDHA_NODE", &run.node)
-        .env("CLOUDHA_PEER", &run.peer)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -140,10 +171,10 @@ async fn execute(run: HookRun) -> HookResult {
     let mut group = GroupKill(child.id().and_then(|id| i32::try_from(id).ok()));
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    // Both streams at once, so a hook filling one pipe never waits on the other; only the
+    // Both streams at once, so a program filling one pipe never waits on the other; only the
     // head of each is kept, the rest counted.
     let collect = async { tokio::join!(drain(stdout), drain(stderr)) };
-    let waited = tokio::time::timeout(run.timeout, async {
+    let waited = tokio::time::timeout(timeout, async {
         let output = collect.await;
         (child.wait().await, output)
     })

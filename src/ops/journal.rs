@@ -52,6 +52,8 @@ pub enum Kind {
     Operator,
     Reload,
     Resume,
+    /// A tracked check changed state, or the health probe opened or closed.
+    Health,
     Note,
 }
 
@@ -74,6 +76,7 @@ impl Kind {
             Kind::Operator => "operator",
             Kind::Reload => "reload",
             Kind::Resume => "resume",
+            Kind::Health => "health",
             Kind::Note => "note",
         }
     }

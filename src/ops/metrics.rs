@@ -78,6 +78,11 @@ struct AlarmLabels {
     alarm: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrackLabels {
+    check: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds_histogram() -> Histogram {
@@ -106,6 +111,9 @@ pub struct Metrics {
     drift_repaired: Counter,
     alarms: Family<AlarmLabels, Gauge>,
     hooks_failed: Counter,
+    tracks_healthy: Family<TrackLabels, Gauge>,
+    priority: Gauge,
+    probe_open: Gauge,
     journal_errors: Counter,
     connections_refused: Counter,
     /// Why the listener cannot accept, while it cannot (shown in status).
@@ -137,6 +145,9 @@ impl Metrics {
             drift_repaired: Counter::default(),
             alarms: Family::default(),
             hooks_failed: Counter::default(),
+            tracks_healthy: Family::default(),
+            priority: Gauge::default(),
+            probe_open: Gauge::default(),
             journal_errors: Counter::default(),
             connections_refused: Counter::default(),
             listener_warning: Mutex::new(None),
@@ -221,6 +232,21 @@ impl Metrics {
             m.hooks_failed.clone(),
         );
         registry.register(
+            "track_healthy",
+            "1 while the tracked check passes, 0 while it fails, by check",
+            m.tracks_healthy.clone(),
+        );
+        registry.register(
+            "priority",
+            "The effective priority (the configured one with tracked checks' weights applied)",
+            m.priority.clone(),
+        );
+        registry.register(
+            "health_probe_open",
+            "1 while the load-balancer health probe answers healthy",
+            m.probe_open.clone(),
+        );
+        registry.register(
             "journal_write_errors",
             "Journal appends that failed",
             m.journal_errors.clone(),
@@ -265,6 +291,19 @@ impl Metrics {
         }
         if let Some(skew) = s.peer.clock_skew_ms {
             self.clock_skew.set(skew as f64 / 1000.0);
+        }
+        self.priority.set(i64::from(s.priority));
+        for t in &s.tracks {
+            if let Some(healthy) = t.healthy {
+                self.tracks_healthy
+                    .get_or_create(&TrackLabels {
+                        check: t.name.clone(),
+                    })
+                    .set(i64::from(healthy));
+            }
+        }
+        if let Some(p) = &s.health_probe {
+            self.probe_open.set(i64::from(p.open));
         }
         for name in alarms::NAMES {
             let raised = s.alarms.iter().any(|a| a.name == *name);

@@ -44,6 +44,20 @@ pub async fn run(path: &Path) -> Result<Report, String> {
 async fn provider_checks(config: &Config) -> Vec<Check> {
     match config.provider.kind {
         ProviderKind::Local => common::local_checks(config),
+        ProviderKind::None => vec![match &config.health_probe {
+            Some(p) => Check::pass(
+                "provider",
+                format!(
+                    "provider none: nothing to move in the cloud; the load balancer follows the health probe on {}",
+                    p.listen
+                ),
+            ),
+            None => Check::warn(
+                "provider",
+                "provider none and no [health_probe]: nothing but the hooks follows the role",
+                "add [health_probe] listen = \"<LAN address>:<port>\" and point the load balancer's probe at it",
+            ),
+        }],
         ProviderKind::Azure => {
             let Some(azure) = config.provider.azure.clone() else {
                 return vec![missing_table("azure")];

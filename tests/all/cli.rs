@@ -61,6 +61,37 @@ fn assert_breaks_name_their_fields(good: &str, path: &Path, cases: &[(&str, &str
 }
 
 #[test]
+fn load_balancer_example_config_is_valid_and_its_mistakes_name_their_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (text, path) = shipped_in(dir.path(), "deploy/cloudha.lb.example.toml");
+    assert_valid(&text, &path);
+    assert_breaks_name_their_fields(
+        &text,
+        &path,
+        &[
+            (
+                "\"/usr/bin/pgrep\"",
+                "\"/nonexistent/pgrep\"",
+                "track[0].command",
+            ),
+            ("\"/usr/bin/pgrep\"", "\"pgrep\"", "track[0].command"),
+            ("fall = 3", "fall = 0", "track[0].fall"),
+            ("weight = -150", "weight = 0", "track[1].weight"),
+            (
+                "path = \"/healthz\"",
+                "path = \"healthz\"",
+                "health_probe.path",
+            ),
+            (
+                "kind = \"none\"",
+                "kind = \"none\"\n\n[[floating_ip]]\naddress = \"10.0.1.100\"",
+                "floating_ip",
+            ),
+        ],
+    );
+}
+
+#[test]
 fn example_config_is_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (text, path) = example_in(dir.path());

@@ -34,7 +34,7 @@ print(json.dumps(prometheus))
 
 const VENV_PYTHON: &str = "/opt/cloudha-venv/bin/python";
 
-fn scrape(pair: &Pair, node: Node) -> BTreeMap<String, f64> {
+pub(crate) fn scrape(pair: &Pair, node: Node) -> BTreeMap<String, f64> {
     let out = pair
         .topo
         .exec(node, &[VENV_PYTHON, "-c", SCRAPE])
@@ -47,7 +47,7 @@ fn scrape(pair: &Pair, node: Node) -> BTreeMap<String, f64> {
     serde_json::from_slice(&out.stdout).expect("scraper output")
 }
 
-fn metric(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
+pub(crate) fn metric(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
     *samples
         .get(key)
         .unwrap_or_else(|| panic!("no sample {key} in {:#?}", samples.keys()))

@@ -12,6 +12,7 @@ mod deploy_kit;
 mod e2e_aws;
 mod e2e_azure;
 mod e2e_freshness;
+mod e2e_health;
 mod e2e_local;
 mod e2e_ops;
 mod fsm_properties;
