@@ -56,6 +56,9 @@ enum Cmd {
         /// Print only the last N events.
         #[arg(long, short = 'n')]
         lines: Option<usize>,
+        /// Draw the failover of EPOCH (the newest without one) as a timeline instead.
+        #[arg(long, value_name = "EPOCH", num_args = 0..=1, conflicts_with_all = ["json", "follow", "lines"])]
+        failover: Option<Option<u64>>,
         /// Read journal.path (or node.state_dir) from this configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -218,6 +221,7 @@ async fn dispatch(command: Cmd) -> ExitCode {
             json,
             follow,
             lines,
+            failover,
             config,
             journal,
         } => {
@@ -228,6 +232,18 @@ async fn dispatch(command: Cmd) -> ExitCode {
                     Err(e) => return usage_error(&format!("{e}; or pass --journal PATH")),
                 },
             };
+            if let Some(epoch) = failover {
+                return match cloudha::ops::events::show_failover(&path, epoch) {
+                    Ok(drawing) => {
+                        print!("{drawing}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: journal {}: {e}", path.display());
+                        ExitCode::from(1)
+                    }
+                };
+            }
             match cloudha::ops::events::show(&path, lines, json, follow).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
