@@ -786,6 +786,7 @@ impl Daemon {
                     }
                     Err(e) => {
                         error!(epoch, "takeover attempt failed: {e}");
+                        self.ops.metrics.takeover_attempt_failed();
                         let record = self.failover_data();
                         self.emit(
                             Kind::TakeoverFailed,
