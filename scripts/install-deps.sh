@@ -37,11 +37,19 @@ apt_install() {
 # command:package pairs.
 missing=()
 for pair in ip:iproute2 tc:iproute2 ping:iputils-ping arping:iputils-arping nft:nftables \
-  python3:python3 shellcheck:shellcheck systemd-analyze:systemd; do
+  python3:python3 shellcheck:shellcheck systemd-analyze:systemd \
+  prometheus:prometheus promtool:prometheus; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]} > 0)); then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   apt_install "${missing[@]}"
+  # Debian's prometheus package starts a server on *:9090 where systemd runs. The tests only
+  # need the binaries (tests/all/monitoring.rs runs its own on 127.0.0.1 with a temp storage
+  # dir): the service we just installed is stopped and disabled.
+  if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 # True when every pinned package is installed in the venv at its pinned version.

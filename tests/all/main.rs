@@ -17,6 +17,7 @@ mod e2e_ops;
 mod fsm_properties;
 mod fuzz_seeds;
 mod golden;
+mod monitoring;
 mod netns;
 mod netns_selftest;
 mod setup_scripts;
