@@ -311,8 +311,19 @@ fn generate_assets(dir: &Path) -> std::io::Result<()> {
     let mut command = Cli::command();
     command.build();
     man_pages(&command, &man)?;
+    // clap_complete offers hidden subcommands too: complete a copy without them.
+    let mut public = clap::Command::new("cloudha")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(command.get_about().cloned().unwrap_or_default());
+    // From the definitions as written, before `build` added clap's own `help` subcommand.
+    for sub in Cli::command()
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+    {
+        public = public.subcommand(sub.clone());
+    }
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        generate_to(shell, &mut command, "cloudha", &completions)?;
+        generate_to(shell, &mut public, "cloudha", &completions)?;
     }
     Ok(())
 }

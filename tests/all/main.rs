@@ -20,4 +20,5 @@ mod golden;
 mod monitoring;
 mod netns;
 mod netns_selftest;
+mod package_deb;
 mod setup_scripts;
