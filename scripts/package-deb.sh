@@ -37,9 +37,12 @@ while (($# > 0)); do
   esac
   shift
 done
+# cargo and cargo-deb both follow CARGO_TARGET_DIR (a release build in its own directory does
+# not hold the lock of the debug one).
+TARGET=${CARGO_TARGET_DIR:-target}
 case $PROFILE in
-release) BIN=target/release/cloudha ;;
-dev) BIN=target/debug/cloudha ;;
+release) BIN=$TARGET/release/cloudha ;;
+dev) BIN=$TARGET/debug/cloudha ;;
 *) die "--profile: $PROFILE is not release or dev" ;;
 esac
 
