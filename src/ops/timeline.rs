@@ -26,7 +26,7 @@ pub const WIDTH: usize = 100;
 /// Row labels.
 const LABEL: usize = 24;
 /// The time axis between the two `|`.
-const BAR: usize = 54;
+const BAR: usize = 52;
 /// Durations and outcomes right of the axis (WIDTH - LABEL - BAR - the two `|` and two spaces).
 const RIGHT: usize = WIDTH - LABEL - BAR - 4;
 /// Columns between ticks on the axis.
@@ -408,17 +408,17 @@ mod tests {
         let expected = "\
 Failover to epoch 7 on fw-b: converged 2400 ms after the decision, 1 attempt(s), 6 API call(s)
 Reason: peer fw-a silent on every path
-                          0                                              3000 ms
-detection                |---------->                                           | 600 ms
-nic.remove nic-a         |          #######################                     | 1200 ms ok
-  API calls              |          **                                          | 2 calls, 0 retried
-route.put rt-lan/default |          #########                                   | 400 ms ok
-  API calls              |           !  *                                       | 2 calls, 1 retried
-nic.add nic-b            |                                ######################| 1150 ms ok
-  API calls              |                                *             *       | 2 calls, 0 retried
-first write              |           ^                                          | +60 ms
-                          +-----+-----+-----+-----+-----+-----+-----+-----+-----
-- silence  > decision  # operation  * API call 2xx  ! failed call (retried)  ^ 1st write  + 333 ms
+                          0                                            3000 ms
+detection                |---------->                                         | 600 ms
+nic.remove nic-a         |          ######################                    | 1200 ms ok
+  API calls              |          **                                        | 2 calls, 0 retried
+route.put rt-lan/default |          ########                                  | 400 ms ok
+  API calls              |          !  *                                      | 2 calls, 1 retried
+nic.add nic-b            |                               #####################| 1150 ms ok
+  API calls              |                               *             *      | 2 calls, 0 retried
+first write              |           ^                                        | +60 ms
+                          +-----+-----+-----+-----+-----+-----+-----+-----+---
+- silence  > decision  # operation  * API call 2xx  ! failed call (retried)  ^ 1st write  + 346 ms
 ";
         assert_eq!(drawing, expected, "\n{drawing}");
     }
@@ -457,7 +457,7 @@ first write              |           ^                                          
         };
         assert!(position("nic.remove") < position("route.put"));
         assert!(position("route.put") < position("nic.add"));
-        // 3000 ms over 54 columns: 21.6 columns for 1200 ms, 7.2 for 400 ms (+-1 for rounding).
+        // 3000 ms over 52 columns: 20.8 columns for 1200 ms, 6.9 for 400 ms (+-1 for rounding).
         let span = 3000.0;
         for (label, start, elapsed) in [
             ("nic.remove", 605.0, 1200.0),
