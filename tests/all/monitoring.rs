@@ -523,17 +523,23 @@ fn monitoring_prometheus_scrapes_a_pair_through_a_failover_and_every_query_answe
             );
         }
     }
-    // The dead node shows in the rules: fw-a's target down is pending (for: 1m) or firing.
-    let node_down = rules
-        .iter()
-        .find(|r| r["name"] == "CloudhaNodeDown")
-        .expect("CloudhaNodeDown");
-    let alerts = node_down["alerts"].as_array().cloned().unwrap_or_default();
-    assert!(
-        alerts.iter().any(|a| a["labels"]["instance"] == "fw-a"
-            && ["pending", "firing"].contains(&a["state"].as_str().unwrap_or(""))),
-        "{node_down:#}"
-    );
+    // The dead node shows in the rules: fw-a's target down goes pending (for: 1m) at the first
+    // evaluation after the failed scrape.
+    wait_until("CloudhaNodeDown pending for fw-a", PROMETHEUS_WAIT, || {
+        let rules = prometheus.api("/api/v1/rules");
+        let pending = rules["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .filter(|r| r["name"] == "CloudhaNodeDown")
+            .flat_map(|r| r["alerts"].as_array().cloned().unwrap_or_default())
+            .any(|a| {
+                a["labels"]["instance"] == "fw-a"
+                    && ["pending", "firing"].contains(&a["state"].as_str().unwrap_or(""))
+            });
+        pending.then_some(())
+    });
     drop(relays);
 }
 
