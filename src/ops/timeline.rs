@@ -72,21 +72,22 @@ pub fn find(entries: &[Entry], epoch: Option<u64>) -> Result<Failover, String> {
             });
         }
     }
-    found.ok_or_else(|| match (epoch, epochs.is_empty()) {
-        (_, true) => "the journal holds no finished takeover with its failover record \
-                      (written by this version on takeover_done / takeover_failed)"
-            .to_string(),
-        (Some(e), false) => format!(
+    match (found, epoch) {
+        (Some(failover), _) => Ok(failover),
+        (None, Some(e)) if !epochs.is_empty() => Err(format!(
             "no takeover for epoch {e} in the journal; epochs with one: {}",
             epochs
                 .iter()
                 .map(u64::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
+        )),
+        (None, _) => Err(
+            "the journal holds no finished takeover with its failover record \
+                          (written by this version on takeover_done / takeover_failed)"
+                .to_string(),
         ),
-        // With no epoch asked, any takeover found is taken: this arm is not reached.
-        (None, false) => "no takeover found in the journal".to_string(),
-    })
+    }
 }
 
 /// Printable ASCII only, at most `max` columns: control bytes as `\xNN`, other characters as
