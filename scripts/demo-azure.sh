@@ -135,5 +135,7 @@ story_azure() {
   in_ns a "$NETNS_PYTHON" -c 'import urllib.request
 print(urllib.request.urlopen("http://127.0.0.1:9465/metrics", timeout=5).read().decode())' |
     grep -E '^cloudha_(failovers_total|failover_phase_seconds_sum|role\{role="active"\})' | sed 's/^/    /'
+  say "fw-b's takeover as a timeline (cloudha events --failover, from its journal):"
+  "$BIN" events --failover --journal "$WORK/b-state/journal.jsonl" | sed 's/^/  /'
   say "demo complete"
 }

@@ -239,6 +239,8 @@ story_local() {
     /packets transmitted/ { sent = $1 }
     END { print sent + 0, n + 0, gap + 0 }' "$WORK/ping.log")
   say "client pinger: $SENT sent, $GOT replies, $((SENT - GOT)) lost; longest outage $GAP replies (~$(fmt_s $((GAP * 100000)))s)"
+  say "fw-b's takeover as a timeline (cloudha events --failover, from its journal):"
+  "$BIN" events --failover --journal "$WORK/b-state/journal.jsonl" | sed 's/^/  /'
   say "demo complete"
 }
 

@@ -37,11 +37,19 @@ apt_install() {
 # command:package pairs.
 missing=()
 for pair in ip:iproute2 tc:iproute2 ping:iputils-ping arping:iputils-arping nft:nftables \
-  python3:python3 shellcheck:shellcheck systemd-analyze:systemd pgrep:procps; do
+  python3:python3 shellcheck:shellcheck systemd-analyze:systemd pgrep:procps \
+  prometheus:prometheus promtool:prometheus lintian:lintian strip:binutils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]} > 0)); then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   apt_install "${missing[@]}"
+  # Debian's prometheus package starts a server on *:9090 where systemd runs. The tests only
+  # need the binaries (tests/all/monitoring.rs runs its own on 127.0.0.1 with a temp storage
+  # dir): the service we just installed is stopped and disabled.
+  if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 # True when every pinned package is installed in the venv at its pinned version.
@@ -76,4 +84,14 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: needs a Rust toolchain with cargo (https://rustup.rs)" >&2
   exit 1
+fi
+
+# cargo-deb builds the Debian package (scripts/package-deb.sh, tests/all/package_deb.rs), pinned
+# and in its own root so no other cargo install can change it.
+CARGO_DEB_VERSION=3.8.0
+CARGO_DEB_ROOT=/opt/cargo-deb
+if ! "$CARGO_DEB_ROOT/bin/cargo-deb" --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
+  need_root "cargo-deb $CARGO_DEB_VERSION in $CARGO_DEB_ROOT"
+  echo "installing: cargo-deb $CARGO_DEB_VERSION in $CARGO_DEB_ROOT"
+  cargo install --quiet --locked --version "$CARGO_DEB_VERSION" --root "$CARGO_DEB_ROOT" cargo-deb
 fi

@@ -17,6 +17,6 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== shellcheck"
-shellcheck -x scripts/*.sh .ci/run
+shellcheck -x scripts/*.sh .ci/run deploy/debian/postinst deploy/debian/prerm deploy/debian/postrm
 echo "== cargo test"
 cargo test --workspace --no-fail-fast

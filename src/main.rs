@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use cloudha::config::Config;
 use cloudha::control::{self, Request, Response};
 use cloudha::fsm::Command;
@@ -56,6 +56,9 @@ enum Cmd {
         /// Print only the last N events.
         #[arg(long, short = 'n')]
         lines: Option<usize>,
+        /// Draw the failover of EPOCH (the newest without one) as a timeline instead.
+        #[arg(long, value_name = "EPOCH", num_args = 0..=1, conflicts_with_all = ["json", "follow", "lines"])]
+        failover: Option<Option<u64>>,
         /// Read journal.path (or node.state_dir) from this configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -94,6 +97,13 @@ enum Cmd {
         force: bool,
         #[command(flatten)]
         target: Target,
+    },
+    /// Write the man pages and shell completions into DIR (for packaging; see
+    /// scripts/package-deb.sh).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory: man/*.1, completions/{cloudha.bash,_cloudha,cloudha.fish}.
+        dir: PathBuf,
     },
 }
 
@@ -160,6 +170,13 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Cmd::Run { config } => runtime.block_on(run(&config)),
+        Cmd::GenerateAssets { dir } => match generate_assets(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}: {e}", dir.display());
+                ExitCode::from(1)
+            }
+        },
         command => runtime.block_on(dispatch(command)),
     }
 }
@@ -167,6 +184,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Cmd) -> ExitCode {
     match command {
         Cmd::Run { config } => run(&config).await,
+        Cmd::GenerateAssets { .. } => unreachable_in_dispatch(),
         Cmd::Config {
             action: ConfigCmd::Check { path },
         } => match Config::load(&path) {
@@ -218,6 +236,7 @@ async fn dispatch(command: Cmd) -> ExitCode {
             json,
             follow,
             lines,
+            failover,
             config,
             journal,
         } => {
@@ -228,6 +247,18 @@ async fn dispatch(command: Cmd) -> ExitCode {
                     Err(e) => return usage_error(&format!("{e}; or pass --journal PATH")),
                 },
             };
+            if let Some(epoch) = failover {
+                return match cloudha::ops::events::show_failover(&path, epoch) {
+                    Ok(drawing) => {
+                        print!("{drawing}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: journal {}: {e}", path.display());
+                        ExitCode::from(1)
+                    }
+                };
+            }
             match cloudha::ops::events::show(&path, lines, json, follow).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -260,6 +291,56 @@ async fn dispatch(command: Cmd) -> ExitCode {
             send_command(&target, command).await
         }
     }
+}
+
+/// `main` handles `generate-assets` before the runtime's dispatch; reaching here is a bug in
+/// `main`, reported as a failure rather than a panic.
+fn unreachable_in_dispatch() -> ExitCode {
+    eprintln!("error: generate-assets is handled before dispatch");
+    ExitCode::from(1)
+}
+
+/// The man pages (`cloudha.1` and one per visible subcommand, `cloudha-status.1`...) and the
+/// bash, zsh and fish completions, from the clap definitions.
+fn generate_assets(dir: &Path) -> std::io::Result<()> {
+    use clap_complete::{generate_to, Shell};
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    let mut command = Cli::command();
+    command.build();
+    man_pages(&command, &man)?;
+    // clap_complete offers hidden subcommands too: complete a copy without them.
+    let mut public = clap::Command::new("cloudha")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(command.get_about().cloned().unwrap_or_default());
+    // From the definitions as written, before `build` added clap's own `help` subcommand.
+    for sub in Cli::command()
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+    {
+        public = public.subcommand(sub.clone());
+    }
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        generate_to(shell, &mut public, "cloudha", &completions)?;
+    }
+    Ok(())
+}
+
+/// One page for `command` and one for each visible subcommand, recursively; clap's own `help`
+/// subcommands get none (`cloudha help status` is `cloudha-status(1)` already).
+fn man_pages(command: &clap::Command, dir: &Path) -> std::io::Result<()> {
+    let name = command.get_display_name().unwrap_or(command.get_name());
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    std::fs::write(dir.join(format!("{name}.1")), page)?;
+    for sub in command.get_subcommands() {
+        if !sub.is_hide_set() && sub.get_name() != "help" {
+            man_pages(sub, dir)?;
+        }
+    }
+    Ok(())
 }
 
 fn usage_error(message: &str) -> ExitCode {

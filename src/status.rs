@@ -302,6 +302,29 @@ pub struct FailoverRecord {
     /// Time spent waiting for API answers, by operation (ms, summed over its calls).
     #[serde(default)]
     pub api_call_ms: BTreeMap<String, u64>,
+    /// The first [`MAX_CALL_RECORDS`] API requests one by one, for the timeline
+    /// (`cloudha events --failover`); the counts above stay complete past the cap.
+    #[serde(default)]
+    pub calls: Vec<ApiCallRecord>,
+}
+
+/// How many API requests a failover record keeps one by one: a takeover makes tens; a
+/// throttled one that retries for minutes must not grow the status and the journal without end.
+pub const MAX_CALL_RECORDS: usize = 200;
+
+/// One API request of a takeover.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiCallRecord {
+    /// API operation name (`nic.put`, `AssignPrivateIpAddresses`).
+    pub api: String,
+    /// HTTP status (0 for a transport error).
+    pub status: u16,
+    /// Whether it changes cloud state.
+    pub write: bool,
+    /// Decision -> request sent.
+    pub sent_ms: u64,
+    /// Request sent -> answer.
+    pub duration_ms: u64,
 }
 
 /// A finished operation.
@@ -313,6 +336,9 @@ pub struct OperationRecord {
     pub outcome: String,
     /// Duration.
     pub elapsed_ms: u64,
+    /// Decision -> operation started (absent in records written before it was kept).
+    #[serde(default)]
+    pub started_ms: Option<u64>,
 }
 
 /// A line in the recent-events list.

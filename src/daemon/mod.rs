@@ -29,8 +29,9 @@ use crate::ops::metrics::{self, Metrics};
 use crate::provider_worker::{ProviderWorker, WorkerEvent};
 use crate::ticker::Ticker;
 use crate::status::{
-    CloudStatus, EventRecord, FailoverRecord, Indicator, OperationRecord, PathStatus, PeerStatus,
-    PendingOperation, StatusSnapshot, TakeoverStatus, TransitionRecord,
+    ApiCallRecord, CloudStatus, EventRecord, FailoverRecord, Indicator, OperationRecord,
+    PathStatus, PeerStatus, PendingOperation, StatusSnapshot, TakeoverStatus, TransitionRecord,
+    MAX_CALL_RECORDS,
 };
 
 mod health;
@@ -800,20 +801,25 @@ impl Daemon {
                             changed = report.changed,
                             "takeover converged"
                         );
-                        self.record_event(
+                        let record = self.failover_data();
+                        self.emit(
                             Kind::TakeoverDone,
                             format!(
                                 "takeover for epoch {epoch} converged in {} ms",
                                 millis(elapsed)
                             ),
+                            record,
                         );
                         self.on_failover_converged();
                     }
                     Err(e) => {
                         error!(epoch, "takeover attempt failed: {e}");
-                        self.record_event(
+                        self.ops.metrics.takeover_attempt_failed();
+                        let record = self.failover_data();
+                        self.emit(
                             Kind::TakeoverFailed,
                             format!("takeover attempt failed: {e}"),
+                            record,
                         );
                     }
                 }
@@ -836,6 +842,15 @@ impl Daemon {
         }
     }
 
+    /// The failover record as it stands, for the journal's takeover_done / takeover_failed
+    /// entries: `cloudha events --failover` draws the timeline from it after the fact.
+    fn failover_data(&self) -> Value {
+        match &self.last_failover {
+            Some(f) => json!({ "failover": f }),
+            None => Value::Null,
+        }
+    }
+
     fn on_progress(&mut self, event: ProgressEvent) {
         match event {
             ProgressEvent::OperationStarted { id, description } => {
@@ -848,18 +863,25 @@ impl Daemon {
                 elapsed_ms,
             } => {
                 info!(operation = %id, elapsed_ms, "{outcome}");
-                self.pending.remove(&id);
+                let started = self.pending.remove(&id).map(|(_, at)| at);
                 self.ops.metrics.operation(&id, elapsed_ms);
                 self.emit(
                     Kind::Operation,
                     format!("{id}: {outcome} in {elapsed_ms} ms"),
                     json!({ "operation": id, "elapsed_ms": elapsed_ms }),
                 );
+                let started_ms = match (self.failover_started, started) {
+                    (Some(decided), Some(at)) => {
+                        Some(millis(at.saturating_duration_since(decided)))
+                    }
+                    _ => None,
+                };
                 if let Some(f) = &mut self.last_failover {
                     f.operations.push(OperationRecord {
                         id,
                         outcome,
                         elapsed_ms,
+                        started_ms,
                     });
                 }
             }
@@ -875,7 +897,7 @@ impl Daemon {
                     .map(|t| millis(t.elapsed()).saturating_sub(duration_ms));
                 if let Some(f) = &mut self.last_failover {
                     *f.api_call_ms.entry(operation.clone()).or_insert(0) += duration_ms;
-                    *f.api_calls.entry(operation).or_insert(0) += 1;
+                    *f.api_calls.entry(operation.clone()).or_insert(0) += 1;
                     // Calls run in parallel and report when they end: the earliest send
                     // wins, not the first answer.
                     let earliest = |a: Option<u64>, b: Option<u64>| match (a, b) {
@@ -885,6 +907,15 @@ impl Daemon {
                     f.first_request_ms = earliest(f.first_request_ms, sent_ms);
                     if write {
                         f.first_write_ms = earliest(f.first_write_ms, sent_ms);
+                    }
+                    if let (Some(sent_ms), true) = (sent_ms, f.calls.len() < MAX_CALL_RECORDS) {
+                        f.calls.push(ApiCallRecord {
+                            api: operation,
+                            status,
+                            write,
+                            sent_ms,
+                            duration_ms,
+                        });
                     }
                 }
             }

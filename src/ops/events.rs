@@ -51,6 +51,14 @@ fn print(out: &mut impl Write, entry: &Entry, json: bool) -> io::Result<()> {
     }
 }
 
+/// Draw the failover of `epoch` (the newest when `None`) as a timeline (see `ops::timeline`).
+/// The error says what the journal holds instead when there is no such failover.
+pub fn show_failover(path: &Path, epoch: Option<u64>) -> Result<String, String> {
+    let (entries, _) = journal::read_all(path).map_err(|e| e.to_string())?;
+    let failover = crate::ops::timeline::find(&entries, epoch)?;
+    Ok(crate::ops::timeline::render(&failover))
+}
+
 /// Print the last `lines` entries (all when `None`); with `follow`, keep printing new ones
 /// (across rotations) until the process is stopped.
 pub async fn show(path: &Path, lines: Option<usize>, json: bool, follow: bool) -> io::Result<()> {

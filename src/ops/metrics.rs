@@ -74,6 +74,11 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IndicatorLabels {
+    indicator: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlarmLabels {
     alarm: String,
 }
@@ -96,6 +101,7 @@ pub struct Metrics {
     role: Family<RoleLabels, Gauge>,
     epoch: Gauge,
     ready: Gauge,
+    indicators: Family<IndicatorLabels, Gauge>,
     peer_alive: Gauge,
     keepalives_sent: Family<PathLabels, Counter>,
     keepalives_received: Family<PathLabels, Counter>,
@@ -104,6 +110,7 @@ pub struct Metrics {
     keepalive_rtt: Family<PathLabels, Gauge<f64, AtomicU64>>,
     clock_skew: Gauge<f64, AtomicU64>,
     failovers: Family<FailoverLabels, Counter>,
+    takeover_attempts_failed: Counter,
     phases: Histograms<PhaseLabels>,
     operations: Histograms<OperationLabels>,
     api_calls: Family<ApiLabels, Counter>,
@@ -130,6 +137,7 @@ impl Metrics {
             role: Family::default(),
             epoch: Gauge::default(),
             ready: Gauge::default(),
+            indicators: Family::default(),
             peer_alive: Gauge::default(),
             keepalives_sent: Family::default(),
             keepalives_received: Family::default(),
@@ -138,6 +146,7 @@ impl Metrics {
             keepalive_rtt: Family::default(),
             clock_skew: Gauge::default(),
             failovers: Family::default(),
+            takeover_attempts_failed: Counter::default(),
             phases: Family::new_with_constructor(seconds_histogram),
             operations: Family::new_with_constructor(seconds_histogram),
             api_calls: Family::default(),
@@ -159,6 +168,11 @@ impl Metrics {
             "ha_ready",
             "1 when every readiness indicator is OK",
             m.ready.clone(),
+        );
+        registry.register(
+            "ha_indicator",
+            "1 while the readiness indicator is OK, by indicator (failover_proven: permissions and NIC settings proven)",
+            m.indicators.clone(),
         );
         registry.register(
             "peer_alive",
@@ -199,6 +213,11 @@ impl Metrics {
             "failovers",
             "Failovers (this node becoming active), by cause and result",
             m.failovers.clone(),
+        );
+        registry.register(
+            "takeover_attempts_failed",
+            "Takeover attempts that failed (each is retried with backoff while the node is active)",
+            m.takeover_attempts_failed.clone(),
         );
         registry.register(
             "failover_phase_seconds",
@@ -270,6 +289,13 @@ impl Metrics {
         }
         self.epoch.set(i64::try_from(s.epoch).unwrap_or(i64::MAX));
         self.ready.set(i64::from(s.ready));
+        for indicator in &s.indicators {
+            self.indicators
+                .get_or_create(&IndicatorLabels {
+                    indicator: indicator.name.clone(),
+                })
+                .set(i64::from(indicator.ok));
+        }
         self.peer_alive.set(i64::from(s.peer.alive));
         for p in &s.paths {
             let path = PathLabels {
@@ -340,6 +366,11 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// A takeover attempt failed.
+    pub fn takeover_attempt_failed(&self) {
+        self.takeover_attempts_failed.inc();
     }
 
     /// A failover phase took `ms`.
@@ -554,7 +585,13 @@ mod tests {
             rejected: [("unauthenticated".to_string(), 3)].into_iter().collect(),
             ..PathStatus::default()
         });
+        s.indicators.push(crate::status::Indicator {
+            name: "failover_proven".into(),
+            ok: false,
+            detail: "403".into(),
+        });
         metrics.refresh(&s);
+        metrics.takeover_attempt_failed();
         metrics.api_call("nic.put", 200);
         metrics.api_call("nic.put", 429);
         metrics.failover("peer_dead", "converged");
@@ -564,6 +601,8 @@ mod tests {
             "cloudha_role{role=\"active\"} 1",
             "cloudha_role{role=\"standby\"} 0",
             "cloudha_epoch 4",
+            "cloudha_ha_indicator{indicator=\"failover_proven\"} 0",
+            "cloudha_takeover_attempts_failed_total 1",
             "cloudha_keepalives_sent_total{path=\"lan\"} 10",
             "cloudha_keepalives_rejected_total{path=\"lan\",reason=\"unauthenticated\"} 3",
             "cloudha_keepalive_rtt_seconds{path=\"lan\"} 0.0005",

@@ -8,6 +8,7 @@
 //! - [`alarms`]: conditions raised and cleared from what the daemon observes.
 //! - [`hooks`]: the operator's commands run on role changes, in order, with a timeout.
 //! - [`systemd`]: READY, STATUS, WATCHDOG notifications.
+//! - [`timeline`]: `cloudha events --failover` (one failover drawn on a time axis).
 
 pub mod alarms;
 pub mod config;
@@ -16,3 +17,4 @@ pub mod hooks;
 pub mod journal;
 pub mod metrics;
 pub mod systemd;
+pub mod timeline;

@@ -519,3 +519,56 @@ fn selftest_exit_codes_key_file_mode_and_no_daemon() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("node.priority"));
 }
+
+#[test]
+fn events_failover_draws_from_the_journal_and_says_what_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = dir.path().join("journal.jsonl");
+    let path = journal.to_str().expect("utf-8");
+    // A journal with one finished takeover, written as the daemon writes it; the operation id
+    // carries an escape sequence (an error text from the cloud, or the peer's words).
+    let record = serde_json::json!({
+        "epoch": 4, "reason": "peer silent", "decided_unix_ms": 1_000, "detection_ms": 500,
+        "first_request_ms": 3, "first_write_ms": 5, "total_ms": 900, "attempts": 1,
+        "operations": [{"id": "nic.add \u{1b}[2Jnic-b", "outcome": "ok", "elapsed_ms": 880, "started_ms": 4}],
+        "api_calls": {"nic.put": 1}, "calls": [{"api": "nic.put", "status": 200, "write": true, "sent_ms": 5, "duration_ms": 20}]
+    });
+    let entry = serde_json::json!({
+        "at_unix_ms": 2_000, "node": "fw-b", "role": "active", "epoch": 4,
+        "kind": "takeover_done", "message": "takeover for epoch 4 converged", "data": {"failover": record}
+    });
+    std::fs::write(&journal, format!("{entry}\n")).expect("write journal");
+    for args in [
+        vec!["events", "--failover", "--journal", path],
+        vec!["events", "--failover", "4", "--journal", path],
+    ] {
+        let out = cloudha(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("Failover to epoch 4 on fw-b: converged"),
+            "{text}"
+        );
+        assert!(text.contains("nic.add \\x1b[2Jnic-b"), "escaped: {text}");
+        assert!(!text.contains('\u{1b}'), "no escape reaches the terminal");
+    }
+    let other = cloudha(&["events", "--failover", "5", "--journal", path]);
+    assert_eq!(other.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&other.stderr)
+            .contains("no takeover for epoch 5 in the journal; epochs with one: 4"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert_eq!(
+        cloudha(&["events", "--failover", "--json", "--journal", path])
+            .status
+            .code(),
+        Some(2),
+        "--failover draws; --json, --follow and -n print lines"
+    );
+}

@@ -80,6 +80,25 @@ pub(crate) fn events(pair: &Pair, node: Node) -> Vec<Value> {
         .collect()
 }
 
+/// The node's newest failover drawn by `cloudha events --failover`.
+fn timeline(pair: &Pair, node: Node) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudha"))
+        .args(["events", "--failover", "--journal"])
+        .arg(
+            pair.dir
+                .path()
+                .join(format!("{}-state/journal.jsonl", name(node))),
+        )
+        .output()
+        .expect("run cloudha events --failover");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn kinds(events: &[Value]) -> Vec<String> {
     events
         .iter()
@@ -161,6 +180,41 @@ fn e2e_ops_metrics_journal_alarms_hooks_and_reload_through_a_failover() {
             "takeover_done"
         ],
         "init->standby, standby->active, then the takeover: {journal:#?}"
+    );
+    // The takeover_done entry carries the failover record, and `events --failover` draws it.
+    let done = journal
+        .iter()
+        .rfind(|e| e["kind"] == "takeover_done")
+        .expect("takeover_done");
+    let record = &done["data"]["failover"];
+    assert_eq!(record["epoch"], done["epoch"], "{done:#}");
+    let operations = record["operations"].as_array().expect("operations");
+    assert!(!operations.is_empty(), "{done:#}");
+    assert!(
+        operations.iter().all(|op| op["started_ms"].is_u64()),
+        "every operation has its start: {done:#}"
+    );
+    let drawing = timeline(&pair, Node::B);
+    assert!(
+        drawing.starts_with(&format!(
+            "Failover to epoch {} on fw-b: converged",
+            done["epoch"]
+        )),
+        "{drawing}"
+    );
+    assert!(drawing.contains("\ndetection "), "{drawing}");
+    for op in operations {
+        let id = op["id"].as_str().expect("id");
+        assert!(
+            drawing
+                .lines()
+                .any(|l| l.starts_with(id) && l.contains('#')),
+            "a bar for {id}:\n{drawing}"
+        );
+    }
+    assert!(
+        drawing.lines().all(|l| l.len() <= 100 && l.is_ascii()),
+        "{drawing}"
     );
     let hooks = wait_until("fw-b's active hook", SOON, || {
         let text =

@@ -18,6 +18,8 @@ mod e2e_ops;
 mod fsm_properties;
 mod fuzz_seeds;
 mod golden;
+mod monitoring;
 mod netns;
 mod netns_selftest;
+mod package_deb;
 mod setup_scripts;
