@@ -27,12 +27,12 @@ use crate::ops::hooks::Hooks;
 use crate::ops::journal::Kind;
 use crate::ops::metrics::{self, Metrics};
 use crate::provider_worker::{ProviderWorker, WorkerEvent};
-use crate::ticker::Ticker;
 use crate::status::{
     ApiCallRecord, CloudStatus, EventRecord, FailoverRecord, Indicator, OperationRecord,
     PathStatus, PeerStatus, PendingOperation, StatusSnapshot, TakeoverStatus, TransitionRecord,
     MAX_CALL_RECORDS,
 };
+use crate::ticker::Ticker;
 
 mod health;
 mod maintenance;

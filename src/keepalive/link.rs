@@ -22,8 +22,8 @@ use tracing::{debug, info, warn};
 
 use super::packet::{Accepted, DecodeError, Keepalive, PacketKey, Rejection, ReplayGuard, MAX_LEN};
 use super::peer_state::PeerIncarnation;
-use crate::ticker::Ticker;
 use crate::fsm::{PeerAdvert, Role};
+use crate::ticker::Ticker;
 
 /// Identity and secrets shared by every path.
 #[derive(Debug, Clone)]

@@ -97,6 +97,12 @@ use takeover::Pair;
 /// Time allowed to `observe()`, `health()` and the other checks, which have no takeover deadline.
 pub const CHECK_DEADLINE: Duration = Duration::from_secs(20);
 
+/// How long a passing check of this node's own ENI stands before `health()` describes it again.
+/// The daemon asks for health every few seconds; the ENI's attachment and source/destination
+/// check change only by an operator's hand, so one DescribeNetworkInterfaces a minute finds them
+/// without spending an EC2 read every 5 s on every appliance (reconcile reads it too).
+pub const ENI_RECHECK: Duration = Duration::from_secs(60);
+
 /// Time allowed to discovery through IMDS and EC2 when the provider is built.
 pub const DISCOVERY_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -137,6 +143,15 @@ pub struct AwsProvider {
     maintenance_imds: Option<aws_config::imds::Client>,
     /// Why maintenance notices are unknown right now (shown in status until the next answer).
     maintenance_problem: Mutex<Option<String>>,
+    /// The last passing check of the own ENI (see [`ENI_RECHECK`]).
+    eni_checked: Mutex<Option<EniChecked>>,
+}
+
+/// When `health()` last found the own ENI attached here, and its source/destination check then.
+#[derive(Debug, Clone, Copy)]
+struct EniChecked {
+    at: std::time::Instant,
+    source_dest_check: Option<bool>,
 }
 
 impl AwsProvider {
@@ -224,6 +239,7 @@ impl AwsProvider {
             associations: Mutex::new(BTreeMap::new()),
             maintenance_imds: watch_maintenance.then(|| imds.clone()),
             maintenance_problem: Mutex::new(None),
+            eni_checked: Mutex::new(None),
         };
         if config.own_eni.is_none() {
             let own = budget
@@ -491,6 +507,10 @@ impl Provider for AwsProvider {
 
     async fn health(&self) -> Result<(), ProviderError> {
         self.check_credentials().await?;
+        let last = self.eni_checked.lock().ok().and_then(|c| *c);
+        if last.is_some_and(|c| c.at.elapsed() < ENI_RECHECK) {
+            return Ok(());
+        }
         let progress = ProgressReporter::discard();
         let calls = self.check_calls(&progress);
         let eni = describe::eni(&calls, &self.identity.own_eni).await?;
@@ -506,8 +526,16 @@ impl Provider for AwsProvider {
                 });
             }
         }
-        if eni.source_dest_check != Some(false) {
+        // Said once when found on (and again if it was turned off and back on), not every check.
+        let was = last.and_then(|c| c.source_dest_check);
+        if eni.source_dest_check != Some(false) && was != eni.source_dest_check {
             tracing::warn!(eni = %self.identity.own_eni, "source/destination check is on: forwarded traffic will be dropped");
+        }
+        if let Ok(mut slot) = self.eni_checked.lock() {
+            *slot = Some(EniChecked {
+                at: std::time::Instant::now(),
+                source_dest_check: eni.source_dest_check,
+            });
         }
         Ok(())
     }
