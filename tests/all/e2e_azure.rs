@@ -115,7 +115,10 @@ impl Cloud {
 
 /// The provider sections of a node's config: only the peer's NIC is named; this node's NIC,
 /// subscription and the token all come from the (namespace-local) IMDS.
-fn azure_provider<'a>(emu: &'a Emulator, move_mode: &'a str) -> impl Fn(Node) -> String + 'a {
+pub(crate) fn azure_provider<'a>(
+    emu: &'a Emulator,
+    move_mode: &'a str,
+) -> impl Fn(Node) -> String + 'a {
     move |node| {
         let peer_nic = match node {
             Node::A => "nic-appliance-b",

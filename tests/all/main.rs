@@ -13,6 +13,7 @@ mod e2e_aws;
 mod e2e_azure;
 mod e2e_freshness;
 mod e2e_health;
+mod e2e_lb;
 mod e2e_local;
 mod e2e_ops;
 mod fsm_properties;

@@ -28,11 +28,13 @@ mod arm_vnet;
 mod auth;
 pub mod clock;
 pub mod config;
+pub mod dataplane;
 mod events;
 pub mod faults;
 mod http;
 mod ids;
 mod imds;
+pub mod load_balancer;
 mod lro;
 pub mod reqlog;
 pub mod scenario;
@@ -219,6 +221,52 @@ impl Emulator {
             .get(&ids::key(&self.nic_id(name)))
             .map(|n| n.applied.clone())
             .filter(|v| !v.is_null())
+    }
+
+    /// A load balancer (default resource group) as GET would show it.
+    pub fn load_balancer(&self, name: &str) -> Option<Value> {
+        let st = self.ticked();
+        let id = ids::resource_id(
+            &self.subscription,
+            &self.resource_group,
+            "Microsoft.Network/loadBalancers",
+            name,
+        );
+        st.load_balancers
+            .get(&ids::key(&id))
+            .map(|lb| lb.render(&st))
+    }
+
+    /// What the data plane of load balancer `name` runs on now.
+    pub fn load_balancer_settings(
+        &self,
+        name: &str,
+    ) -> Option<load_balancer::LoadBalancerSettings> {
+        let st = self.ticked();
+        let id = ids::resource_id(
+            &self.subscription,
+            &self.resource_group,
+            "Microsoft.Network/loadBalancers",
+            name,
+        );
+        st.load_balancers
+            .get(&ids::key(&id))
+            .and_then(|lb| lb.settings(&st))
+    }
+
+    /// The primary address of the NIC whose settled document holds private address `ip`.
+    pub fn settled_primary_of(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        let st = self.ticked();
+        let holder = st
+            .nics
+            .values()
+            .find(|n| st.doc_ips(&n.applied).iter().any(|(a, _, _)| *a == ip))?;
+        state::ipconfigs(&holder.applied)
+            .iter()
+            .find(|c| c.pointer("/properties/primary").and_then(Value::as_bool) == Some(true))
+            .and_then(|c| c.pointer("/properties/privateIPAddress"))
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
     }
 
     /// A route table (default resource group) with its routes, as GET would show it.

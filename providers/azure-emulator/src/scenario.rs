@@ -92,6 +92,9 @@ pub struct Scenario {
     /// Virtual machines (each with a system-assigned identity).
     #[serde(default)]
     pub virtual_machines: Vec<VmSpec>,
+    /// Standard internal load balancers (HA ports) in front of the NICs.
+    #[serde(default)]
+    pub load_balancers: Vec<crate::load_balancer::LoadBalancerSpec>,
 }
 
 fn default_tenant() -> String {
@@ -311,6 +314,7 @@ impl Scenario {
             network_interfaces: Vec::new(),
             route_tables: Vec::new(),
             virtual_machines: Vec::new(),
+            load_balancers: Vec::new(),
         })
     }
 
@@ -413,6 +417,14 @@ impl Scenario {
                 },
             );
         }
+
+        crate::load_balancer::build_all(
+            &mut st,
+            &sub,
+            &self.resource_group,
+            &loc,
+            &self.load_balancers,
+        )?;
 
         for t in &self.route_tables {
             let rg = rg_of(&t.resource_group);

@@ -267,6 +267,11 @@ enum Endpoint {
         rg: String,
         vnet: String,
     },
+    LoadBalancer {
+        sub: String,
+        rg: String,
+        name: String,
+    },
     PublicIp {
         sub: String,
         rg: String,
@@ -313,6 +318,7 @@ impl Endpoint {
             }
             Endpoint::Subnet { rg, .. } => (net("virtualNetworks/subnets"), Some(rg)),
             Endpoint::PublicIp { rg, .. } => (net("publicIPAddresses"), Some(rg)),
+            Endpoint::LoadBalancer { rg, .. } => (net("loadBalancers"), Some(rg)),
             Endpoint::OpStatus { .. } => (net("locations/operations"), None),
             Endpoint::OpResult { .. } => (net("locations/operationResults"), None),
             Endpoint::Vm { rg, .. } => (
@@ -345,6 +351,7 @@ impl Endpoint {
             | Endpoint::Subnet { sub, .. }
             | Endpoint::MoveIp { sub, .. }
             | Endpoint::PublicIp { sub, .. }
+            | Endpoint::LoadBalancer { sub, .. }
             | Endpoint::Vm { sub, .. }
             | Endpoint::OpStatus { sub, .. }
             | Endpoint::OpResult { sub, .. }
@@ -418,6 +425,11 @@ fn route(segs: &[String]) -> Option<Endpoint> {
                     sub,
                     rg,
                     vnet: s(7),
+                },
+                ["loadbalancers", _] => Endpoint::LoadBalancer {
+                    sub,
+                    rg,
+                    name: s(7),
                 },
                 ["publicipaddresses", _] => Endpoint::PublicIp {
                     sub,
@@ -586,6 +598,9 @@ fn arm(st: &mut State, emu: &Emulator, req: &Req) -> Resp {
         }
         ("GET", Endpoint::PublicIp { sub, rg, name }) => {
             arm_vnet::get_public_ip(st, &ctx, sub, rg, name)
+        }
+        ("GET", Endpoint::LoadBalancer { sub, rg, name }) => {
+            crate::load_balancer::get(st, &ctx, sub, rg, name)
         }
         ("GET", Endpoint::Vm { sub, rg, name }) => arm_compute::get_vm(st, &ctx, sub, rg, name),
         ("GET", Endpoint::OpStatus { sub, id }) => {

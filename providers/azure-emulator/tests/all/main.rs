@@ -5,6 +5,7 @@ mod auth;
 mod common;
 mod faults;
 mod imds;
+mod load_balancer;
 mod moveip;
 mod nic;
 mod routes;
