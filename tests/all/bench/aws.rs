@@ -14,7 +14,7 @@ use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types::AttributeBooleanValue;
 use aws_sdk_ec2::Client;
 
-use super::measure::{footprint, ms, secs, Footprint, Table};
+use super::measure::{footprint, idle_footprint, ms, secs, Footprint, Table};
 use super::unix_ms;
 use crate::e2e_azure::bind_in_namespace;
 use crate::e2e_local::{num, Options, Pair, SOON};
@@ -261,7 +261,7 @@ fn cloudha_run(cloud: &Cloud, tag: &str, idle: Option<Duration>) -> Result {
             && pair.status(Node::B)?["ready"] == true)
             .then_some(())
     });
-    let idle = idle.map(|window| footprint(&[pair.daemon(Node::A).pid()], window));
+    let idle = idle.map(|window| idle_footprint(&mut pair, Node::A, window));
     let killed_unix = unix_ms();
     pair.daemon(Node::A).kill9().expect("kill fw-a");
     let killed = Instant::now();

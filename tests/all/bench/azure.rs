@@ -8,7 +8,7 @@ use cloudha_azure_emulator::scenario::{RouteSpec, RouteTableSpec};
 use cloudha_azure_emulator::{Emulator, LoggedRequest, Scenario, ThrottleLimits, TimingProfile};
 use serde_json::Value;
 
-use super::measure::{footprint, median, ms, secs, Footprint, Table};
+use super::measure::{idle_footprint, median, ms, secs, Footprint, Table};
 use crate::e2e_azure::{Cloud, ARM_PORT};
 use crate::e2e_local::{num, Options, Pair};
 use crate::netns::{wait_until, Node};
@@ -540,10 +540,7 @@ pub fn idle(idle_secs: u64, mgmt_path: bool) -> Footprint {
             && pair.status(Node::B)?["ready"] == true)
             .then_some(())
     });
-    let foot = footprint(
-        &[pair.daemon(Node::A).pid()],
-        Duration::from_secs(idle_secs),
-    );
+    let foot = idle_footprint(&mut pair, Node::A, Duration::from_secs(idle_secs));
     println!("  cloudha (Azure provider): {}", foot.describe());
     drop(pair);
     drop(cloud);

@@ -201,6 +201,31 @@ pub fn footprint(pids: &[u32], window: Duration) -> Footprint {
     }
 }
 
+/// [`footprint`] of `node`'s daemon, which must stay active in the same epoch throughout: a
+/// window with a role change measured a failover, not an idle node.
+pub fn idle_footprint(
+    pair: &mut crate::e2e_local::Pair,
+    node: crate::netns::Node,
+    window: Duration,
+) -> Footprint {
+    let epoch = |pair: &crate::e2e_local::Pair| {
+        let s = pair.status(node).unwrap_or_default();
+        (
+            s["role"].as_str().unwrap_or("?").to_string(),
+            s["epoch"].clone(),
+        )
+    };
+    let before = epoch(pair);
+    let foot = footprint(&[pair.daemon(node).pid()], window);
+    let after = epoch(pair);
+    assert!(
+        before.0 == "active" && before == after,
+        "the idle window was not idle: {before:?} before, {after:?} after\n{}",
+        pair.logs()
+    );
+    foot
+}
+
 #[test]
 fn median_of_odd_and_even_counts() {
     assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);

@@ -151,3 +151,75 @@ fn load_balancer_scenarios_that_break_the_spec_are_refused_by_name() {
         );
     }
 }
+
+/// The official Python SDK (azure-mgmt-network, installed by `scripts/install-deps.sh`) parses
+/// the same document into its `LoadBalancer` model with every field the data plane reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_parses_the_load_balancer() {
+    const VENV_PYTHON: &str = "/opt/cloudha-venv/bin/python";
+    assert!(
+        std::path::Path::new(VENV_PYTHON).exists(),
+        "{VENV_PYTHON} is missing: run scripts/install-deps.sh (installs azure-mgmt-network)"
+    );
+    let mut scenario = Scenario::two_appliances();
+    scenario
+        .load_balancers
+        .push(LoadBalancerSpec::appliances(probe()));
+    let emu = Emulator::new(&scenario).expect("scenario");
+    let mut actions = DEFAULT_ACTIONS.to_vec();
+    actions.push("Microsoft.Network/loadBalancers/read");
+    assert!(emu.set_permissions(VM_A, &actions, &[]));
+    let addr = emu.start().await.expect("serve");
+    let token = emu.issue_token(VM_A).expect("token");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk/check_load_balancer_with_sdk.py");
+    let (sub, rg) = (
+        emu.subscription_id().to_string(),
+        emu.resource_group().to_string(),
+    );
+    let child = tokio::process::Command::new(VENV_PYTHON)
+        .arg(&script)
+        .args([
+            &format!("http://{addr}"),
+            &token,
+            &sub,
+            &rg,
+            "lb-appliances",
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), child)
+        .await
+        .expect("the SDK script within 120 s")
+        .expect("run the SDK script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
+    let doc = emu.load_balancer("lb-appliances").expect("document");
+    let props = &doc["properties"];
+    assert_eq!(got["sku"], "Standard");
+    assert_eq!(got["frontend_ip"], "10.10.1.50");
+    assert_eq!(
+        got["frontend_subnet"],
+        props["frontendIPConfigurations"][0]["properties"]["subnet"]["id"]
+    );
+    assert_eq!(got["probe_protocol"], "Http");
+    assert_eq!(got["probe_port"], 8081);
+    assert_eq!(got["probe_path"], "/healthz");
+    assert_eq!(got["probe_interval"], 5);
+    assert_eq!(got["probe_threshold"], 2);
+    assert_eq!(got["rule_protocol"], "All");
+    assert_eq!(got["rule_frontend_port"], 0);
+    assert_eq!(got["rule_backend_port"], 0);
+    assert_eq!(got["rule_probe"], props["probes"][0]["id"]);
+    assert_eq!(got["rule_pool"], got["pool_id"]);
+    assert_eq!(
+        got["pool_members"].as_array().map(Vec::len),
+        Some(2),
+        "{got}"
+    );
+}
