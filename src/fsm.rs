@@ -638,13 +638,17 @@ impl Fsm {
     /// without a matching echo; the link drops those as `unproven`).
     fn proves_liveness(&self, echo_us: Option<u64>, now: Millis) -> bool {
         let Some(echo) = echo_us else { return true };
-        let now_us = now.saturating_mul(1000);
+        // `now` is whole milliseconds, truncated: the true time is up to 999 µs later. On a
+        // sub-millisecond link an active node answering the standby at once echoes a packet
+        // sent in the same millisecond; judged against the truncated clock it looked like an
+        // echo from the future, and every answer was dropped until the standby took over.
+        let latest_us = now.saturating_mul(1000).saturating_add(999);
         let window_us = self
             .config
             .dead_interval_ms
             .saturating_mul(PROOF_WINDOW_DEAD_INTERVALS)
             .saturating_mul(1000);
-        echo <= now_us && now_us - echo <= window_us
+        echo <= latest_us && latest_us - echo <= window_us.saturating_add(999)
     }
 
     /// Delivered more than a dead interval later than the keepalive last taken from the same
@@ -1318,6 +1322,20 @@ mod tests {
             incarnation: 1,
             at_us,
         })
+    }
+
+    #[test]
+    fn an_echo_of_a_packet_sent_earlier_in_the_current_millisecond_proves_liveness() {
+        let f = fsm();
+        // Sent at 1112.238 ms, echoed back and stepped while the clock still reads 1112 ms.
+        assert!(f.proves_liveness(Some(1_112_238), 1112));
+        assert!(f.proves_liveness(Some(1_112_999), 1112));
+        // From a later millisecond than now: not ours of this boot, or a forged echo.
+        assert!(!f.proves_liveness(Some(1_113_000), 1112));
+        // Older than the proof window: a recording.
+        let window_ms = 500 * PROOF_WINDOW_DEAD_INTERVALS;
+        assert!(f.proves_liveness(Some(1_000_000), 1000 + window_ms));
+        assert!(!f.proves_liveness(Some(1_000_000), 1001 + window_ms));
     }
 
     #[test]

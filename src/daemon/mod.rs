@@ -390,7 +390,20 @@ pub async fn run(
                 let _ = done.send(());
                 continue;
             }
-            _ = tokio::time::sleep(wake) => Some(Event::Tick),
+            _ = tokio::time::sleep(wake) => {
+                // A deadline is judged on what has arrived, not on what this process has read:
+                // after a stall of its own (a loaded host, CPU steal) the peer's keepalives can
+                // wait in the socket while the dead interval runs out. One yield lets the
+                // receive tasks read what the kernel holds (tokio polls the reactor before it
+                // resumes a yielded task); those keepalives are stepped before the timer.
+                tokio::task::yield_now().await;
+                while let Ok(received) = received_rx.try_recv() {
+                    if let Some(event) = daemon.on_keepalive(received) {
+                        daemon.step(event);
+                    }
+                }
+                Some(Event::Tick)
+            }
         };
         let routine = match event {
             Some(event) => {

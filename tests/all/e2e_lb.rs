@@ -389,9 +389,21 @@ fn scenario_outages(tag: &str, mode: Mode) -> Vec<(&'static str, Duration)> {
         flags,
     } = start(tag, mode);
     if mode == Mode::Probe {
-        wait_until("the load balancer to probe fw-a up", SOON, || {
-            (plane.lb.healthy() == vec![nic_ip(Node::A)]).then_some(())
-        });
+        // Within a few probe rounds of fw-a's probe opening (the first round may predate it).
+        let deadline = Instant::now() + Duration::from_secs(u64::from(4 * PROBE_INTERVAL_SECS));
+        while plane.lb.healthy() != vec![nic_ip(Node::A)] {
+            assert!(
+                Instant::now() < deadline,
+                "after {} probe rounds the load balancer has {:?} in rotation; fw-a's probe: {}\npaths a {:#}\npaths b {:#}\n{}",
+                plane.lb.rounds(),
+                plane.lb.healthy(),
+                pair.status(Node::A).unwrap_or_default()["health_probe"],
+                pair.status(Node::A).unwrap_or_default()["paths"],
+                pair.status(Node::B).unwrap_or_default()["paths"],
+                pair.logs()
+            );
+            std::thread::sleep(CLIENT_PERIOD);
+        }
     }
     let dir = flags.path().to_path_buf();
     let broken = observe(
@@ -405,7 +417,17 @@ fn scenario_outages(tag: &str, mode: Mode) -> Vec<(&'static str, Duration)> {
         },
     );
     std::fs::remove_file(broken_flag(&dir, Node::A)).expect("repair fw-a");
-    pair.wait_role(Node::A, "standby");
+    let deadline = Instant::now() + SOON;
+    while pair.role(Node::A).as_deref() != Some("standby") {
+        assert!(
+            Instant::now() < deadline,
+            "fw-a not standby after its repair: {:#}\nfw-b: {:#}\n{}",
+            pair.status(Node::A).unwrap_or_default(),
+            pair.status(Node::B).unwrap_or_default()["paths"],
+            pair.logs()
+        );
+        std::thread::sleep(CLIENT_PERIOD);
+    }
     let switchover = observe(&mut pair, mode, Node::B, Node::A, "switchover", |pair| {
         let out = pair.cli(Node::B, &["switchover"]);
         assert!(out.status.success(), "{out:?}");
