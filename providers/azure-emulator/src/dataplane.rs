@@ -221,3 +221,64 @@ async fn relay(mut client: TcpStream, backend: SocketAddr) {
     };
     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-request HTTP server on loopback answering `status` to whatever it is asked.
+    async fn http_backend(status: &'static str) -> (u16, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = vec![0u8; 1024];
+            let n = stream.read(&mut request).await.expect("read");
+            let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            stream.write_all(answer.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        (port, server)
+    }
+
+    fn settings(protocol: ProbeProtocol, port: u16) -> LoadBalancerSettings {
+        LoadBalancerSettings {
+            frontend_ip: Ipv4Addr::LOCALHOST,
+            probe_protocol: protocol,
+            probe_port: port,
+            request_path: Some("/healthz".into()),
+            interval_secs: 5,
+            probe_threshold: 1,
+            ports: None,
+            backends: vec![Ipv4Addr::LOCALHOST],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_http_probe_passes_on_200_for_its_path_only() {
+        let (port, server) = http_backend("200 OK").await;
+        assert!(probe(&settings(ProbeProtocol::Http, port), Ipv4Addr::LOCALHOST).await);
+        let request = server.await.expect("server");
+        assert!(
+            request.starts_with("GET /healthz HTTP/1.1\r\n"),
+            "{request}"
+        );
+
+        let (port, server) = http_backend("503 Service Unavailable").await;
+        assert!(!probe(&settings(ProbeProtocol::Http, port), Ipv4Addr::LOCALHOST).await);
+        server.await.expect("server");
+    }
+
+    #[tokio::test]
+    async fn a_tcp_probe_passes_on_an_accepted_connection_and_fails_on_a_refused_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert!(probe(&settings(ProbeProtocol::Tcp, port), Ipv4Addr::LOCALHOST).await);
+        drop(listener);
+        assert!(!probe(&settings(ProbeProtocol::Tcp, port), Ipv4Addr::LOCALHOST).await);
+        // No TLS in the emulator: an Https probe never passes.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert!(!probe(&settings(ProbeProtocol::Https, port), Ipv4Addr::LOCALHOST).await);
+    }
+}
