@@ -24,9 +24,19 @@ fn failing_flag(dir: &Path, node: Node) -> std::path::PathBuf {
 
 fn track_command(dir: &Path) -> impl Fn(Node) -> String + '_ {
     move |node| {
-        let flag = failing_flag(dir, node);
         format!(
-            r#"{}
+            "{}{}",
+            local_provider(node),
+            track_section(&failing_flag(dir, node))
+        )
+    }
+}
+
+/// A `[[track]]` check named `appliance` that fails while `flag` exists (saying so on stdout),
+/// every 100 ms with `fall` and `rise` 2.
+pub(crate) fn track_section(flag: &Path) -> String {
+    format!(
+        r#"
 [[track]]
 name = "appliance"
 command = ["/bin/sh", "-c", 'if [ -e {flag} ]; then echo appliance process not running; exit 1; fi']
@@ -35,10 +45,8 @@ timeout = "1s"
 fall = 2
 rise = 2
 "#,
-            local_provider(node),
-            flag = flag.display()
-        )
-    }
+        flag = flag.display()
+    )
 }
 
 fn track(status: &Value, index: usize) -> &Value {

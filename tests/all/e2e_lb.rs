@@ -23,6 +23,7 @@ use cloudha_azure_emulator::scenario::DEFAULT_ACTIONS;
 use cloudha_azure_emulator::{Emulator, Scenario};
 
 use crate::e2e_azure::{azure_provider, bind_in_namespace, vm, Cloud};
+use crate::e2e_health::track_section;
 use crate::e2e_local::{name, Options, Pair, DEAD_MS, SOON};
 use crate::netns::{in_namespace, wait_until, Node};
 
@@ -95,34 +96,15 @@ fn node_config(dir: PathBuf, mode: Mode, ids: &Emulator) -> impl Fn(Node) -> Str
             Mode::IpMove => azure_provider(ids, "two_step")(node),
         };
         format!(
-            r#"{provider}
-[health_probe]
-listen = "{probe}:{PROBE_PORT}"
-
-[[track]]
-name = "appliance"
-command = ["/bin/sh", "-c", 'if [ -e {flag} ]; then echo appliance process not running; exit 1; fi']
-interval = "100ms"
-timeout = "1s"
-fall = 2
-rise = 2
-"#,
-            probe = nic_ip(node),
-            flag = broken_flag(&dir, node).display(),
+            "{provider}\n[health_probe]\nlisten = \"{}:{PROBE_PORT}\"\n{}",
+            nic_ip(node),
+            track_section(&broken_flag(&dir, node))
         )
     }
 }
 
 fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::netns::run("ip", args).expect("ip");
 }
 
 /// The NIC addresses on the nodes, the cloud's addresses on the switch, the client's route.

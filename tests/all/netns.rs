@@ -130,7 +130,7 @@ fn which(name: &str) -> Option<PathBuf> {
 
 /// Runs a command and turns a non-zero exit into an error carrying its stderr,
 /// so setup failures say which command failed and why.
-fn run(program: &str, args: &[&str]) -> io::Result<String> {
+pub(crate) fn run(program: &str, args: &[&str]) -> io::Result<String> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())

@@ -225,16 +225,7 @@ impl Emulator {
 
     /// A load balancer (default resource group) as GET would show it.
     pub fn load_balancer(&self, name: &str) -> Option<Value> {
-        let st = self.ticked();
-        let id = ids::resource_id(
-            &self.subscription,
-            &self.resource_group,
-            "Microsoft.Network/loadBalancers",
-            name,
-        );
-        st.load_balancers
-            .get(&ids::key(&id))
-            .map(|lb| lb.render(&st))
+        self.with_load_balancer(name, |lb, st| Some(lb.render(st)))
     }
 
     /// What the data plane of load balancer `name` runs on now.
@@ -242,6 +233,15 @@ impl Emulator {
         &self,
         name: &str,
     ) -> Option<load_balancer::LoadBalancerSettings> {
+        self.with_load_balancer(name, |lb, st| lb.settings(st))
+    }
+
+    /// `f` on load balancer `name` (default resource group) and the state it is read from.
+    fn with_load_balancer<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&load_balancer::LoadBalancer, &State) -> Option<T>,
+    ) -> Option<T> {
         let st = self.ticked();
         let id = ids::resource_id(
             &self.subscription,
@@ -251,7 +251,7 @@ impl Emulator {
         );
         st.load_balancers
             .get(&ids::key(&id))
-            .and_then(|lb| lb.settings(&st))
+            .and_then(|lb| f(lb, &st))
     }
 
     /// The primary address of the NIC whose settled document holds private address `ip`.
