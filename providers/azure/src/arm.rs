@@ -13,7 +13,7 @@ use reqwest::{header, Method, StatusCode};
 use serde_json::Value;
 use tracing::debug;
 
-use crate::budget::Budget;
+use crate::budget::{Budget, Priority};
 use crate::token::TokenSource;
 
 /// api-version for NIC, route and VM reads and writes (stable, has every field we touch).
@@ -244,8 +244,7 @@ impl ArmClient {
         api_version: &str,
     ) -> Result<ArmResponse, ArmError> {
         let url = self.url(resource_id, api_version);
-        self.send(log, operation, Method::GET, &url, None, None)
-            .await
+        self.read(log, operation, &url).await
     }
 
     /// GET a resource only if a spare read token is there (None otherwise): never waits for
@@ -267,7 +266,9 @@ impl ArmClient {
         )
     }
 
-    /// PUT (or POST) a body, optionally with `If-Match`.
+    /// PUT (or POST) a body, optionally with `If-Match`, paced by our copy of the write bucket;
+    /// while it is empty, writes of a higher `priority` go first.
+    #[allow(clippy::too_many_arguments)]
     pub async fn write(
         &self,
         log: &CallLog,
@@ -276,32 +277,27 @@ impl ArmClient {
         url: &str,
         body: &Value,
         if_match: Option<&str>,
+        priority: Priority,
     ) -> Result<ArmResponse, ArmError> {
-        self.send(log, operation, method, url, Some(body), if_match)
+        self.writes.acquire(priority).await;
+        self.request(log, operation, method, url, Some(body), if_match)
             .await
     }
 
-    /// One request, paced by our copy of the subscription's bucket for its kind. A 401 drops
-    /// the cached token so the next request fetches a fresh one.
-    pub async fn send(
+    /// GET a URL, paced by our copy of the read bucket (first come, first served).
+    async fn read(
         &self,
         log: &CallLog,
         operation: &str,
-        method: Method,
         url: &str,
-        body: Option<&Value>,
-        if_match: Option<&str>,
     ) -> Result<ArmResponse, ArmError> {
-        if method == Method::GET {
-            self.reads.acquire().await;
-        } else {
-            self.writes.acquire().await;
-        }
-        self.request(log, operation, method, url, body, if_match)
+        self.reads.acquire(0).await;
+        self.request(log, operation, Method::GET, url, None, None)
             .await
     }
 
-    /// One request whose token the caller has taken from the bucket.
+    /// One request whose token the caller has taken from the bucket. A 401 drops the cached
+    /// token so the next request fetches a fresh one.
     async fn request(
         &self,
         log: &CallLog,
@@ -427,10 +423,7 @@ impl ArmClient {
                 }
             }
             tokio::time::sleep_until(poll_at).await;
-            let answer = match self
-                .send(log, &poll_op, Method::GET, &url, None, None)
-                .await
-            {
+            let answer = match self.read(log, &poll_op, &url).await {
                 Ok(a) => a,
                 Err(e)
                     if matches!(e.class, ErrorClass::Transient | ErrorClass::Unauthenticated) =>

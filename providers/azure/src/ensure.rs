@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::arm::{sleep_within, ArmClient, ArmError, CallLog, ErrorClass, Watch};
+use crate::budget::Priority;
 use crate::nic;
 
 /// First wait after a retryable answer.
@@ -75,6 +76,8 @@ pub struct Target<'a> {
     /// Return as soon as a write's operation succeeded, without reading the resource back: the
     /// caller verifies many resources with one read.
     pub caller_verifies: bool,
+    /// Its place among writes waiting for the bucket (see `budget::Priority`).
+    pub write_priority: Priority,
 }
 
 /// Whether [`ensure`] had to write.
@@ -180,7 +183,15 @@ async fn converge(
         let gate_at_write = gate.as_ref().map(|g| *g.borrow());
         let url = arm.url(target.id, target.api_version);
         match arm
-            .write(log, &put_op, Method::PUT, &url, &next, etag.as_deref())
+            .write(
+                log,
+                &put_op,
+                Method::PUT,
+                &url,
+                &next,
+                etag.as_deref(),
+                target.write_priority,
+            )
             .await
         {
             Ok(answer) => {

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::arm::{
     ArmClient, ArmError, CallLog, ErrorClass, Watch, MOVE_API_VERSION, NETWORK_API_VERSION,
 };
+use crate::budget::FIRST;
 use crate::carried::Carried;
 use crate::config::{vnet_of_subnet, FloatingIpConfig};
 use crate::ensure::{ensure, read_within, Stage, Target};
@@ -313,7 +314,7 @@ pub async fn atomic(
     let url = arm.url(&format!("{vnet}/moveIpConfigurations"), MOVE_API_VERSION);
     let body = json!({ "moveIpConfigurationItems": items });
     let result = match arm
-        .write(log, "vnet.move", Method::POST, &url, &body, None)
+        .write(log, "vnet.move", Method::POST, &url, &body, None, FIRST)
         .await
     {
         Ok(accepted) => {
@@ -354,6 +355,8 @@ fn nic_target<'a>(id: &'a str, whose: &str, operation: &str, description: String
         description,
         first_read: None,
         caller_verifies: false,
+        // The floating IP before any route.
+        write_priority: FIRST,
     }
 }
 

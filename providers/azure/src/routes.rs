@@ -17,6 +17,7 @@ use cloudha_provider_core::RouteSpec;
 use serde_json::{json, Map, Value};
 
 use crate::arm::{ArmClient, ArmError, CallLog, ErrorClass, NETWORK_API_VERSION};
+use crate::budget::Priority;
 use crate::ensure::{ensure, Target};
 use crate::moves::short;
 
@@ -163,12 +164,15 @@ async fn update_table(
     let before = read_table(arm, log, table).await.ok().flatten();
     let mut changed = false;
     let mut unverified = Vec::new();
-    for &(route, hop) in &list {
+    for (done, &(route, hop)) in list.iter().enumerate() {
         let first_read = before
             .as_ref()
             .map(|routes| routes.get(&route.name.to_ascii_lowercase()).cloned());
         let trusted = first_read.is_some();
-        let wrote = update_one(arm, log, route, hop, deadline, first_read).await?;
+        // The table's writes still to go, this one included: the longest chain gets the
+        // bucket's next token (see `budget::Priority`).
+        let to_go = Priority::try_from(list.len() - done).unwrap_or(Priority::MAX);
+        let wrote = update_one(arm, log, route, hop, deadline, first_read, to_go).await?;
         if wrote && trusted {
             unverified.push((route, hop));
         }
@@ -189,7 +193,7 @@ async fn update_table(
                 short(&route.table),
                 route.name
             ));
-            update_one(arm, log, route, hop, deadline, None).await?;
+            update_one(arm, log, route, hop, deadline, None, 1).await?;
         }
     }
     Ok(changed)
@@ -204,6 +208,7 @@ async fn update_one(
     hop: Ipv4Addr,
     deadline: Instant,
     first_read: Option<Option<Value>>,
+    write_priority: Priority,
 ) -> Result<bool, ArmError> {
     let id = route_id(route);
     let label = format!("route {}/{}", short(&route.table), route.name);
@@ -216,6 +221,7 @@ async fn update_one(
         label,
         caller_verifies: first_read.is_some(),
         first_read,
+        write_priority,
     };
     ensure(
         arm,
