@@ -1,4 +1,5 @@
-//! A periodic clock on a kernel timer (timerfd): the daemon wakes once per period.
+//! A periodic clock on a kernel timer (timerfd): the daemon wakes once per period, and pollers
+//! that share a period can share the wake (`Ticker::in_phase`).
 //!
 //! tokio's timer wheel files a timer more than 64 ms away in a coarse slot and wakes the thread
 //! at that slot's start to refile it, then again at the deadline: two wakes per 200 ms keepalive,
@@ -37,15 +38,46 @@ impl AsRawFd for PeriodicFd {
     }
 }
 
-fn kernel_timer(period: Duration) -> io::Result<AsyncFd<PeriodicFd>> {
+/// The monotonic clock (the timerfd's clock) as a duration since its zero.
+fn monotonic_now() -> io::Result<Duration> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
+    Ok(Duration::from(now))
+}
+
+/// The next multiple of `period` on the monotonic clock after `now`.
+fn next_multiple(now: Duration, period: Duration) -> Duration {
+    let period_ns = period.as_nanos().max(1);
+    let next = (now.as_nanos() / period_ns + 1) * period_ns;
+    Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
+}
+
+/// When the first tick comes.
+#[derive(Clone, Copy)]
+enum Start {
+    /// One period from now.
+    Period,
+    /// At the next multiple of the period on the monotonic clock (see [`Ticker::in_phase`]).
+    InPhase,
+}
+
+fn kernel_timer(period: Duration, start: Start) -> io::Result<AsyncFd<PeriodicFd>> {
     let fd = TimerFd::new(
         ClockId::CLOCK_MONOTONIC,
         TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
     )?;
-    fd.set(
-        Expiration::Interval(TimeSpec::from_duration(period)),
-        TimerSetTimeFlags::empty(),
-    )?;
+    match start {
+        Start::Period => fd.set(
+            Expiration::Interval(TimeSpec::from_duration(period)),
+            TimerSetTimeFlags::empty(),
+        )?,
+        Start::InPhase => fd.set(
+            Expiration::IntervalDelayed(
+                TimeSpec::from_duration(next_multiple(monotonic_now()?, period)),
+                TimeSpec::from_duration(period),
+            ),
+            TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+        )?,
+    }
     // tokio deprecated this constructor because a general `AsRawFd` value may close or swap its
     // descriptor while registered. `PeriodicFd` owns its timerfd (an `OwnedFd` inside nix's
     // `TimerFd`) and neither closes nor replaces it until dropped, and `AsyncFd` deregisters
@@ -54,8 +86,12 @@ fn kernel_timer(period: Duration) -> io::Result<AsyncFd<PeriodicFd>> {
     AsyncFd::with_interest(PeriodicFd(fd), Interest::READABLE)
 }
 
-fn tokio_clock(period: Duration) -> Clock {
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+fn tokio_clock(period: Duration, start: Start) -> Clock {
+    let first = match (start, monotonic_now()) {
+        (Start::InPhase, Ok(now)) => next_multiple(now, period).saturating_sub(now),
+        _ => period,
+    };
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     Clock::Tokio(interval)
 }
@@ -63,11 +99,22 @@ fn tokio_clock(period: Duration) -> Clock {
 impl Ticker {
     /// A ticker for `period` (must be non-zero: the config keeps every period >= 10 ms).
     pub fn new(period: Duration) -> Ticker {
-        let clock = match kernel_timer(period) {
+        Ticker::start(period, Start::Period)
+    }
+
+    /// A ticker whose ticks fall on multiples of `period` on the monotonic clock: periodic
+    /// polls with the same period (or multiples of each other) then wake the daemon together,
+    /// once, instead of each at its own phase.
+    pub fn in_phase(period: Duration) -> Ticker {
+        Ticker::start(period, Start::InPhase)
+    }
+
+    fn start(period: Duration, start: Start) -> Ticker {
+        let clock = match kernel_timer(period, start) {
             Ok(fd) => Clock::Kernel(fd),
             Err(e) => {
                 tracing::warn!("no kernel timer ({e}); using tokio's clock");
-                tokio_clock(period)
+                tokio_clock(period, start)
             }
         };
         Ticker { period, clock }
@@ -89,7 +136,7 @@ impl Ticker {
                     tracing::warn!("keepalive timer could not be re-armed ({e}); using tokio's")
                 }
             }
-            self.clock = tokio_clock(self.period);
+            self.clock = tokio_clock(self.period, Start::Period);
         }
         if let Clock::Tokio(interval) = &mut self.clock {
             interval.reset_at(tokio::time::Instant::now() + after);
@@ -109,7 +156,7 @@ impl Ticker {
                     Err(e) => {
                         // The reactor dropped the descriptor: tick on tokio's clock from now on.
                         tracing::warn!("kernel timer failed ({e}); using tokio's clock");
-                        self.clock = tokio_clock(self.period);
+                        self.clock = tokio_clock(self.period, Start::Period);
                         return;
                     }
                 };
@@ -156,6 +203,46 @@ mod tests {
         assert!(
             after.elapsed() >= period / 2,
             "missed periods collapse into one tick, not a burst"
+        );
+    }
+
+    #[test]
+    fn next_multiple_is_strictly_after_now() {
+        let period = Duration::from_secs(5);
+        assert_eq!(
+            next_multiple(Duration::from_millis(12_300), period),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            next_multiple(Duration::from_secs(15), period),
+            Duration::from_secs(20)
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn in_phase_tickers_tick_on_the_same_multiple() {
+        let period = Duration::from_millis(400);
+        // Just past a multiple, so both tickers are created well before the next one.
+        let now = monotonic_now().expect("clock");
+        std::thread::sleep(next_multiple(now, period).saturating_sub(now) + period / 40);
+        let mut first = Ticker::in_phase(period);
+        // The second is created 150 ms later, before the first's tick: the two still tick
+        // together (two tickers of `new` would tick 150 ms apart).
+        std::thread::sleep(Duration::from_millis(150));
+        let mut second = Ticker::in_phase(period);
+        first.tick().await;
+        let at = monotonic_now().expect("clock");
+        second.tick().await;
+        let gap = monotonic_now().expect("clock").saturating_sub(at);
+        assert!(
+            gap < Duration::from_millis(60),
+            "the second ticked with the first, not at its own phase: {gap:?} later"
+        );
+        let phase =
+            Duration::from_nanos(u64::try_from(at.as_nanos() % period.as_nanos()).expect("fits"));
+        assert!(
+            phase < Duration::from_millis(60),
+            "on a multiple of the period: {phase:?} past one"
         );
     }
 

@@ -55,7 +55,7 @@ pub(super) async fn poll(
     every: Duration,
     tx: mpsc::UnboundedSender<MaintenanceReport>,
 ) {
-    let mut ticker = Ticker::new(every);
+    let mut ticker = Ticker::in_phase(every);
     loop {
         let result = tokio::time::timeout(POLL_TIMEOUT, provider.scheduled_maintenance())
             .await
@@ -88,18 +88,23 @@ fn when(event: &Maintenance) -> String {
 }
 
 impl Daemon {
+    /// Returns whether the report may have changed the status (a routine poll that found the
+    /// same empty list did not: the status is not rebuilt for it).
     pub(super) fn on_maintenance_report(
         &mut self,
         report: MaintenanceReport,
         tx: &mpsc::UnboundedSender<MaintenanceReport>,
-    ) {
+    ) -> bool {
         match report {
             MaintenanceReport::Polled(Err(e)) => {
                 tracing::debug!("scheduled maintenance poll failed: {e}");
+                false
             }
             MaintenanceReport::Polled(Ok(events)) => {
+                let changed = !events.is_empty() || events != self.maintenance.events;
                 self.maintenance.events = events;
                 self.act_on_maintenance(tx);
+                changed
             }
             MaintenanceReport::Acknowledged { id, result } => {
                 match result {
@@ -118,6 +123,7 @@ impl Daemon {
                         self.maintenance.acknowledged.remove(&id);
                     }
                 }
+                true
             }
         }
     }

@@ -33,7 +33,9 @@ use crate::status::{
     MAX_CALL_RECORDS,
 };
 use crate::ticker::Ticker;
+use background::Background;
 
+mod background;
 mod health;
 mod maintenance;
 mod ops;
@@ -157,7 +159,7 @@ pub async fn run(
     config: Config,
     provider: Arc<dyn Provider>,
     shutdown: impl Future<Output = ()>,
-    mut reloads: mpsc::UnboundedReceiver<Result<Config, String>>,
+    reloads: mpsc::UnboundedReceiver<Result<Config, String>>,
 ) -> Result<(), DaemonError> {
     let key = config
         .read_key()
@@ -228,18 +230,18 @@ pub async fn run(
         received_tx,
     );
 
-    let (worker_tx, mut worker_rx) = mpsc::unbounded_channel();
+    let (worker_tx, worker_rx) = mpsc::unbounded_channel();
     let worker = ProviderWorker::start(provider.clone(), config.failover.deadline.0, worker_tx);
 
-    let (health_tx, mut health_rx) = mpsc::unbounded_channel();
+    let (health_tx, health_rx) = mpsc::unbounded_channel();
     tokio::spawn(watch_health(provider.clone(), health_tx));
 
-    let (observe_tx, mut observe_rx) = mpsc::unbounded_channel::<ObserveResult>();
+    let (observe_tx, observe_rx) = mpsc::unbounded_channel::<ObserveResult>();
 
-    let (track_tx, mut track_rx) = mpsc::unbounded_channel();
+    let (track_tx, track_rx) = mpsc::unbounded_channel();
     let _trackers = crate::health::track::Trackers::start(&config.tracks, track_tx);
 
-    let (proof_tx, mut proof_rx) = mpsc::unbounded_channel();
+    let (proof_tx, proof_rx) = mpsc::unbounded_channel();
     tokio::spawn(watch_failover_proof(provider.clone(), proof_tx));
 
     let (status_tx, status_rx) = watch::channel(StatusSnapshot::default());
@@ -248,7 +250,7 @@ pub async fn run(
     let status_source = crate::status::StatusSource::new(status_rx.clone(), refresh_tx);
     tokio::spawn(control::serve(listener, status_source.clone(), command_tx));
 
-    let (maintenance_tx, mut maintenance_rx) = mpsc::unbounded_channel();
+    let (maintenance_tx, maintenance_rx) = mpsc::unbounded_channel();
     if config.maintenance_events.enabled && !matches!(provider.kind(), "local" | "none") {
         tokio::spawn(maintenance::poll(
             provider.clone(),
@@ -256,7 +258,7 @@ pub async fn run(
             maintenance_tx.clone(),
         ));
     }
-    let (hook_tx, mut hook_rx) = mpsc::unbounded_channel();
+    let (hook_tx, hook_rx) = mpsc::unbounded_channel();
     let metrics = Metrics::new();
     let mut ops = ops::Ops::start(&config, Hooks::start(hook_tx), metrics.clone());
     if config.metrics.enabled {
@@ -330,8 +332,24 @@ pub async fn run(
     }
     daemon.publish();
 
-    tokio::pin!(shutdown);
+    let mut background = background::forward(background::Sources {
+        worker: worker_rx,
+        health: health_rx,
+        track: track_rx,
+        observe: observe_rx,
+        proof: proof_rx,
+        maintenance: maintenance_rx,
+        hook: hook_rx,
+        reloads,
+    });
+    // Kept across turns of the loop and moved only when the next read is rescheduled: a new
+    // timer per turn would be registered and dropped on every keepalive.
+    let observe_timer = tokio::time::sleep_until(daemon.next_observe);
+    tokio::pin!(shutdown, observe_timer);
     loop {
+        if observe_timer.deadline() != daemon.next_observe {
+            observe_timer.as_mut().reset(daemon.next_observe);
+        }
         let now = daemon.now();
         let wake = daemon
             .fsm
@@ -344,11 +362,37 @@ pub async fn run(
             .min(MAX_IDLE);
         let wake = ops::loop_wake(wake, &daemon.ops.systemd);
         let event = tokio::select! {
-            _ = &mut shutdown => break,
+            // The keepalives first: an idle node's every wake is one, and a ready branch ends
+            // the poll (see `background`).
+            biased;
             Some(received) = received_rx.recv() => daemon.on_keepalive(received),
-            Some(event) = worker_rx.recv() => daemon.on_worker(event),
-            Some((healthy, reason)) = health_rx.recv() => daemon.on_provider_health(healthy, reason),
-            Some(report) = track_rx.recv() => daemon.on_track(report),
+            _ = &mut shutdown => break,
+            Some(report) = background.recv() => match report {
+                Background::Worker(event) => daemon.on_worker(event),
+                Background::ProviderHealth(healthy, reason) => {
+                    daemon.on_provider_health(healthy, reason)
+                }
+                Background::Track(report) => daemon.on_track(report),
+                Background::Observed(observed) => daemon.on_observed(observed),
+                Background::Proof(proof) => {
+                    daemon.on_failover_proof(proof);
+                    None
+                }
+                Background::Maintenance(report) => {
+                    if !daemon.on_maintenance_report(report, &maintenance_tx) {
+                        continue;
+                    }
+                    None
+                }
+                Background::Hook(result) => {
+                    daemon.on_hook_result(result);
+                    None
+                }
+                Background::Reload(new_config) => {
+                    daemon.reload(*new_config);
+                    None
+                }
+            },
             Some(stream) = health::accept_probe(&daemon.health.probe) => {
                 // A TCP probe only needs the handshake, which the kernel completed.
                 drop(stream);
@@ -363,24 +407,7 @@ pub async fn run(
                     Some(Event::Operator(command))
                 }
             }
-            Some(observed) = observe_rx.recv() => daemon.on_observed(observed),
-            Some(proof) = proof_rx.recv() => {
-                daemon.on_failover_proof(proof);
-                None
-            }
-            Some(report) = maintenance_rx.recv() => {
-                daemon.on_maintenance_report(report, &maintenance_tx);
-                None
-            }
-            Some(result) = hook_rx.recv() => {
-                daemon.on_hook_result(result);
-                None
-            }
-            Some(new_config) = reloads.recv() => {
-                daemon.reload(new_config);
-                None
-            }
-            _ = tokio::time::sleep_until(daemon.next_observe), if !daemon.observing => {
+            _ = &mut observe_timer, if !daemon.observing => {
                 daemon.start_observe();
                 None
             }
@@ -445,8 +472,8 @@ pub async fn run(
     daemon.worker.cancel_takeovers();
     daemon.worker.release();
     let drained = tokio::time::timeout(Duration::from_secs(35), async {
-        while let Some(event) = worker_rx.recv().await {
-            if let WorkerEvent::ReleaseDone { result } = event {
+        while let Some(report) = background.recv().await {
+            if let Background::Worker(WorkerEvent::ReleaseDone { result }) = report {
                 return result;
             }
         }
@@ -499,7 +526,7 @@ async fn watch_failover_proof(
 
 async fn watch_health(provider: Arc<dyn Provider>, tx: mpsc::UnboundedSender<(bool, String)>) {
     let mut last: Option<bool> = None;
-    let mut ticker = Ticker::new(HEALTH_INTERVAL);
+    let mut ticker = Ticker::in_phase(HEALTH_INTERVAL);
     loop {
         let result = tokio::time::timeout(Duration::from_secs(10), provider.health()).await;
         let (healthy, reason) = match result {
