@@ -402,10 +402,23 @@ async fn run(path: &Path) -> ExitCode {
     };
     let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(reload_on_sighup(path.to_path_buf(), reload_tx));
-    match cloudha::daemon::run(config, provider, shutdown_signal(), reloads).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    // The loop runs as a task, not as the runtime's `block_on` future: a task that a keepalive
+    // wakes runs in the same turn as the receiver that woke it, while a woken `block_on` future
+    // costs the runtime one more look at the reactor (an `epoll_wait` per keepalive).
+    let daemon = tokio::spawn(cloudha::daemon::run(
+        config,
+        provider,
+        shutdown_signal(),
+        reloads,
+    ));
+    match daemon.await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: the daemon's loop ended abnormally: {e}");
             ExitCode::from(1)
         }
     }

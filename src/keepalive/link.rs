@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
@@ -147,6 +148,43 @@ impl Links {
     }
 }
 
+/// A path's UDP socket, registered with the reactor for reading only.
+///
+/// tokio's `UdpSocket` registers for writing too, so every keepalive sent raised a write-ready
+/// event the reactor then had to take and file, on each wake of an idle node. A keepalive is
+/// one small datagram: the kernel takes it at once or refuses it (a full send buffer, counted
+/// as a send error like any other; the next interval sends again), so nothing ever waits to
+/// write.
+struct KeepaliveSocket(AsyncFd<std::net::UdpSocket>);
+
+impl KeepaliveSocket {
+    fn bind(address: SocketAddr) -> std::io::Result<KeepaliveSocket> {
+        let socket = std::net::UdpSocket::bind(address)?;
+        socket.set_nonblocking(true)?;
+        // Deprecated for a general `AsRawFd` value, which may close or swap its descriptor while
+        // registered; a `std::net::UdpSocket` owns its descriptor and keeps it until dropped, and
+        // `AsyncFd` deregisters before dropping it (the replacement constructor is `unsafe`).
+        #[allow(deprecated)]
+        AsyncFd::with_interest(socket, Interest::READABLE).map(KeepaliveSocket)
+    }
+
+    fn send_to(&self, bytes: &[u8], peer: SocketAddr) -> std::io::Result<usize> {
+        self.0.get_ref().send_to(bytes, peer)
+    }
+
+    /// The next datagram, when one is there.
+    async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            match ready.try_io(|socket| socket.get_ref().recv_from(buf)) {
+                Ok(result) => return result,
+                // Read everything: wait for the next datagram.
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
 /// Monotonic microseconds since `origin`.
 fn micros_since(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX)
@@ -229,10 +267,10 @@ impl PathTask {
         }
     }
 
-    async fn bind(&self) -> Arc<UdpSocket> {
+    async fn bind(&self) -> Arc<KeepaliveSocket> {
         let mut logged = false;
         loop {
-            match UdpSocket::bind(self.path.bind).await {
+            match KeepaliveSocket::bind(self.path.bind) {
                 Ok(socket) => {
                     self.with_stats(|s| {
                         s.bound = true;
@@ -273,7 +311,7 @@ impl PathTask {
 
     async fn send_loop(
         &self,
-        socket: Arc<UdpSocket>,
+        socket: Arc<KeepaliveSocket>,
         advert: watch::Receiver<PeerAdvert>,
         send_now: Arc<Notify>,
     ) {
@@ -315,7 +353,7 @@ impl PathTask {
                 u32::try_from(now_us.saturating_sub(echo.received_at_us)).unwrap_or(u32::MAX)
             };
             packet.encode_into(&self.key, &mut bytes);
-            match socket.send_to(&bytes, self.path.peer).await {
+            match socket.send_to(&bytes, self.path.peer) {
                 Ok(_) => self.with_stats(|s| s.sent += 1),
                 Err(e) => self.with_stats(|s| {
                     s.send_errors += 1;
@@ -346,7 +384,7 @@ impl PathTask {
 
     async fn receive_loop(
         &self,
-        socket: Arc<UdpSocket>,
+        socket: Arc<KeepaliveSocket>,
         received: mpsc::UnboundedSender<Received>,
     ) {
         let mut guard = ReplayGuard::seeded(self.floor);
