@@ -352,13 +352,16 @@ pub struct EventRecord {
     pub message: String,
 }
 
-fn holder_name(h: Holder) -> &'static str {
-    match h {
-        Holder::Me => "this node",
-        Holder::Peer => "PEER",
-        Holder::Nobody => "NOBODY",
-        Holder::Both => "BOTH",
-        Holder::Unknown => "unknown",
+/// Where a resource is, upper case where it is not where it should be.
+fn holder_name(r: &ObservedResource) -> String {
+    match (r.holder, &r.held_by) {
+        (Holder::Me, _) => "this node".into(),
+        (Holder::Peer, _) => "PEER".into(),
+        (Holder::Nobody, _) => "NEITHER NODE".into(),
+        (Holder::Elsewhere, Some(by)) => format!("NIC {by} (NEITHER NODE'S)"),
+        (Holder::Elsewhere, None) => "NEITHER NODE'S".into(),
+        (Holder::Both, _) => "BOTH".into(),
+        (Holder::Unknown, _) => "unknown".into(),
     }
 }
 
@@ -506,7 +509,7 @@ pub fn render_human(s: &StatusSnapshot) -> String {
         let held: Vec<String> = c
             .resources
             .iter()
-            .map(|r| format!("{} -> {}", r.resource, holder_name(r.holder)))
+            .map(|r| format!("{} -> {}", r.resource, holder_name(r)))
             .collect();
         let _ = writeln!(
             out,

@@ -1413,7 +1413,7 @@ impl Daemon {
         let wrong: Vec<String> = resources
             .iter()
             .filter(|r| r.holder != Holder::Unknown && Some(r.holder) != expected)
-            .map(|r| format!("{} on {}", r.resource, holder_name(r.holder)))
+            .map(|r| format!("{} on {}", r.resource, r.where_text()))
             .collect();
         Indicator {
             name: "cloud_state".into(),
@@ -1469,16 +1469,6 @@ impl Daemon {
     }
 }
 
-fn holder_name(holder: Holder) -> &'static str {
-    match holder {
-        Holder::Me => "this node",
-        Holder::Peer => "the peer",
-        Holder::Nobody => "no node",
-        Holder::Both => "both nodes",
-        Holder::Unknown => "an unknown node",
-    }
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -1506,6 +1496,7 @@ mod tests {
         let resource = |name: &str, holder| cloudha_provider_core::ObservedResource {
             resource: name.into(),
             holder,
+            held_by: None,
         };
         let observed = |holders: [Holder; 2]| Observation {
             resources: vec![

@@ -248,6 +248,9 @@ impl Daemon {
             {
                 match r.holder {
                     cloudha_provider_core::Holder::Nobody => unplaced.push(r.resource.clone()),
+                    cloudha_provider_core::Holder::Elsewhere => {
+                        unplaced.push(format!("{} (on {})", r.resource, r.where_text()));
+                    }
                     cloudha_provider_core::Holder::Both => duplicated.push(r.resource.clone()),
                     _ => {}
                 }

@@ -95,7 +95,8 @@ pub struct Inputs {
     /// Why the last attempt of a takeover that is waiting to retry failed (a missing
     /// permission names the action and the scope).
     pub takeover_error: Option<String>,
-    /// Floating IPs the last cloud read found on no NIC, and on both.
+    /// Floating IPs the last cloud read found on neither node (each naming a third holder when
+    /// the provider knows one), and on both.
     pub ips_unplaced: Vec<String>,
     pub ips_duplicated: Vec<String>,
     pub paths: Vec<PathSample>,
@@ -259,7 +260,7 @@ impl Alarms {
         conditions.push((
             "ip_unplaced",
             (!inputs.ips_unplaced.is_empty())
-                .then(|| format!("on no NIC: {}", inputs.ips_unplaced.join(", "))),
+                .then(|| format!("on neither node: {}", inputs.ips_unplaced.join(", "))),
         ));
         conditions.push((
             "ip_duplicated",

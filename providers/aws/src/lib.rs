@@ -465,6 +465,7 @@ impl Provider for AwsProvider {
             resources.push(ObservedResource {
                 resource: format!("ip {}", fip.address),
                 holder: observe::ip_holder(fip.address, &enis),
+                held_by: None,
             });
         }
         for eip in &self.elastic_ips {
@@ -478,6 +479,7 @@ impl Provider for AwsProvider {
                     eip.private_ip,
                     ours.as_deref(),
                 ),
+                held_by: None,
             });
         }
         for route in &self.routes {
@@ -485,6 +487,7 @@ impl Provider for AwsProvider {
             resources.push(ObservedResource {
                 resource: format!("route {}", routes::label(route)),
                 holder: observe::route_holder(target, pair.own, pair.peer),
+                held_by: None,
             });
         }
         let mut warnings = Vec::new();

@@ -52,7 +52,7 @@ pub use scenario::{Scenario, ScenarioError};
 
 use serde_json::Value;
 use server::Binding;
-use state::State;
+use state::{OpTarget, State};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -311,6 +311,19 @@ impl Emulator {
         st.operations
             .values()
             .filter(|o| o.outcome.is_none())
+            .count()
+    }
+
+    /// Number of NIC operations (a NIC PUT or a move) still in progress on the NIC named `nic`.
+    /// A test that means "the NIC update is under way" waits for this, not for any operation: a
+    /// route PUT of the same takeover may start first.
+    pub fn nic_operations_in_progress(&self, nic: &str) -> usize {
+        let id = self.nic_id(nic).to_ascii_lowercase();
+        let st = self.ticked();
+        st.operations
+            .values()
+            .filter(|o| o.outcome.is_none())
+            .filter(|o| matches!(&o.target, OpTarget::Nics(ids) if ids.contains(&id)))
             .count()
     }
 

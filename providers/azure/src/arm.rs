@@ -138,6 +138,9 @@ fn fix_for(e: &ArmError) -> String {
         "PrivateIPAddressNotInSubnet" | "PrivateIPAddressInReservedRange" => {
             "pick a floating IP inside the NICs' subnet and outside Azure's reserved first four and last addresses".into()
         }
+        crate::elsewhere::PEER_NIC_MISMATCH => {
+            "correct provider.azure.peer_nic to the peer VM's LAN NIC (the message names the NIC that holds the address), or remove the address from the NIC that holds it; `cloudha selftest` checks the pair's NICs".into()
+        }
         "IpConfigDeleteNotSupported" => {
             "the floating IP is the NIC's primary address; make it a secondary ipConfiguration".into()
         }

@@ -6,8 +6,11 @@
 //! the action: an outage the controller caused. So before the removal, the node asks the
 //! permissions API (`{scope}/providers/Microsoft.Authorization/permissions`, the caller's own
 //! effective `actions`/`notActions` there) for every action the add needs, at the resource it
-//! needs it on. Answers are cached for [`FRESH_FOR`] and forgotten after any 403, so a grant or
-//! a revocation is seen within minutes without costing reads on every attempt.
+//! needs it on.
+//!
+//! Only grants are cached (for [`FRESH_FOR`], and all forgotten after any 403 from a write): a
+//! denial is asked again at every attempt, one read per scope, so an action the operator grants
+//! during an outage is used by the first attempt after the grant, not minutes later.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -55,10 +58,15 @@ pub fn needed_for_add(own_id: &str, own: &Value, entries: &[Value]) -> Vec<(&'st
     unique
 }
 
-/// Cached permissions answers, by scope.
+/// Cached permissions answers, by scope: each is trusted only for the actions it grants.
 #[derive(Debug, Default)]
 pub struct PermissionCache {
     answers: Mutex<HashMap<String, (Instant, Value)>>,
+}
+
+/// The cache's key for a scope.
+fn key(scope: &str) -> String {
+    scope.trim_end_matches('/').to_ascii_lowercase()
 }
 
 impl PermissionCache {
@@ -67,9 +75,20 @@ impl PermissionCache {
         self.answers.lock().await.clear();
     }
 
+    /// Whether a fresh cached answer for `scope` grants `action`.
+    async fn cached_grant(&self, scope: &str, action: &str) -> bool {
+        self.answers
+            .lock()
+            .await
+            .get(&key(scope))
+            .is_some_and(|(at, answer)| at.elapsed() < FRESH_FOR && grants(answer, action))
+    }
+
     /// `Ok` when every `(action, scope)` is granted. A denied action is a permanent error naming
     /// the action, the scope and the fix; a scope whose permissions cannot be read is a transient
-    /// one (the move is not started either way).
+    /// one (the move is not started either way). Any action not granted by a cached answer is
+    /// asked of the API now (at most one read per scope per call): a denial is never taken from
+    /// the cache.
     pub async fn require(
         &self,
         arm: &ArmClient,
@@ -77,8 +96,19 @@ impl PermissionCache {
         needed: &[(&'static str, String)],
         deadline: Instant,
     ) -> Result<(), ArmError> {
+        let mut asked: HashMap<String, Value> = HashMap::new();
         for (action, scope) in needed {
-            let answer = self.answer(arm, log, scope, deadline).await?;
+            if self.cached_grant(scope, action).await {
+                continue;
+            }
+            let answer = match asked.get(&key(scope)) {
+                Some(answer) => answer.clone(),
+                None => {
+                    let answer = self.ask(arm, log, scope, deadline).await?;
+                    asked.insert(key(scope), answer.clone());
+                    answer
+                }
+            };
             if !grants(&answer, action) {
                 return Err(ArmError {
                     operation: "nic.permissions".into(),
@@ -95,19 +125,14 @@ impl PermissionCache {
         Ok(())
     }
 
-    async fn answer(
+    /// The permissions API's answer for `scope`, read now and kept for the grants it holds.
+    async fn ask(
         &self,
         arm: &ArmClient,
         log: &CallLog,
         scope: &str,
         deadline: Instant,
     ) -> Result<Value, ArmError> {
-        let key = scope.trim_end_matches('/').to_ascii_lowercase();
-        if let Some((at, answer)) = self.answers.lock().await.get(&key) {
-            if at.elapsed() < FRESH_FOR {
-                return Ok(answer.clone());
-            }
-        }
         let id = format!(
             "{}/providers/Microsoft.Authorization/permissions",
             scope.trim_end_matches('/')
@@ -117,7 +142,7 @@ impl PermissionCache {
                 self.answers
                     .lock()
                     .await
-                    .insert(key, (Instant::now(), body.clone()));
+                    .insert(key(scope), (Instant::now(), body.clone()));
                 Ok(body)
             }
             Ok(None) => Err(ArmError {

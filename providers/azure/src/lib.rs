@@ -26,6 +26,7 @@ pub mod arm;
 pub mod budget;
 pub mod carried;
 pub mod config;
+pub mod elsewhere;
 pub mod ensure;
 pub mod events;
 pub mod gate;
@@ -54,6 +55,7 @@ pub use token::TokenSource;
 
 use arm::{ArmClient, ArmError, CallLog, ErrorClass, NETWORK_API_VERSION};
 use carried::Carried;
+use elsewhere::Elsewhere;
 use gate::PermissionCache;
 use moves::{AtomicOutcome, NicPair, TwoStep};
 
@@ -80,6 +82,8 @@ pub struct AzureProvider {
     carried: Carried,
     /// Permissions answers, for the check before the peer is stripped.
     permissions: PermissionCache,
+    /// Third NICs ARM named as holding a floating IP.
+    elsewhere: Elsewhere,
     /// Set when the atomic move was refused: why (shown in status), and when.
     atomic_unavailable: Mutex<Option<(String, Instant)>>,
     /// The client for Scheduled Events (no proxy: IMDS is link-local).
@@ -131,6 +135,7 @@ impl AzureProvider {
             context: OnceCell::new(),
             carried: Carried::in_memory(),
             permissions: PermissionCache::default(),
+            elsewhere: Elsewhere::default(),
             atomic_unavailable: Mutex::new(None),
             imds_http,
             events_timeout: events::DEFAULT_TIMEOUT,
@@ -297,11 +302,34 @@ impl AzureProvider {
                 floating: &self.floating,
                 carried: &self.carried,
                 permissions: &self.permissions,
+                elsewhere: &self.elsewhere,
             },
             deadline,
         )
         .await?;
         Ok(changed || two_step)
+    }
+
+    /// The NIC that is neither node's and that ARM last named as holding `ip`, if it still
+    /// does: read again when this identity may read it; taken on ARM's word when it may not (the
+    /// role grants reads on the pair's NICs only).
+    async fn third_holder(&self, log: &CallLog, ip: Ipv4Addr) -> Option<String> {
+        let nic = self.elsewhere.get(ip)?;
+        match self
+            .arm
+            .get(log, "nic.get", &nic, NETWORK_API_VERSION)
+            .await
+        {
+            Ok(r) if !nic::holds(&r.body, ip) => {
+                self.elsewhere.forget(ip);
+                None
+            }
+            Err(e) if e.class == ErrorClass::NotFound => {
+                self.elsewhere.forget(ip);
+                None
+            }
+            _ => Some(nic),
+        }
     }
 
     /// Why the atomic move is not used right now (`None` once [`ATOMIC_RETRY`] has passed).
@@ -395,18 +423,24 @@ impl Provider for AzureProvider {
                         deadline: request.deadline,
                     });
                 }
-                // Say loudly when the address sits on no NIC: traffic to it is black-holed
-                // until the next attempt places it.
+                // Say loudly when the address sits on neither node's NIC: traffic to it is
+                // black-holed until the next attempt places it (or, on a third NIC, goes there).
                 if let Ok(observed) = self.observe().await {
                     for r in observed
                         .resources
                         .iter()
-                        .filter(|r| r.holder == Holder::Nobody)
+                        .filter(|r| matches!(r.holder, Holder::Nobody | Holder::Elsewhere))
                     {
-                        let text = format!(
-                            "{} is on NO NIC after a failed attempt; retrying until it is placed",
-                            r.resource
-                        );
+                        let text = match &r.held_by {
+                            Some(by) => format!(
+                                "{} is on NIC {by}, neither node's, after a failed attempt; check provider.azure.peer_nic",
+                                r.resource
+                            ),
+                            None => format!(
+                                "{} is on neither node's NIC after a failed attempt; retrying until it is placed",
+                                r.resource
+                            ),
+                        };
                         warn!("{text}");
                         progress.note(text);
                     }
@@ -461,9 +495,16 @@ impl Provider for AzureProvider {
             let on = |doc: &Option<serde_json::Value>| {
                 doc.as_ref().is_some_and(|d| nic::holds(d, f.address))
             };
-            resources.push(ObservedResource {
-                resource: format!("ip {}", f.address),
-                holder: holder(on(&own), on(&peer)),
+            let resource = format!("ip {}", f.address);
+            let found = holder(on(&own), on(&peer));
+            if found != Holder::Nobody {
+                self.elsewhere.forget(f.address);
+                resources.push(ObservedResource::new(resource, found));
+                continue;
+            }
+            resources.push(match self.third_holder(&log, f.address).await {
+                Some(nic) => ObservedResource::elsewhere(resource, nic),
+                None => ObservedResource::new(resource, Holder::Nobody),
             });
         }
         let floating_holder = resources.first().map(|r| r.holder);
@@ -498,10 +539,10 @@ impl Provider for AzureProvider {
                     _ => Holder::Nobody,
                 },
             };
-            resources.push(ObservedResource {
-                resource: format!("route {}/{}", moves::short(&route.table), route.name),
+            resources.push(ObservedResource::new(
+                format!("route {}/{}", moves::short(&route.table), route.name),
                 holder,
-            });
+            ));
         }
         // ARM shows a NIC's goal state while its update runs. Reconcile reads this on a settled
         // active node, whose own writes have all been polled to their end, so an `Updating` NIC
@@ -514,9 +555,16 @@ impl Provider for AzureProvider {
             })
             .map(|(id, _)| format!("nic {}", moves::short(id)))
             .collect();
+        let mut warnings = self.warnings(own.as_ref());
+        if peer.is_none() {
+            warnings.push(format!(
+                "provider.azure.peer_nic names NIC {}, which does not exist (HTTP 404): set it to the peer VM's LAN NIC id (`cloudha selftest` checks it)",
+                self.config.peer_nic
+            ));
+        }
         Ok(Observation {
             resources,
-            warnings: self.warnings(own.as_ref()),
+            warnings,
             writes_in_flight,
         })
     }

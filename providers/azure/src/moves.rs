@@ -21,6 +21,7 @@ use crate::arm::{
 use crate::budget::FIRST;
 use crate::carried::Carried;
 use crate::config::{vnet_of_subnet, FloatingIpConfig};
+use crate::elsewhere::{self, Elsewhere};
 use crate::ensure::{ensure, read_within, Stage, Target};
 use crate::gate::{needed_for_add, PermissionCache};
 use crate::nic::{self, Template};
@@ -78,6 +79,8 @@ pub struct TwoStep<'a> {
     pub floating: &'a [FloatingIpConfig],
     pub carried: &'a Carried,
     pub permissions: &'a PermissionCache,
+    /// Third NICs ARM named as holding a floating IP (for observe).
+    pub elsewhere: &'a Elsewhere,
 }
 
 /// Two-step move: converge the peer's NIC to "none of the floating IPs" and this NIC to "all of
@@ -180,7 +183,16 @@ pub async fn two_step(m: &TwoStep<'_>, deadline: Instant) -> Result<bool, ArmErr
     let (removed, added) = tokio::join!(remove, add);
     match (removed, added) {
         (Ok(r), Ok(a)) => Ok(r || a),
-        (Err(e), _) => Err(e),
+        (Err(e), _) => {
+            if e.status == 403 {
+                // What we believed about our grants was wrong.
+                m.permissions.forget().await;
+            }
+            Err(e)
+        }
+        (Ok(_), Err(e)) if e.class == ErrorClass::AddressInUse && Instant::now() < deadline => {
+            Err(held_elsewhere(m, &ips, peer_doc.as_ref(), e).await)
+        }
         (Ok(_), Err(e)) if e.status == 403 => {
             m.permissions.forget().await;
             if removed_any.load(std::sync::atomic::Ordering::SeqCst) {
@@ -190,6 +202,54 @@ pub async fn two_step(m: &TwoStep<'_>, deadline: Instant) -> Result<bool, ArmErr
         }
         (Ok(_), Err(e)) => Err(e),
     }
+}
+
+/// The add was refused with the address in use although the configured peer's NIC no longer
+/// holds it (the removal was verified, or there was nothing to remove): a third NIC has it. When
+/// ARM names that NIC, or the peer's NIC still does not hold the address on a second look, the
+/// configuration is the cause: a permanent error that names the holder, what is wrong with
+/// `provider.azure.peer_nic` and the fix. When the peer's NIC holds it again (its own repair
+/// across a partition), the error stays as it was: the next attempt removes it again.
+async fn held_elsewhere(
+    m: &TwoStep<'_>,
+    ips: &[Ipv4Addr],
+    peer_doc: Option<&Value>,
+    refused: ArmError,
+) -> ArmError {
+    let nics = &m.nics;
+    let holder = elsewhere::third_holder(&refused, nics.own, nics.peer);
+    if holder.is_none() {
+        match m
+            .arm
+            .get(m.log, "nic.get", nics.peer, NETWORK_API_VERSION)
+            .await
+        {
+            Ok(r) if ips.iter().any(|ip| nic::holds(&r.body, *ip)) => return refused,
+            Ok(_) => {}
+            Err(e) if e.class == ErrorClass::NotFound => {}
+            Err(_) => return refused,
+        }
+    }
+    // The addresses ARM's message is about (all of them when it names none).
+    let named: Vec<Ipv4Addr> = ips
+        .iter()
+        .copied()
+        .filter(|ip| refused.message.contains(&ip.to_string()))
+        .collect();
+    let about = if named.is_empty() {
+        ips.to_vec()
+    } else {
+        named
+    };
+    if let Some(h) = &holder {
+        for ip in &about {
+            m.elsewhere.record(*ip, h);
+        }
+    }
+    let problem = elsewhere::peer_problem(nics.peer, peer_doc, nics.own_subnet);
+    let error = elsewhere::mismatch(&list(&about), holder.as_deref(), &problem, &refused);
+    m.log.progress().note(error.message.clone());
+    error
 }
 
 /// The add was refused after the removal: put the kept entries back on the peer's NIC, so the

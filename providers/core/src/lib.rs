@@ -66,8 +66,14 @@ pub enum Holder {
     Me,
     /// The peer node.
     Peer,
-    /// Neither node (an IP between a release and an add, or lost).
+    /// Neither node's NIC or interface (an IP between a release and an add, or lost). Not a
+    /// claim that nothing holds it: a provider that knows of another holder says
+    /// [`Holder::Elsewhere`].
     Nobody,
+    /// A NIC or port that is neither node's (named in [`ObservedResource::held_by`]): the
+    /// configuration names the wrong peer, or someone else took the address. A takeover cannot
+    /// fix it by retrying.
+    Elsewhere,
     /// Both nodes at once (an unfinished move, or a provider that keeps it on both).
     Both,
     /// The provider cannot tell (e.g. the on-prem provider does not see the peer's interface).
@@ -81,6 +87,43 @@ pub struct ObservedResource {
     pub resource: String,
     /// Who holds it now.
     pub holder: Holder,
+    /// With [`Holder::Elsewhere`]: the resource that holds it (an ARM NIC id, a port id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+}
+
+impl ObservedResource {
+    /// `resource` held by `holder` (any holder but [`Holder::Elsewhere`], which names its NIC).
+    pub fn new(resource: impl Into<String>, holder: Holder) -> Self {
+        Self {
+            resource: resource.into(),
+            holder,
+            held_by: None,
+        }
+    }
+
+    /// `resource` held by `by`, which is neither node's.
+    pub fn elsewhere(resource: impl Into<String>, by: impl Into<String>) -> Self {
+        Self {
+            resource: resource.into(),
+            holder: Holder::Elsewhere,
+            held_by: Some(by.into()),
+        }
+    }
+
+    /// Where it is, in words: `this node`, `the peer`, `neither node's NIC`, `NIC fw-a-lan
+    /// (neither node's)`.
+    pub fn where_text(&self) -> String {
+        match (self.holder, &self.held_by) {
+            (Holder::Me, _) => "this node".into(),
+            (Holder::Peer, _) => "the peer".into(),
+            (Holder::Both, _) => "both nodes".into(),
+            (Holder::Nobody, _) => "neither node".into(),
+            (Holder::Elsewhere, Some(by)) => format!("{by} (neither node's)"),
+            (Holder::Elsewhere, None) => "a resource that is neither node's".into(),
+            (Holder::Unknown, _) => "an unknown node".into(),
+        }
+    }
 }
 
 /// The observed state of every shared resource, for reconcile and `status`.
@@ -366,10 +409,12 @@ mod tests {
                 ObservedResource {
                     resource: "ip 10.0.0.1".into(),
                     holder: Holder::Me,
+                    held_by: None,
                 },
                 ObservedResource {
                     resource: "route rt/a".into(),
                     holder: Holder::Me,
+                    held_by: None,
                 },
             ],
         };

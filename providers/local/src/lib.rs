@@ -405,6 +405,7 @@ impl Provider for LocalProvider {
                     } else {
                         Holder::Unknown
                     },
+                    held_by: None,
                 })
                 .collect(),
         })

@@ -330,9 +330,11 @@ async fn a_nic_updating_through_the_peers_write_is_reported_in_flight() {
         b.take_over(&request(DEADLINE), &ProgressReporter::discard())
             .await
     });
+    // The removal from A's NIC, not any operation: the route PUT starts at once, while the NIC
+    // path first reads both NICs and checks its permissions.
     let mut waited = 0;
-    while cloud.emu.operations_in_progress() == 0 {
-        assert!(waited < 200, "the peer's removal never started");
+    while cloud.emu.nic_operations_in_progress("nic-appliance-a") == 0 {
+        assert!(waited < 500, "the peer's removal never started");
         waited += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
