@@ -11,6 +11,7 @@ mod cli;
 mod deploy_kit;
 mod e2e_aws;
 mod e2e_azure;
+mod e2e_azure_outage;
 mod e2e_freshness;
 mod e2e_health;
 mod e2e_lb;
