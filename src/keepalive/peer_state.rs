@@ -3,11 +3,12 @@
 //!
 //! Without the stored incarnation, a restarted node would take a recording of any earlier boot
 //! of the peer for the peer's current one. The value is written only when it changes (a peer
-//! restart), fsync'd and renamed into place, mode 0600.
+//! restart), by a thread of its own (see [`PeerIncarnation`]), fsync'd and renamed into place,
+//! mode 0600.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use tracing::warn;
 
@@ -15,10 +16,55 @@ use tracing::warn;
 pub const FILE: &str = "peer_incarnation";
 
 /// The persisted highest peer incarnation, shared by every path.
+///
+/// The value changes when the peer reboots, which is also when it comes back in the middle of
+/// this node's takeover. Storing it takes two fsyncs and a rename, which on a busy disk can
+/// stall for hundreds of milliseconds: a thread of its own writes it, so the keepalive tasks
+/// that learn it never wait for the disk. Until it is on disk a restart of this node falls back
+/// to the previous value (see the warning in [`PeerIncarnation::set`]).
 #[derive(Debug, Clone)]
 pub struct PeerIncarnation {
-    path: Option<PathBuf>,
     value: Arc<Mutex<u64>>,
+    writer: Option<mpsc::Sender<Write>>,
+}
+
+/// A request to the writer thread.
+#[derive(Debug)]
+enum Write {
+    Store(u64),
+    /// Answered once every value sent before it is on disk.
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// The writer thread: stores the newest value it was sent, once per batch of requests.
+fn spawn_writer(path: PathBuf) -> Option<mpsc::Sender<Write>> {
+    let (tx, rx) = mpsc::channel::<Write>();
+    let spawned = std::thread::Builder::new()
+        .name("peer-incarnation".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let newest = batch.iter().rev().find_map(|w| match w {
+                    Write::Store(v) => Some(*v),
+                    Write::Flush(_) => None,
+                });
+                if let Some(value) = newest {
+                    if let Err(e) = write_synced(&path, value) {
+                        warn!(
+                            "cannot store the peer's incarnation in {}: {e}; a restart of this node would then believe recordings of the peer's earlier boots only until their echoes fail",
+                            path.display()
+                        );
+                    }
+                }
+                for w in batch {
+                    if let Write::Flush(done) = w {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+    spawned.ok().map(|_| tx)
 }
 
 impl PeerIncarnation {
@@ -30,16 +76,26 @@ impl PeerIncarnation {
             .and_then(|s| s.trim().parse::<u64>().ok())
             .unwrap_or(0);
         PeerIncarnation {
-            path: Some(path),
             value: Arc::new(Mutex::new(value)),
+            writer: spawn_writer(path),
         }
     }
 
     /// Not persisted (tests).
     pub fn in_memory(value: u64) -> PeerIncarnation {
         PeerIncarnation {
-            path: None,
             value: Arc::new(Mutex::new(value)),
+            writer: None,
+        }
+    }
+
+    /// Wait until every value set so far is on disk.
+    pub fn flush(&self) {
+        if let Some(writer) = &self.writer {
+            let (done, wait) = mpsc::sync_channel(1);
+            if writer.send(Write::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
         }
     }
 
@@ -57,13 +113,9 @@ impl PeerIncarnation {
             return;
         }
         *value = incarnation;
-        if let Some(path) = &self.path {
-            if let Err(e) = write_synced(path, incarnation) {
-                warn!(
-                    "cannot store the peer's incarnation in {}: {e}; a restart of this node would then believe recordings of the peer's earlier boots only until their echoes fail",
-                    path.display()
-                );
-            }
+        if let Some(writer) = &self.writer {
+            // Sent under the lock: the writer sees the values in the order they were set.
+            let _ = writer.send(Write::Store(incarnation));
         }
     }
 }
@@ -104,6 +156,7 @@ mod tests {
         let stored = PeerIncarnation::load(dir.path());
         assert_eq!(stored.get(), 0);
         stored.set(1234);
+        stored.flush();
         let mode = std::fs::metadata(dir.path().join(FILE))
             .expect("written")
             .permissions()
@@ -111,6 +164,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(PeerIncarnation::load(dir.path()).get(), 1234);
         stored.set(17);
+        stored.flush();
         assert_eq!(PeerIncarnation::load(dir.path()).get(), 17);
     }
 

@@ -1,14 +1,19 @@
 //! The event journal: every transition, failover step, provider result, drift repair and alarm
 //! as one JSON line in a file that survives restarts.
 //!
-//! Appends are buffered by the kernel; entries that mark a failover boundary (a takeover
-//! starting or ending, a role change) are fsynced, so a node that crashes mid-failover finds
-//! the start of its takeover on disk when it comes back. Past `max_bytes` the file is rotated
-//! to `<path>.1` (one generation), which bounds the disk use to twice `max_bytes`.
+//! Each entry is written (to the kernel) before the daemon goes on, so a daemon killed
+//! mid-failover finds the start of its takeover when it comes back. Entries that mark a failover
+//! boundary (a takeover starting or ending, a role change) are also fsynced, by a thread of
+//! their own: `fdatasync` on a busy disk can take hundreds of milliseconds, and on the daemon's
+//! one thread that stall would hold back keepalives in the middle of a takeover (a lost beat
+//! the peer reads as a sick link). The sync follows the write within one disk flush; only a
+//! power loss inside that flush can lose the entry. Past `max_bytes` the file is rotated to
+//! `<path>.1` (one generation), which bounds the disk use to twice `max_bytes`.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -102,6 +107,49 @@ pub struct Journal {
     file: File,
     size: u64,
     max_bytes: u64,
+    syncer: Syncer,
+}
+
+/// A thread that fsyncs the journal's file when asked, off the daemon's thread. Requests that
+/// arrive while a sync runs are served by one more sync.
+#[derive(Debug)]
+struct Syncer {
+    requests: Option<mpsc::Sender<File>>,
+}
+
+impl Syncer {
+    fn start() -> Syncer {
+        let (tx, rx) = mpsc::channel::<File>();
+        let spawned = std::thread::Builder::new()
+            .name("journal-sync".into())
+            .spawn(move || {
+                while let Ok(mut file) = rx.recv() {
+                    // Coalesce: the newest handle covers every write before it.
+                    while let Ok(newer) = rx.try_recv() {
+                        file = newer;
+                    }
+                    if let Err(e) = file.sync_data() {
+                        tracing::warn!("journal: fsync failed: {e}");
+                    }
+                }
+            });
+        Syncer {
+            requests: spawned.ok().map(|_| tx),
+        }
+    }
+
+    /// Sync `file` soon; synchronously when no thread could be started or the handle cannot be
+    /// shared.
+    fn sync(&self, file: &File) -> io::Result<()> {
+        if let Some(tx) = &self.requests {
+            if let Ok(handle) = file.try_clone() {
+                if tx.send(handle).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        file.sync_data()
+    }
 }
 
 impl Journal {
@@ -118,6 +166,7 @@ impl Journal {
             file,
             size,
             max_bytes,
+            syncer: Syncer::start(),
         })
     }
 
@@ -126,7 +175,8 @@ impl Journal {
         &self.path
     }
 
-    /// Append one entry; fsync when `durable`.
+    /// Append one entry; when `durable`, have it fsynced (by the sync thread, see the module
+    /// comment).
     pub fn append(&mut self, entry: &Entry, durable: bool) -> io::Result<()> {
         let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
         line.push(b'\n');
@@ -136,7 +186,7 @@ impl Journal {
         self.file.write_all(&line)?;
         self.size += line.len() as u64;
         if durable {
-            self.file.sync_data()?;
+            self.syncer.sync(&self.file)?;
         }
         Ok(())
     }
