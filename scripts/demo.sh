@@ -31,7 +31,8 @@ for arg in "$@"; do
 done
 
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+# Only what the demo uses; scripts/test.sh installs the rest.
+scripts/install-deps.sh --demo
 # Followed with `shellcheck -x`; SC1091 only says plain shellcheck does not follow it.
 # shellcheck source=netns.sh source-path=SCRIPTDIR disable=SC1091
 source scripts/netns.sh

@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs (as root, with apt and pip) the tools the demo and the tests use, if any is missing.
-# Quiet when everything is already there. Usage: scripts/install-deps.sh
+# Quiet when everything is already there.
+# Usage: scripts/install-deps.sh          everything the tests use (scripts/test.sh)
+#        scripts/install-deps.sh --demo   only what scripts/demo.sh uses: ip, ping, python3 and
+#                                         cargo (no venv, no cargo-deb, no Prometheus or lintian)
 set -euo pipefail
+
+DEMO_ONLY=false
+for arg in "$@"; do
+  case $arg in
+    --demo) DEMO_ONLY=true ;;
+    *) echo "install-deps: unknown argument $arg (use --demo or nothing)" >&2; exit 2 ;;
+  esac
+done
 
 # moto, the EC2 API server the AWS provider's tests run against, and the AWS CLI the AWS
 # walk-through (scripts/aws-walkthrough.sh) and the benchmark's keepalived notify script drive it
@@ -34,11 +45,15 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# command:package pairs.
+# command:package pairs: the demo's, then the tests'.
+DEMO_TOOLS=(ip:iproute2 ping:iputils-ping python3:python3)
+TEST_TOOLS=(tc:iproute2 arping:iputils-arping nft:nftables shellcheck:shellcheck
+  systemd-analyze:systemd pgrep:procps prometheus:prometheus promtool:prometheus
+  lintian:lintian strip:binutils)
+tools=("${DEMO_TOOLS[@]}")
+[[ $DEMO_ONLY == true ]] || tools+=("${TEST_TOOLS[@]}")
 missing=()
-for pair in ip:iproute2 tc:iproute2 ping:iputils-ping arping:iputils-arping nft:nftables \
-  python3:python3 shellcheck:shellcheck systemd-analyze:systemd pgrep:procps \
-  prometheus:prometheus promtool:prometheus lintian:lintian strip:binutils; do
+for pair in "${tools[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]} > 0)); then
@@ -50,6 +65,14 @@ if ((${#missing[@]} > 0)); then
   if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
+fi
+
+if [[ $DEMO_ONLY == true ]]; then
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: the demo needs a Rust toolchain with cargo (https://rustup.rs)" >&2
+    exit 1
+  fi
+  exit 0
 fi
 
 # True when every pinned package is installed in the venv at its pinned version.
