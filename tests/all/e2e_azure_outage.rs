@@ -150,12 +150,15 @@ fn e2e_azure_a_permission_granted_during_the_outage_is_used_by_the_next_attempt(
 /// alarm and the journal all name the NIC that holds the address and `provider.azure.peer_nic`.
 fn assert_named_cause(pair: &mut Pair, cloud: &Cloud, cause: &str) {
     pair.daemon(Node::A).kill9().expect("kill fw-a");
+    // The alarm is up while the node waits to retry (not during the short attempts): wait for
+    // a snapshot that shows all three.
     let s = wait_until("fw-b's attempt to end on the configuration", OUTAGE, || {
         pair.status(Node::B).filter(|s| {
             s["takeover"]["last_error"]
                 .as_str()
                 .is_some_and(|e| e.contains("provider.azure.peer_nic"))
                 && s["cloud"]["resources"][0]["holder"] == "elsewhere"
+                && s["alarms"].to_string().contains("takeover_failing")
         })
     });
     let error = s["takeover"]["last_error"].as_str().unwrap_or_default();
