@@ -244,4 +244,3 @@ fn e2e_azure_a_peer_nic_in_another_subnet_is_named_as_the_cause() {
     assert!(error.contains("subnets/workloads"), "{error}");
     assert!(error.contains("subnets/appliances"), "{error}");
 }
-

@@ -332,6 +332,24 @@ fn e2e_ops_a_mismatched_config_raises_an_alarm_on_both_nodes() {
     }
 }
 
+/// The next datagram on the notify socket, within 10 s. A signal to this test process (tokio's
+/// SIGCHLD handler, when another test's child exits) makes a `recv` with a socket timeout fail
+/// with EINTR whatever the handler's flags (signal(7)): that is no timeout, so wait on.
+fn recv_notification(socket: &UnixDatagram, buf: &mut [u8]) -> usize {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match socket.recv(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "no notification within 10 s"
+                );
+            }
+            other => return other.expect("a notification within 10 s"),
+        }
+    }
+}
+
 #[test]
 fn e2e_ops_systemd_ready_status_and_watchdog() {
     let pair = Pair::prepare("e2eopssd", Options::default(), local_provider);
@@ -352,7 +370,7 @@ fn e2e_ops_systemd_ready_status_and_watchdog() {
     let mut buf = [0u8; 4096];
     // Bounded: READY, a STATUS with the role, then at least three watchdog pings.
     for _ in 0..200 {
-        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        let n = recv_notification(&socket, &mut buf);
         seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         let pings = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
         if pings >= 3 && seen.iter().any(|m| m.contains("READY=1")) {
