@@ -130,6 +130,17 @@ fn captured(file: &Path, keep: impl Fn(&Keepalive) -> bool) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Waits until the capture has kept one of the peer's keepalives: its socket is open (on a
+/// loaded machine python3 alone can take longer to start than any fixed pause).
+fn wait_capturing(file: &Path) {
+    wait_until("the capture to keep a keepalive", SOON, || {
+        std::fs::read_to_string(file)
+            .ok()
+            .filter(|text| text.lines().any(|l| !l.is_empty()))
+            .map(drop)
+    });
+}
+
 /// Waits for the capture process to end (it stops by itself after its duration).
 fn finish(mut capture: Daemon) {
     wait_until("the capture to end", SOON, || {
@@ -171,8 +182,8 @@ fn e2e_replayed_leaving_adverts_of_an_earlier_boot_do_not_make_a_restarted_stand
     let mut pair = Pair::start("e2eh1a", opts);
     // fw-b's "leaving" adverts, captured at fw-a while fw-b stops.
     let file = pair.dir.path().join("b-leaving.hex");
-    let capture = start_capture(&pair, Node::A, Node::B, 2.0, &file);
-    std::thread::sleep(Duration::from_millis(300)); // the capture socket is opening
+    let capture = start_capture(&pair, Node::A, Node::B, 5.0, &file);
+    wait_capturing(&file);
     pair.daemon(Node::B)
         .terminate(Duration::from_secs(10))
         .expect("stop fw-b");

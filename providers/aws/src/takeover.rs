@@ -24,6 +24,11 @@ const VERIFY_MAX_WAIT: Duration = Duration::from_secs(2);
 const VERIFY_MAX_READS: u32 = 30;
 /// Unassign attempts on the peer ENI per takeover.
 const MAX_UNASSIGNS: u32 = 2;
+/// Assigns again, per takeover, of addresses found on neither ENI after the move.
+const MAX_REASSIGNS: u32 = 2;
+/// Reads in a row that must find an address on neither ENI before it is assigned again: one
+/// such read can be EC2 finishing the move, two say someone else removed it.
+const NOBODY_READS_BEFORE_REASSIGN: u32 = 2;
 
 /// The two ENIs of the pair.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +90,8 @@ pub(crate) async fn move_addresses(
         enis = describe::enis(calls, pair.own, pair.peer).await?;
     }
     let mut unassigns = 0;
+    let mut reassigns = 0;
+    let mut nobody_reads = 0;
     let mut wait = VERIFY_FIRST_WAIT;
     for _ in 0..VERIFY_MAX_READS {
         let holders: Vec<(Ipv4Addr, Holder)> = floating_ips
@@ -101,6 +108,19 @@ pub(crate) async fn move_addresses(
             .filter(|(_, h)| !matches!(h, Holder::Me | Holder::Both))
             .map(|(ip, _)| *ip)
             .collect();
+        // On neither ENI: the peer (a restarted node that went active for a moment before it
+        // heard this one) or an operator removed it after our assign. Waiting cannot bring it
+        // back; assigning it again does (AllowReassignment is idempotent).
+        let on_neither: Vec<Ipv4Addr> = holders
+            .iter()
+            .filter(|(_, h)| *h == Holder::Nobody)
+            .map(|(ip, _)| *ip)
+            .collect();
+        nobody_reads = if on_neither.is_empty() {
+            0
+        } else {
+            nobody_reads + 1
+        };
         if on_both.is_empty() && not_yet.is_empty() {
             if !changed {
                 calls
@@ -112,6 +132,15 @@ pub(crate) async fn move_addresses(
         if !on_both.is_empty() && unassigns < MAX_UNASSIGNS {
             unassigns += 1;
             unassign_from_peer(calls, pair, &on_both).await?;
+            changed = true;
+        } else if nobody_reads >= NOBODY_READS_BEFORE_REASSIGN && reassigns < MAX_REASSIGNS {
+            reassigns += 1;
+            nobody_reads = 0;
+            calls.progress.note(format!(
+                "{} on neither ENI after the move (removed by another writer): assigning again",
+                join(&on_neither)
+            ));
+            assign(calls, pair, &on_neither).await?;
             changed = true;
         } else {
             calls.progress.note(format!(

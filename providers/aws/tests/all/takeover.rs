@@ -202,3 +202,65 @@ async fn release_changes_nothing() {
     assert!(proxy.log().is_empty());
     assert_eq!(a.kind(), "aws");
 }
+
+/// Campaign seed 6 (AWS): a node restarted during the peer's takeover went active for a moment
+/// before it heard the peer, and its own takeover unassigned the floating IPs from the peer's
+/// ENI right after the peer had assigned them to itself: they ended on neither ENI, and the
+/// peer waited for EC2 "to finish moving" them until its deadline. Here the test plays that
+/// node: while a's unassign from b's ENI (the move's cleanup, moto keeps a reassigned address
+/// on both) is held at the proxy, the addresses are unassigned from a's ENI straight at moto.
+/// The takeover must assign them again, not wait for the deadline.
+#[tokio::test]
+async fn addresses_removed_by_another_writer_during_the_move_are_assigned_again() {
+    let world = World::new().await;
+    let proxy = Proxy::start(world.moto.port).await;
+    let a = world.provider(&proxy, &world.eni_a, &world.eni_b).await;
+    const HELD: Duration = Duration::from_secs(2);
+    proxy.inject(
+        "UnassignPrivateIpAddresses",
+        crate::common::proxy::Fault::Delay(HELD),
+        1,
+    );
+    let takeover = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let result = a
+            .take_over(&request(DEADLINE), &ProgressReporter::discard())
+            .await;
+        (result, started.elapsed())
+    });
+    // The cleanup's unassign has arrived (and is held): a's assign has been applied.
+    let mut waited = 0;
+    while !proxy
+        .log()
+        .iter()
+        .any(|r| r.action == "UnassignPrivateIpAddresses")
+    {
+        assert!(waited < 300, "the cleanup's unassign never came");
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    world
+        .ec2
+        .unassign_private_ip_addresses()
+        .network_interface_id(&world.eni_a)
+        .private_ip_addresses(FIP_1.to_string())
+        .private_ip_addresses(FIP_2.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (result, took) = takeover.await.unwrap();
+    result.expect("the takeover assigns them again");
+    let on_a = world.addresses(&world.eni_a).await;
+    assert!(on_a.contains(&FIP_1) && on_a.contains(&FIP_2), "{on_a:?}");
+    assert!(!world.addresses(&world.eni_b).await.contains(&FIP_1));
+    let assigns = proxy
+        .log()
+        .iter()
+        .filter(|r| r.action == "AssignPrivateIpAddresses")
+        .count();
+    assert_eq!(assigns, 2, "assigned once, then once again");
+    assert!(
+        took < DEADLINE / 2,
+        "took {took:?}: waited for the deadline"
+    );
+}
