@@ -20,7 +20,10 @@
 //! - [`permissions`]: the RBAC actions a failover needs; [`permissions_api`]: the permissions
 //!   API's api-version and how its answer is read (shared by [`gate`] and [`selftest`]).
 //! - [`ids`]: resource-id helpers for labels ([`ids::short`]).
-//! - [`selftest`]: `cloudha selftest`, every check made with GETs only.
+//! - [`selftest`]: `cloudha selftest`, every check made with GETs only; `selftest/mod.rs`
+//!   orchestrates (`run`, `prove`), with one file per concern: `input`, `discovery` (metadata
+//!   service, token, ARM reachable), `reads`, `rbac` (each action at its scope), `nics` (NIC
+//!   settings, floating IPs), `next_hops` (where each route points).
 //! - [`events`]: Scheduled Events (maintenance announced through IMDS) and their approval.
 //!
 //! A takeover runs the NIC move and the route updates side by side (a route update applies in
