@@ -1,10 +1,11 @@
 //! Owns the checks before any ARM read: the metadata service (this VM), the managed-identity
 //! token, and name resolution and TLS to ARM (through the proxy when one applies).
 
-use crate::config::AzureConfig;
-use crate::{imds, TokenSource};
 use cloudha_provider_core::check::{proxy_for, resolve};
 use cloudha_provider_core::Check;
+
+use crate::config::AzureConfig;
+use crate::{imds, TokenSource};
 
 const IDENTITY_FIX: &str = "assign a managed identity to this VM (az vm identity assign), set provider.azure.identity_client_id for a user-assigned one, and check in the resource group's Access control (IAM) that a role assignment gives it the cloudha role";
 

@@ -1,10 +1,12 @@
 //! Owns what the self-test is given ([`Input`]) and the warning its checks share when a failure
 //! above leaves the rest unprovable.
 
+use std::sync::Arc;
+
+use cloudha_provider_core::{Check, RouteSpec};
+
 use crate::config::{AzureConfig, FloatingIpConfig};
 use crate::TokenSource;
-use cloudha_provider_core::{Check, RouteSpec};
-use std::sync::Arc;
 
 /// What the self-test needs: the same settings the daemon uses.
 pub struct Input {

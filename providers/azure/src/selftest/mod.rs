@@ -2,8 +2,8 @@
 //! without changing anything.
 //!
 //! In order: the metadata service, the managed-identity token, name resolution and TLS to ARM,
-//! reads of both NICs and every route table, every RBAC action of [`FAILOVER_ACTIONS`](crate::permissions::FAILOVER_ACTIONS) at the
-//! scope it is needed (through the permissions API, which returns the caller's effective
+//! reads of both NICs and every route table, every RBAC action of
+//! [`FAILOVER_ACTIONS`](crate::permissions::FAILOVER_ACTIONS) at the scope it is needed (through the permissions API, which returns the caller's effective
 //! `actions`/`notActions` at a scope), the NIC settings (IP forwarding, one subnet, floating IPs
 //! inside it, not reserved, not on a third NIC) and where each floating IP and route points now.
 //! Every request is a GET.
@@ -14,16 +14,18 @@
 //! GETs), `rbac` (each action at its scope, through the permissions API), `nics` (NIC settings
 //! and floating IPs) and `next_hops` (where each route points).
 
+use std::collections::BTreeMap;
+
+use cloudha_provider_core::{Check, ProgressReporter};
+
 use crate::arm::{ArmClient, CallLog};
 use crate::imds;
-use cloudha_provider_core::{Check, ProgressReporter};
 use discovery::{check_api, check_imds, check_token};
 use input::skipped;
 use next_hops::check_routes;
 use nics::{check_nics, check_recreatable};
 use rbac::{check_permissions, scopes};
 use reads::read;
-use std::collections::BTreeMap;
 
 mod discovery;
 mod input;

@@ -1,14 +1,16 @@
 //! Owns the route checks: each configured route read back, and where its next hop points now
 //! (this node, the peer, or elsewhere).
 
+use std::collections::BTreeMap;
+
+use cloudha_provider_core::{Check, NextHop};
+use serde_json::Value;
+
 use super::input::Input;
 use super::reads::read_failure;
 use crate::arm::{ArmClient, CallLog, ErrorClass, NETWORK_API_VERSION};
 use crate::ids::short;
 use crate::{nic, routes};
-use cloudha_provider_core::{Check, NextHop};
-use serde_json::Value;
-use std::collections::BTreeMap;
 
 pub(super) async fn check_routes(
     arm: &ArmClient,

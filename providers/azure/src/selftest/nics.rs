@@ -2,13 +2,15 @@
 //! ([`address_problem`]) and held by no third NIC, and the floating entries the config alone could
 //! recreate.
 
+use std::net::Ipv4Addr;
+
+use cloudha_provider_core::Check;
+use serde_json::Value;
+
 use super::input::Input;
 use crate::arm::{ArmClient, CallLog, NETWORK_API_VERSION};
 use crate::ids::short;
 use crate::nic;
-use cloudha_provider_core::Check;
-use serde_json::Value;
-use std::net::Ipv4Addr;
 
 /// `(network, prefix length)` of `10.10.1.0/24`.
 fn parse_prefix(text: &str) -> Option<(u32, u8)> {

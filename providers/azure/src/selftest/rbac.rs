@@ -2,13 +2,14 @@
 //! [`FAILOVER_ACTIONS`] must be granted on ([`scopes`]), and asking the permissions API
 //! ([`crate::permissions_api`]) at each of those scopes.
 
+use cloudha_provider_core::Check;
+use serde_json::Value;
+
 use super::input::Input;
 use crate::arm::{ArmClient, CallLog};
 use crate::permissions::{RequiredAction, Scope, FAILOVER_ACTIONS};
 use crate::permissions_api::{grants, PERMISSIONS_API_VERSION};
 use crate::{imds, nic};
-use cloudha_provider_core::Check;
-use serde_json::Value;
 
 /// Each scope the failover acts on, with the actions it needs there.
 pub(super) fn scopes(

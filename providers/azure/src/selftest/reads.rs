@@ -1,10 +1,11 @@
 //! Owns the self-test's reads of NICs and route tables (GETs), and the check and fix a failed
 //! read becomes.
 
-use crate::arm::{ArmClient, ArmError, CallLog, ErrorClass, NETWORK_API_VERSION};
-use crate::ids::short;
 use cloudha_provider_core::Check;
 use serde_json::Value;
+
+use crate::arm::{ArmClient, ArmError, CallLog, ErrorClass, NETWORK_API_VERSION};
+use crate::ids::short;
 
 pub(super) async fn read(
     arm: &ArmClient,
