@@ -24,7 +24,12 @@
 //! - `takeover.rs`: floating IPs and Elastic IPs; `routes.rs`: routes.
 //! - `observe.rs`: who holds what, from what EC2 reported.
 //! - `maintenance.rs`: spot interruption notices and scheduled events from IMDSv2.
-//! - [`selftest`]: `cloudha selftest`'s checks: reads, `DryRun` writes, policy simulation.
+//! - [`selftest`]: `cloudha selftest`'s checks, one file per concern: `selftest/mod.rs`
+//!   orchestrates (`run`, `prove`); `input`, `endpoints` (EC2/STS/IAM), `discovery` (IMDS, the
+//!   role, STS, the EC2 endpoint), `reads` (ENIs, route tables, Elastic IPs), `writes` (`DryRun`
+//!   probes and policy simulation), `enis` (ENI attributes), `holders` (who holds what now).
+//! - [`permissions`]: the IAM actions a failover needs; [`probes`]: the `DryRun` probes and the
+//!   read-back snapshot; [`simulation`]: `iam:SimulatePrincipalPolicy` and STS, signed by hand.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -16,6 +16,21 @@
 //! let token = emu.issue_token("vm-appliance-a").expect("vm exists");
 //! # let _ = (addr, token); Ok(()) }
 //! ```
+//!
+//! # Layout
+//! Imports run one way, from the request handlers down to the model (no circles):
+//! - `scenario`: the spec types of a scenario file (load balancers' included) and
+//!   `ScenarioError`; it knows nothing of the state. `build`: a scenario turned into the
+//!   initial state.
+//! - `state`: the in-memory model of the subscription (every stored resource, load balancers
+//!   included) and the lazy completion of operations; `ids`, `validate`, `config`, `clock`,
+//!   `throttle`, `faults`, `events`, `reqlog`: the leaves it is built from.
+//! - `http`: request/response values and ARM's error shapes; `server`: serving and routing.
+//! - `auth`: tokens and RBAC; `lro`: long-running operations; `arm`: what the ARM handlers
+//!   share; `arm_nic`, `arm_vnet`, `arm_routes`, `arm_compute`, `load_balancer`: the
+//!   handlers, one resource type each; `apiversion`: which api-versions each accepts.
+//! - `imds`: the metadata service and managed identity; `dataplane`: the load balancer's
+//!   data plane for end-to-end tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -26,6 +41,7 @@ mod arm_nic;
 mod arm_routes;
 mod arm_vnet;
 mod auth;
+mod build;
 pub mod clock;
 pub mod config;
 pub mod dataplane;
@@ -240,7 +256,7 @@ impl Emulator {
     fn with_load_balancer<T>(
         &self,
         name: &str,
-        f: impl FnOnce(&load_balancer::LoadBalancer, &State) -> Option<T>,
+        f: impl FnOnce(&state::LoadBalancer, &State) -> Option<T>,
     ) -> Option<T> {
         let st = self.ticked();
         let id = ids::resource_id(

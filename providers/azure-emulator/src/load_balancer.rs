@@ -18,148 +18,23 @@
 //! * the frontend's private IP is a usable address of its subnet that no NIC holds.
 //!
 //! The resource is read-only here (GET): the pair under test reads it, it never writes it.
+//!
+//! The scenario's spec types (`LoadBalancerSpec` and its parts) are owned by
+//! [`crate::scenario`] and re-exported here; the stored resource is
+//! [`crate::state::LoadBalancer`]. This module checks a spec and builds the document
+//! ([`build_all`]), renders it with its members, and serves GET.
 
 use crate::arm::{resource_not_found, rg_not_found, Ctx};
 use crate::auth::authorize;
 use crate::http::Resp;
 use crate::ids;
 use crate::scenario::ScenarioError;
-use crate::state::{ipconfigs, new_etag, State};
-use serde::{Deserialize, Serialize};
+pub use crate::scenario::{BackendPoolSpec, FrontendSpec, LoadBalancerSpec, ProbeSpec, RuleSpec};
+use crate::state::{ipconfigs, new_etag, LoadBalancer, State};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 
 const TYPE: &str = "Microsoft.Network/loadBalancers";
-
-/// A load balancer in a scenario.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoadBalancerSpec {
-    /// Name.
-    pub name: String,
-    /// Resource group, if not the default.
-    #[serde(default)]
-    pub resource_group: Option<String>,
-    /// The frontend IP configuration.
-    pub frontend: FrontendSpec,
-    /// The backend address pool.
-    pub backend_pool: BackendPoolSpec,
-    /// The health probe.
-    pub probe: ProbeSpec,
-    /// The load-balancing rule.
-    pub rule: RuleSpec,
-}
-
-/// The frontend IP configuration: a static private address on a subnet.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FrontendSpec {
-    /// Name.
-    pub name: String,
-    /// `<vnet>/<subnet>` in the load balancer's resource group.
-    pub subnet: String,
-    /// The static private address.
-    pub private_ip_address: String,
-}
-
-/// The backend pool and its members, `<nic>/<ipconfig>` (both NICs of the pair).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendPoolSpec {
-    /// Name.
-    pub name: String,
-    /// Members.
-    pub ip_configurations: Vec<String>,
-}
-
-/// The health probe.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeSpec {
-    /// Name.
-    pub name: String,
-    /// `Tcp`, `Http` or `Https`.
-    pub protocol: String,
-    /// Port probed on each backend.
-    pub port: u16,
-    /// Path of an Http(s) probe.
-    #[serde(default)]
-    pub request_path: Option<String>,
-    /// Seconds between probes (at least 5).
-    #[serde(default = "default_interval")]
-    pub interval_in_seconds: u32,
-    /// Consecutive results that change a backend's state (at least 1).
-    #[serde(default = "default_threshold")]
-    pub probe_threshold: u32,
-}
-
-impl LoadBalancerSpec {
-    /// The appliance pattern on [`crate::Scenario::two_appliances`]: an internal frontend at
-    /// 10.10.1.50 in the appliances' subnet, both NICs' primary ipConfigurations in the pool,
-    /// `probe`, and an HA-ports rule.
-    pub fn appliances(probe: ProbeSpec) -> Self {
-        LoadBalancerSpec {
-            name: "lb-appliances".into(),
-            resource_group: None,
-            frontend: FrontendSpec {
-                name: "frontend".into(),
-                subnet: "vnet-ha/appliances".into(),
-                private_ip_address: "10.10.1.50".into(),
-            },
-            backend_pool: BackendPoolSpec {
-                name: "appliances".into(),
-                ip_configurations: vec![
-                    "nic-appliance-a/ipconfig1".into(),
-                    "nic-appliance-b/ipconfig1".into(),
-                ],
-            },
-            probe,
-            rule: RuleSpec {
-                name: "ha-ports".into(),
-                protocol: default_rule_protocol(),
-                frontend_port: 0,
-                backend_port: 0,
-                idle_timeout_in_minutes: default_idle_timeout(),
-            },
-        }
-    }
-}
-
-fn default_interval() -> u32 {
-    15
-}
-
-fn default_threshold() -> u32 {
-    1
-}
-
-/// The load-balancing rule (HA ports: protocol `All`, ports 0).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    /// Name.
-    pub name: String,
-    /// `All` (HA ports), `Tcp` or `Udp`.
-    #[serde(default = "default_rule_protocol")]
-    pub protocol: String,
-    /// Frontend port (0 for HA ports).
-    #[serde(default)]
-    pub frontend_port: u16,
-    /// Backend port (0 for HA ports).
-    #[serde(default)]
-    pub backend_port: u16,
-    /// Idle timeout of a flow, 4-100 minutes.
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout_in_minutes: u32,
-}
-
-fn default_rule_protocol() -> String {
-    "All".into()
-}
-
-fn default_idle_timeout() -> u32 {
-    4
-}
 
 /// Probe protocols of the spec (`ProbeProtocol`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,13 +68,6 @@ pub struct LoadBalancerSettings {
     /// The pool's members as the NICs' settled documents say: each member ipConfiguration's
     /// private address.
     pub backends: Vec<Ipv4Addr>,
-}
-
-/// A load balancer: its document without the members (computed from the NICs on read).
-#[derive(Clone, Debug)]
-pub(crate) struct LoadBalancer {
-    pub doc: Value,
-    pub pool_id: String,
 }
 
 fn err<T>(lb: &str, msg: impl std::fmt::Display) -> Result<T, ScenarioError> {

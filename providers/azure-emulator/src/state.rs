@@ -260,6 +260,14 @@ pub(crate) struct IpHold {
 }
 
 /// Everything behind the emulator's mutex.
+/// A load balancer: its document without the members (computed from the NICs on read;
+/// [`crate::load_balancer`] renders it and serves GET).
+#[derive(Clone, Debug)]
+pub(crate) struct LoadBalancer {
+    pub doc: Value,
+    pub pool_id: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub settings: Settings,
@@ -269,7 +277,7 @@ pub(crate) struct State {
     pub nics: BTreeMap<String, Nic>,
     pub route_tables: BTreeMap<String, RouteTable>,
     pub public_ips: BTreeMap<String, PublicIp>,
-    pub load_balancers: BTreeMap<String, crate::load_balancer::LoadBalancer>,
+    pub load_balancers: BTreeMap<String, LoadBalancer>,
     pub vms: BTreeMap<String, Vm>,
     pub identities: BTreeMap<String, Identity>,
     pub tokens: BTreeMap<String, TokenGrant>,

@@ -22,6 +22,9 @@ pub const NETWORK_API_VERSION: &str = "2024-05-01";
 pub const MOVE_API_VERSION: &str = "2025-09-01";
 /// api-version for `Microsoft.Compute/virtualMachines` reads.
 pub const COMPUTE_API_VERSION: &str = "2024-07-01";
+/// Our error code for "the configuration names the wrong peer NIC" (an address of the pair held by
+/// a third NIC; see [`crate::elsewhere`]), answered by `fix_for` like ARM's own codes.
+pub const PEER_NIC_MISMATCH: &str = "PeerNicMismatch";
 /// Connect and whole-request timeouts: an ARM call answers in well under a second when healthy.
 /// A request that hangs is abandoned after [`REQUEST_TIMEOUT`] and retried: every write is
 /// idempotent (a NIC PUT carries its If-Match, so one the hung request did apply comes back as
@@ -138,7 +141,7 @@ fn fix_for(e: &ArmError) -> String {
         "PrivateIPAddressNotInSubnet" | "PrivateIPAddressInReservedRange" => {
             "pick a floating IP inside the NICs' subnet and outside Azure's reserved first four and last addresses".into()
         }
-        crate::elsewhere::PEER_NIC_MISMATCH => {
+        PEER_NIC_MISMATCH => {
             "correct provider.azure.peer_nic to the peer VM's LAN NIC (the message names the NIC that holds the address), or remove the address from the NIC that holds it; `cloudha selftest` checks the pair's NICs".into()
         }
         "IpConfigDeleteNotSupported" => {

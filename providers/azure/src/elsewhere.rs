@@ -17,11 +17,12 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 use crate::arm::{ArmError, ErrorClass};
-use crate::moves::short;
+use crate::ids::short;
 use crate::nic;
 
-/// Our code for "the configuration names the wrong peer NIC" (see [`crate::arm`]'s `fix_for`).
-pub const PEER_NIC_MISMATCH: &str = "PeerNicMismatch";
+/// Our code for "the configuration names the wrong peer NIC"; owned by [`crate::arm`], next to
+/// the error type and its `fix_for`.
+pub use crate::arm::PEER_NIC_MISMATCH;
 
 /// The NIC ids (`/subscriptions/.../networkInterfaces/{name}`) an ARM message names, in order,
 /// without repeats; ipConfiguration ids are cut back to their NIC.

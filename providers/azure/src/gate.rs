@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 use crate::arm::{ArmClient, ArmError, CallLog, ErrorClass};
 use crate::ensure::read_within;
 use crate::nic;
-use crate::selftest::{grants, PERMISSIONS_API_VERSION};
+use crate::permissions_api::{grants, PERMISSIONS_API_VERSION};
 
 /// How long one permissions answer is trusted.
 pub const FRESH_FOR: Duration = Duration::from_secs(300);

@@ -14,8 +14,16 @@
 //! - [`arm`]: requests, error classes, long-running operations; [`budget`]: ARM's write bucket.
 //! - [`ensure`]: read / decide / PUT with `If-Match` / follow the operation / verify, with retries.
 //! - [`nic`]: JSON edits of a NIC; [`moves`]: two-step and atomic moves; [`routes`]: route PUTs.
+//! - [`elsewhere`]: a floating IP held by a third NIC (the peer NIC mismatch and its error).
 //! - [`carried`]: the moved ipConfigurations kept whole on disk; [`gate`]: proof, before the
 //!   peer is stripped, that this node may add them.
+//! - [`permissions`]: the RBAC actions a failover needs; [`permissions_api`]: the permissions
+//!   API's api-version and how its answer is read (shared by [`gate`] and [`selftest`]).
+//! - [`ids`]: resource-id helpers for labels ([`ids::short`]).
+//! - [`selftest`]: `cloudha selftest`, every check made with GETs only; `selftest/mod.rs`
+//!   orchestrates (`run`, `prove`), with one file per concern: `input`, `discovery` (metadata
+//!   service, token, ARM reachable), `reads`, `rbac` (each action at its scope), `nics` (NIC
+//!   settings, floating IPs), `next_hops` (where each route points).
 //! - [`events`]: Scheduled Events (maintenance announced through IMDS) and their approval.
 //!
 //! A takeover runs the NIC move and the route updates side by side (a route update applies in
@@ -30,10 +38,12 @@ pub mod elsewhere;
 pub mod ensure;
 pub mod events;
 pub mod gate;
+pub mod ids;
 pub mod imds;
 pub mod moves;
 pub mod nic;
 pub mod permissions;
+pub mod permissions_api;
 pub mod routes;
 pub mod selftest;
 pub mod token;

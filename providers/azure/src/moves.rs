@@ -24,6 +24,7 @@ use crate::config::{vnet_of_subnet, FloatingIpConfig};
 use crate::elsewhere::{self, Elsewhere};
 use crate::ensure::{ensure, read_within, Stage, Target};
 use crate::gate::{needed_for_add, PermissionCache};
+pub use crate::ids::short;
 use crate::nic::{self, Template};
 
 /// The NICs a move works on.
@@ -418,11 +419,6 @@ fn nic_target<'a>(id: &'a str, whose: &str, operation: &str, description: String
         // The floating IP before any route.
         write_priority: FIRST,
     }
-}
-
-/// The last segment of a resource id, for short labels.
-pub fn short(id: &str) -> &str {
-    id.rsplit('/').next().unwrap_or(id)
 }
 
 fn list(ips: &[Ipv4Addr]) -> String {

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::arm::{ArmClient, ArmError, CallLog, ErrorClass, NETWORK_API_VERSION};
 use crate::budget::Priority;
 use crate::ensure::{ensure, Target};
-use crate::moves::short;
+use crate::ids::short;
 
 /// The ARM id of a route.
 pub fn route_id(route: &RouteSpec) -> String {
