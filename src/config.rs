@@ -15,8 +15,14 @@ use std::time::Duration;
 use cloudha_provider_azure::{AzureConfig, ResourceId};
 use cloudha_provider_core::text::shorten;
 use cloudha_provider_core::{FloatingIp, NextHop, RouteSpec};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub mod checks;
+pub mod duration;
+
+pub(crate) use checks::check_program;
+pub use duration::ConfigDuration;
 
 /// Smallest key accepted: HMAC-SHA256 with less than 128 bits of secret is guessable.
 pub const MIN_KEY_BYTES: usize = 16;
@@ -276,58 +282,6 @@ pub struct RouteConfig {
     pub next_hop: NextHop,
 }
 
-/// A duration written as `"200ms"`, `"3s"`, `"2m"` or `"1h"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ConfigDuration(pub Duration);
-
-impl ConfigDuration {
-    /// Parse `"<integer><unit>"` with unit `ms`, `s`, `m` or `h`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(split);
-        let value: u64 = digits.parse().map_err(|_| {
-            format!(
-                "{} is not a duration; write e.g. \"200ms\", \"3s\" or \"2m\"",
-                crate::secure_fs::excerpt(text)
-            )
-        })?;
-        let duration = match unit {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
-            _ => {
-                return Err(format!(
-                    "{} has no known unit; write e.g. \"200ms\", \"3s\" or \"2m\"",
-                    crate::secure_fs::excerpt(text)
-                ))
-            }
-        };
-        Ok(Self(duration))
-    }
-}
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        ConfigDuration::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for ConfigDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
-    }
-}
-
 fn default_true() -> bool {
     true
 }
@@ -416,6 +370,11 @@ impl fmt::Display for Problem {
 }
 
 impl Config {
+    /// The journal file: `journal.path`, or `journal.jsonl` under `node.state_dir`.
+    pub fn journal_path(&self) -> PathBuf {
+        self.journal.path_or_default(&self.node.state_dir)
+    }
+
     /// Read, parse and validate a config file (the key file is checked too).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -504,7 +463,13 @@ impl Config {
 
         check_name("node.name", &self.node.name, &mut problem);
         check_name("peer.name", &self.peer.name, &mut problem);
-        crate::ops::config::validate(self, &mut problem);
+        crate::ops::config::validate(
+            &self.journal,
+            &self.alarms,
+            &self.hooks,
+            &self.maintenance_events,
+            &mut problem,
+        );
         crate::health::config::validate(&self.tracks, self.health_probe.as_ref(), &mut problem);
         if self.node.name == self.peer.name {
             problem(
@@ -839,7 +804,7 @@ impl Config {
                 problem("node.state_dir", e);
             }
         }
-        let journal = crate::ops::config::journal_path(self);
+        let journal = self.journal_path();
         if journal.is_absolute() {
             if let Some(dir) = journal.parent().filter(|d| d.exists() && *d != state_dir) {
                 if let Err(e) = crate::secure_fs::check_private_dir(dir) {
@@ -1082,34 +1047,6 @@ impl Config {
         let mut out = [0u8; 16];
         out.copy_from_slice(&digest[..16]);
         out
-    }
-}
-
-/// A program the daemon runs (a hook, a tracked check): it must exist, be an executable
-/// regular file, and not be writable by every user.
-pub(crate) fn check_program(field: &str, program: &str, problem: &mut impl FnMut(&str, String)) {
-    use std::os::unix::fs::MetadataExt;
-    let shown = crate::secure_fs::excerpt(program);
-    match std::fs::metadata(program) {
-        Err(e) => problem(
-            field,
-            format!("{shown}: {e}; install the program or fix the path"),
-        ),
-        Ok(meta) if !meta.is_file() => problem(
-            field,
-            format!("{shown} is not a regular file; name the program itself"),
-        ),
-        Ok(meta) if meta.mode() & 0o111 == 0 => problem(
-            field,
-            format!("{shown} is not executable; `chmod 755` it"),
-        ),
-        Ok(meta) if meta.mode() & 0o002 != 0 => problem(
-            field,
-            format!(
-                "{shown} is writable by every user, who could make the daemon run anything; `chmod o-w` it"
-            ),
-        ),
-        Ok(_) => {}
     }
 }
 

@@ -33,3 +33,4 @@ pub mod secure_fs;
 pub mod selftest;
 pub mod status;
 pub mod ticker;
+pub mod version;

@@ -46,8 +46,8 @@ struct ObserveResult {
     result: Result<Observation, ProviderError>,
 }
 
-/// This build's version, sent in every keepalive.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// This build's version, sent in every keepalive (owned by [`crate::version`]).
+pub use crate::version::VERSION;
 /// How often the provider's health is checked.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How often a failover is proven possible (permissions, NIC settings): a few minutes keeps
