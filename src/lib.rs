@@ -6,8 +6,10 @@
 //! completes.
 //!
 //! # Layout
-//! - [`config`]: the TOML schema and validation (errors name the field and the fix); shared
-//!   leaves [`config::duration`] and [`config::checks`], which the section modules import.
+//! - [`config`]: the TOML schema and validation (errors name the field and the fix); the
+//!   keepalive and provider sections in their own files, the day-two and health sections with
+//!   [`ops`] and [`health`]; shared leaves [`config::duration`] and [`config::checks`], which
+//!   the section modules import.
 //! - [`version`]: this build's version string.
 //! - [`keepalive`]: the wire format ([`keepalive::packet`]) and the UDP tasks
 //!   ([`keepalive::link`]).
