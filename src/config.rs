@@ -5,18 +5,38 @@
 //! path (`keepalive.path[1].bind`), not only a line number. Semantic checks live in
 //! [`Config::validate`], which collects every problem at once so an operator fixes a file in one
 //! pass.
+//!
+//! # Files
+//! This file owns [`Config`] itself, loading and parsing, the node-wide sections (`[cluster]`,
+//! `[node]`, `[peer]`, `[status]`), and the validation that spans sections. Each other section's
+//! types live with their owner: `keepalive` (`[keepalive]` and its paths), `provider`
+//! (`[provider]`, `[failover]`, `[[floating_ip]]`, `[[route]]`), [`crate::ops::config`] (the
+//! day-two sections) and [`crate::health::config`] (`[[track]]`, `[health_probe]`); they share
+//! the leaves [`duration`] and [`checks`]. Only this file's own section files import it back
+//! (for `Config` and its limits); the ops and health sections import only the leaves.
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cloudha_provider_azure::{AzureConfig, ResourceId};
 use cloudha_provider_core::text::shorten;
-use cloudha_provider_core::{FloatingIp, NextHop, RouteSpec};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+pub mod checks;
+pub mod duration;
+mod keepalive;
+mod provider;
+
+pub(crate) use checks::check_program;
+pub use duration::ConfigDuration;
+pub use keepalive::{KeepaliveConfig, PathConfig};
+use provider::AZURE_TWO_STEP_DEADLINE;
+pub use provider::{
+    FailoverConfig, FloatingIpConfig, LocalProviderConfig, ProviderConfig, ProviderKind,
+    RouteConfig,
+};
 
 /// Smallest key accepted: HMAC-SHA256 with less than 128 bits of secret is guessable.
 pub const MIN_KEY_BYTES: usize = 16;
@@ -121,33 +141,6 @@ pub struct PeerConfig {
     pub name: String,
 }
 
-/// `[keepalive]`: timing and the paths keepalives travel.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeepaliveConfig {
-    /// Time between two keepalives on each path.
-    #[serde(default = "default_interval")]
-    pub interval: ConfigDuration,
-    /// Silence on every path for this long means the peer is dead.
-    #[serde(default = "default_dead_interval")]
-    pub dead_interval: ConfigDuration,
-    /// One entry per path (e.g. LAN and MGMT).
-    #[serde(default, rename = "path")]
-    pub paths: Vec<PathConfig>,
-}
-
-/// `[[keepalive.path]]`: one independent keepalive path.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PathConfig {
-    /// Label used in status and metrics (`lan`, `mgmt`).
-    pub name: String,
-    /// Local address and UDP port to send from and listen on.
-    pub bind: SocketAddr,
-    /// The peer's address and port on this path.
-    pub peer: SocketAddr,
-}
-
 /// `[status]`: where `cloudha status` and the operator commands reach the daemon.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,169 +158,6 @@ impl Default for StatusConfig {
     }
 }
 
-/// Which provider is in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// On premises: the address on a local interface plus gratuitous ARP.
-    Local,
-    /// Azure: ipConfigurations and route next hops through Azure Resource Manager.
-    Azure,
-    /// AWS: secondary private IPs, Elastic IPs and route targets through the EC2 API.
-    Aws,
-    /// Nothing to move: a load balancer sends the traffic where `[health_probe]` answers.
-    None,
-}
-
-impl fmt::Display for ProviderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProviderKind::Local => f.write_str("local"),
-            ProviderKind::Azure => f.write_str("azure"),
-            ProviderKind::Aws => f.write_str("aws"),
-            ProviderKind::None => f.write_str("none"),
-        }
-    }
-}
-
-/// `[provider]` with one sub-table per provider kind.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    /// The provider in use.
-    pub kind: ProviderKind,
-    /// `[provider.local]`, required when `kind = "local"`.
-    pub local: Option<LocalProviderConfig>,
-    /// `[provider.azure]`, required when `kind = "azure"`.
-    pub azure: Option<AzureConfig>,
-    /// `[provider.aws]`, required when `kind = "aws"`.
-    pub aws: Option<cloudha_provider_aws::AwsConfig>,
-}
-
-/// `[provider.local]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocalProviderConfig {
-    /// Interface that carries the floating IPs.
-    pub interface: String,
-}
-
-/// `[failover]`: pacing of takeovers.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FailoverConfig {
-    /// One takeover attempt must converge within this time (Azure NIC updates take up to ~120 s).
-    #[serde(default = "default_deadline")]
-    pub deadline: ConfigDuration,
-    /// First wait before retrying a failed takeover; doubles up to `retry_max`.
-    #[serde(default = "default_retry_initial")]
-    pub retry_initial: ConfigDuration,
-    /// Longest wait between takeover retries.
-    #[serde(default = "default_retry_max")]
-    pub retry_max: ConfigDuration,
-    /// How often the cloud state is read back (and, on the active node, drift repaired).
-    #[serde(default = "default_reconcile_interval")]
-    pub reconcile_interval: ConfigDuration,
-}
-
-impl Default for FailoverConfig {
-    fn default() -> Self {
-        Self {
-            deadline: default_deadline(),
-            retry_initial: default_retry_initial(),
-            retry_max: default_retry_max(),
-            reconcile_interval: default_reconcile_interval(),
-        }
-    }
-}
-
-/// `[[floating_ip]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FloatingIpConfig {
-    /// The address.
-    pub address: Ipv4Addr,
-    /// Prefix length of its subnet (the local provider adds `address/prefix_len`).
-    #[serde(default = "default_prefix_len")]
-    pub prefix_len: u8,
-    /// Azure: name of the ipConfiguration when it must be created from scratch (no NIC holds it).
-    #[serde(default)]
-    pub ip_config_name: Option<String>,
-    /// Azure: ARM id of the public IP that goes with it (re-attached if it must be recreated).
-    #[serde(default)]
-    pub public_ip: Option<String>,
-    /// AWS: allocation id (`eipalloc-...`) of the Elastic IP associated with this address.
-    #[serde(default)]
-    pub elastic_ip: Option<String>,
-}
-
-/// `[[route]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Route table id (provider-specific).
-    pub table: String,
-    /// Route name within the table.
-    pub name: String,
-    /// Destination prefix, e.g. `0.0.0.0/0`.
-    pub prefix: String,
-    /// `floating_ip` or `self_address`.
-    #[serde(default = "default_next_hop")]
-    pub next_hop: NextHop,
-}
-
-/// A duration written as `"200ms"`, `"3s"`, `"2m"` or `"1h"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ConfigDuration(pub Duration);
-
-impl ConfigDuration {
-    /// Parse `"<integer><unit>"` with unit `ms`, `s`, `m` or `h`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(split);
-        let value: u64 = digits.parse().map_err(|_| {
-            format!(
-                "{} is not a duration; write e.g. \"200ms\", \"3s\" or \"2m\"",
-                crate::secure_fs::excerpt(text)
-            )
-        })?;
-        let duration = match unit {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
-            _ => {
-                return Err(format!(
-                    "{} has no known unit; write e.g. \"200ms\", \"3s\" or \"2m\"",
-                    crate::secure_fs::excerpt(text)
-                ))
-            }
-        };
-        Ok(Self(duration))
-    }
-}
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        ConfigDuration::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for ConfigDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
-    }
-}
-
 fn default_true() -> bool {
     true
 }
@@ -337,38 +167,9 @@ fn default_hold_down() -> ConfigDuration {
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/cloudha")
 }
-fn default_interval() -> ConfigDuration {
-    ConfigDuration(Duration::from_millis(200))
-}
-fn default_dead_interval() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(1))
-}
 fn default_socket() -> PathBuf {
     PathBuf::from("/run/cloudha/cloudha.sock")
 }
-/// Long enough for Azure's two-step move: the peer's NIC update and then ours, each up to
-/// ~120 s to apply, plus polling and the read-back.
-const AZURE_TWO_STEP_DEADLINE: Duration = Duration::from_secs(300);
-
-fn default_deadline() -> ConfigDuration {
-    ConfigDuration(AZURE_TWO_STEP_DEADLINE)
-}
-fn default_retry_initial() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(1))
-}
-fn default_retry_max() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(30))
-}
-fn default_reconcile_interval() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(30))
-}
-fn default_prefix_len() -> u8 {
-    32
-}
-fn default_next_hop() -> NextHop {
-    NextHop::FloatingIp
-}
-
 /// A configuration that could not be used, with every problem found.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -416,6 +217,11 @@ impl fmt::Display for Problem {
 }
 
 impl Config {
+    /// The journal file: `journal.path`, or `journal.jsonl` under `node.state_dir`.
+    pub fn journal_path(&self) -> PathBuf {
+        self.journal.path_or_default(&self.node.state_dir)
+    }
+
     /// Read, parse and validate a config file (the key file is checked too).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -504,7 +310,13 @@ impl Config {
 
         check_name("node.name", &self.node.name, &mut problem);
         check_name("peer.name", &self.peer.name, &mut problem);
-        crate::ops::config::validate(self, &mut problem);
+        crate::ops::config::validate(
+            &self.journal,
+            &self.alarms,
+            &self.hooks,
+            &self.maintenance_events,
+            &mut problem,
+        );
         crate::health::config::validate(&self.tracks, self.health_probe.as_ref(), &mut problem);
         if self.node.name == self.peer.name {
             problem(
@@ -654,119 +466,6 @@ impl Config {
         problems
     }
 
-    fn validate_azure(&self, problem: &mut impl FnMut(&str, String)) {
-        match &self.provider.azure {
-            None => problem(
-                "provider.azure",
-                "kind = \"azure\" needs a [provider.azure] table with at least peer_nic = \"/subscriptions/.../networkInterfaces/<peer's LAN NIC>\"".into(),
-            ),
-            Some(azure) => {
-                for (field, message) in azure.problems() {
-                    problem(&format!("provider.azure.{field}"), message);
-                }
-            }
-        }
-        for (i, route) in self.routes.iter().enumerate() {
-            if let Err(e) = ResourceId::parse(&route.table, "routeTables") {
-                problem(&format!("route[{i}].table"), e);
-            }
-        }
-        for (i, ip) in self.floating_ips.iter().enumerate() {
-            if let Some(pip) = &ip.public_ip {
-                if let Err(e) = ResourceId::parse(pip, "publicIPAddresses") {
-                    problem(&format!("floating_ip[{i}].public_ip"), e);
-                }
-            }
-        }
-    }
-
-    fn validate_aws(&self, problem: &mut impl FnMut(&str, String)) {
-        let Some(aws) = &self.provider.aws else {
-            problem(
-                "provider.aws",
-                "kind = \"aws\" needs a [provider.aws] table with at least peer_eni = \"eni-...\" (the peer's ENI)".into(),
-            );
-            return;
-        };
-        let checked = cloudha_provider_aws::validate(
-            aws,
-            &self.floating_ips(),
-            &self.aws_elastic_ips(),
-            &self.route_specs(),
-        );
-        if let Err(cloudha_provider_core::ProviderError::Permanent {
-            operation,
-            message,
-            fix,
-        }) = checked
-        {
-            let field = operation.trim_start_matches("config ");
-            problem(field, format!("{message}; {fix}"));
-        }
-        for (i, route) in self.routes.iter().enumerate() {
-            if !route.table.starts_with("rtb-") {
-                problem(
-                    &format!("route[{i}].table"),
-                    format!("{} is not a route table id; write the rtb-... id shown by `aws ec2 describe-route-tables`", crate::secure_fs::excerpt(&route.table)),
-                );
-            }
-        }
-    }
-
-    /// Why `ip` cannot be a floating IP, if it cannot: an address that is no host's (0.0.0.0,
-    /// broadcast, multicast, loopback, link-local, the subnet's network or broadcast address), or
-    /// one a node has as its own: the standby removes the floating IPs from itself, so it would
-    /// delete its own address.
-    fn unusable_floating_ip(&self, ip: &FloatingIpConfig) -> Option<String> {
-        let address = ip.address;
-        if address.is_unspecified() {
-            return Some("is 0.0.0.0, no host's address".into());
-        }
-        if address.is_broadcast() {
-            return Some("is the broadcast address".into());
-        }
-        if address.is_multicast() {
-            return Some("is a multicast address".into());
-        }
-        if address.is_loopback() {
-            return Some("is a loopback address (never reachable from another host)".into());
-        }
-        if address.is_link_local() {
-            return Some(
-                "is link-local (169.254.0.0/16 holds the cloud's metadata service)".into(),
-            );
-        }
-        if (1..=30).contains(&ip.prefix_len) {
-            let host_mask = u32::MAX >> ip.prefix_len;
-            let host = u32::from(address) & host_mask;
-            if host == 0 {
-                return Some(format!(
-                    "is the network address of its /{} subnet",
-                    ip.prefix_len
-                ));
-            }
-            if host == host_mask {
-                return Some(format!(
-                    "is the broadcast address of its /{} subnet",
-                    ip.prefix_len
-                ));
-            }
-        }
-        for (i, path) in self.keepalive.paths.iter().enumerate() {
-            if path.bind.ip() == std::net::IpAddr::V4(address) {
-                return Some(format!(
-                    "is this node's own address (keepalive.path[{i}].bind): the standby would delete it from itself"
-                ));
-            }
-            if path.peer.ip() == std::net::IpAddr::V4(address) {
-                return Some(format!(
-                    "is the peer's own address (keepalive.path[{i}].peer): the peer as standby would delete it from itself"
-                ));
-            }
-        }
-        None
-    }
-
     /// `status.socket`: an absolute path that fits a Unix socket address and names a file.
     fn validate_socket(&self, problem: &mut impl FnMut(&str, String)) {
         let socket = &self.status.socket;
@@ -839,7 +538,7 @@ impl Config {
                 problem("node.state_dir", e);
             }
         }
-        let journal = crate::ops::config::journal_path(self);
+        let journal = self.journal_path();
         if journal.is_absolute() {
             if let Some(dir) = journal.parent().filter(|d| d.exists() && *d != state_dir) {
                 if let Err(e) = crate::secure_fs::check_private_dir(dir) {
@@ -874,122 +573,6 @@ impl Config {
         problems
     }
 
-    /// `kind = "none"`: nothing moves, so anything naming a cloud resource is a mistake.
-    fn validate_none(&self, problem: &mut impl FnMut(&str, String)) {
-        for (table, present) in [
-            ("provider.local", self.provider.local.is_some()),
-            ("provider.azure", self.provider.azure.is_some()),
-            ("provider.aws", self.provider.aws.is_some()),
-        ] {
-            if present {
-                problem(
-                    table,
-                    format!("kind = \"none\" uses no provider table; remove [{table}] or set provider.kind to the provider it configures"),
-                );
-            }
-        }
-        if !self.floating_ips.is_empty() {
-            problem(
-                "floating_ip",
-                "kind = \"none\" moves no address (the load balancer sends the traffic); remove the [[floating_ip]] entries or choose the provider that moves them (local, azure, aws)".into(),
-            );
-        }
-        if !self.routes.is_empty() {
-            problem(
-                "route",
-                "kind = \"none\" changes no route table; remove the [[route]] entries or choose azure or aws".into(),
-            );
-        }
-    }
-
-    fn validate_paths(&self, problem: &mut impl FnMut(&str, String)) {
-        let paths = &self.keepalive.paths;
-        if paths.is_empty() {
-            problem(
-                "keepalive.path",
-                "no [[keepalive.path]]; add one with name, bind = \"<own ip>:5405\" and peer = \"<peer ip>:5405\"".into(),
-            );
-        }
-        if paths.len() > MAX_PATHS {
-            problem(
-                "keepalive.path",
-                format!(
-                    "{} paths configured; at most {MAX_PATHS} are supported",
-                    paths.len()
-                ),
-            );
-        }
-        let mut names = BTreeSet::new();
-        let mut binds = BTreeSet::new();
-        let mut peers = BTreeSet::new();
-        for (i, path) in paths.iter().enumerate() {
-            if path.bind.port() == 0 {
-                problem(
-                    &format!("keepalive.path[{i}].bind"),
-                    format!(
-                        "{} has port 0 (a random port the peer cannot know); write the port both nodes use, e.g. :5405",
-                        path.bind
-                    ),
-                );
-            }
-            // By address, whatever the port: two paths to one address fail together.
-            if !peers.insert(path.peer.ip()) {
-                problem(
-                    &format!("keepalive.path[{i}].peer"),
-                    format!(
-                        "{} is the peer of another path too: two paths to one address fail together, so they are one path; give each path the peer's address on its own network",
-                        path.peer.ip()
-                    ),
-                );
-            }
-            if path.name.is_empty() || !names.insert(path.name.as_str()) {
-                problem(
-                    &format!("keepalive.path[{i}].name"),
-                    format!(
-                        "{} is empty or used twice; give each path its own name",
-                        crate::secure_fs::excerpt(&path.name)
-                    ),
-                );
-            }
-            if !binds.insert(path.bind) {
-                problem(
-                    &format!("keepalive.path[{i}].bind"),
-                    format!(
-                        "{} is used by another path; each path needs its own address",
-                        path.bind
-                    ),
-                );
-            }
-            if path.bind.is_ipv4() != path.peer.is_ipv4() {
-                problem(
-                    &format!("keepalive.path[{i}].peer"),
-                    format!(
-                        "{} and bind {} are different address families; use IPv4 or IPv6 on both",
-                        path.peer, path.bind
-                    ),
-                );
-            }
-            if path.peer.port() == 0 {
-                problem(
-                    &format!("keepalive.path[{i}].peer"),
-                    format!(
-                        "{} has port 0; write the peer's port, e.g. :5405",
-                        path.peer
-                    ),
-                );
-            }
-            if path.peer.ip().is_unspecified()
-                || path.peer.ip().is_multicast()
-                || path.peer.ip() == std::net::IpAddr::V4(Ipv4Addr::BROADCAST)
-            {
-                problem(
-                    &format!("keepalive.path[{i}].peer"),
-                    format!("{} is not a unicast address; clouds drop multicast, name the peer's own address", path.peer),
-                );
-            }
-        }
-    }
-
     /// Read the shared key; the file's trimmed content is the secret. The file must be a regular
     /// file of root or the daemon's user, mode 0600 or 0400, at most [`MAX_KEY_FILE_BYTES`]
     /// (see [`crate::secure_fs::read_private_file`]).
@@ -1014,57 +597,6 @@ impl Config {
         Ok(key)
     }
 
-    /// The floating IPs in the provider's terms.
-    pub fn floating_ips(&self) -> Vec<FloatingIp> {
-        self.floating_ips
-            .iter()
-            .map(|ip| FloatingIp {
-                address: ip.address,
-                prefix_len: ip.prefix_len,
-            })
-            .collect()
-    }
-
-    /// The floating IPs with their Azure settings.
-    pub fn azure_floating_ips(&self) -> Vec<cloudha_provider_azure::FloatingIpConfig> {
-        self.floating_ips
-            .iter()
-            .map(|ip| cloudha_provider_azure::FloatingIpConfig {
-                address: ip.address,
-                ip_config_name: ip.ip_config_name.clone(),
-                public_ip: ip.public_ip.clone(),
-            })
-            .collect()
-    }
-
-    /// The Elastic IPs that follow the floating IPs (AWS).
-    pub fn aws_elastic_ips(&self) -> Vec<cloudha_provider_aws::ElasticIp> {
-        self.floating_ips
-            .iter()
-            .filter_map(|ip| {
-                ip.elastic_ip
-                    .as_ref()
-                    .map(|allocation_id| cloudha_provider_aws::ElasticIp {
-                        private_ip: ip.address,
-                        allocation_id: allocation_id.clone(),
-                    })
-            })
-            .collect()
-    }
-
-    /// The routes in the provider's terms.
-    pub fn route_specs(&self) -> Vec<RouteSpec> {
-        self.routes
-            .iter()
-            .map(|r| RouteSpec {
-                table: r.table.clone(),
-                name: r.name.clone(),
-                prefix: r.prefix.clone(),
-                next_hop: r.next_hop,
-            })
-            .collect()
-    }
-
     /// Digest of every setting both nodes must agree on; a mismatch makes HA "Not ready".
     ///
     /// Node-specific settings (name, priority, addresses, socket) are left out on purpose.
@@ -1082,34 +614,6 @@ impl Config {
         let mut out = [0u8; 16];
         out.copy_from_slice(&digest[..16]);
         out
-    }
-}
-
-/// A program the daemon runs (a hook, a tracked check): it must exist, be an executable
-/// regular file, and not be writable by every user.
-pub(crate) fn check_program(field: &str, program: &str, problem: &mut impl FnMut(&str, String)) {
-    use std::os::unix::fs::MetadataExt;
-    let shown = crate::secure_fs::excerpt(program);
-    match std::fs::metadata(program) {
-        Err(e) => problem(
-            field,
-            format!("{shown}: {e}; install the program or fix the path"),
-        ),
-        Ok(meta) if !meta.is_file() => problem(
-            field,
-            format!("{shown} is not a regular file; name the program itself"),
-        ),
-        Ok(meta) if meta.mode() & 0o111 == 0 => problem(
-            field,
-            format!("{shown} is not executable; `chmod 755` it"),
-        ),
-        Ok(meta) if meta.mode() & 0o002 != 0 => problem(
-            field,
-            format!(
-                "{shown} is writable by every user, who could make the daemon run anything; `chmod o-w` it"
-            ),
-        ),
-        Ok(_) => {}
     }
 }
 
@@ -1184,584 +688,4 @@ fn check_name(field: &str, name: &str, problem: &mut impl FnMut(&str, String)) {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    /// Found by the `config_parse` fuzz target: an empty key gave an error naming no field.
-    #[test]
-    fn empty_key_error_still_names_a_field() {
-        let (field, message) = Config::parse(" \"\"= 2").expect_err("an empty key is unknown");
-        assert_eq!(field, ".");
-        assert!(message.contains("unknown field"), "{message}");
-    }
-
-    use super::*;
-
-    pub(crate) const EXAMPLE: &str = r#"
-[cluster]
-id = 7
-key_file = "/nonexistent/key"
-
-[node]
-name = "fw-a"
-priority = 200
-
-[peer]
-name = "fw-b"
-
-[keepalive]
-interval = "100ms"
-dead_interval = "500ms"
-
-[[keepalive.path]]
-name = "lan"
-bind = "10.0.0.1:5405"
-peer = "10.0.0.2:5405"
-
-[provider]
-kind = "local"
-
-[provider.local]
-interface = "lan0"
-
-[[floating_ip]]
-address = "10.0.0.100"
-prefix_len = 24
-"#;
-
-    fn parse_err(text: &str) -> (String, String) {
-        match Config::parse(text) {
-            Ok(_) => panic!("expected a parse error"),
-            Err(e) => e,
-        }
-    }
-
-    #[test]
-    fn example_parses_with_defaults() {
-        let config = Config::parse(EXAMPLE).expect("example parses");
-        assert!(config.validate().is_empty(), "{:?}", config.validate());
-        assert!(config.node.preempt);
-        assert_eq!(config.node.preempt_hold_down.0, Duration::from_secs(10));
-        assert_eq!(
-            config.status.socket,
-            PathBuf::from("/run/cloudha/cloudha.sock")
-        );
-        assert_eq!(config.floating_ips()[0].prefix_len, 24);
-    }
-
-    #[test]
-    fn unknown_key_names_its_path() {
-        let text = EXAMPLE.replace("dead_interval = \"500ms\"", "dead_intervall = \"500ms\"");
-        let (field, message) = parse_err(&text);
-        assert_eq!(field, "keepalive.dead_intervall");
-        assert!(
-            message.contains("unknown field `dead_intervall`"),
-            "{message}"
-        );
-        assert!(
-            message.contains("dead_interval"),
-            "lists the expected keys: {message}"
-        );
-    }
-
-    #[test]
-    fn bad_value_names_field_and_fix() {
-        let text = EXAMPLE.replace("\"100ms\"", "\"100 parsecs\"");
-        let (field, message) = parse_err(&text);
-        assert_eq!(field, "keepalive.interval");
-        assert!(message.contains("200ms"), "{message}");
-
-        let text = EXAMPLE.replace("bind = \"10.0.0.1:5405\"", "bind = \"10.0.0.1\"");
-        let (field, _) = parse_err(&text);
-        assert_eq!(field, "keepalive.path[0].bind");
-    }
-
-    #[test]
-    fn missing_section_and_bad_toml_are_errors_not_panics() {
-        let (field, message) = parse_err("[cluster]\nid = 1\n");
-        assert_eq!(field, "cluster");
-        assert!(message.contains("missing field `key_file`"), "{message}");
-        let (_, message) = parse_err("[cluster\nid = ");
-        assert!(message.contains("line 1"), "{message}");
-    }
-
-    #[test]
-    fn validate_collects_every_problem() {
-        let text = EXAMPLE
-            .replace("dead_interval = \"500ms\"", "dead_interval = \"200ms\"")
-            .replace("name = \"fw-b\"", "name = \"fw-a\"")
-            .replace(
-                "interface = \"lan0\"",
-                "interface = \"a-very-long-interface-name\"",
-            );
-        let config = Config::parse(&text).expect("parses");
-        let fields: Vec<String> = config.validate().into_iter().map(|p| p.field).collect();
-        assert_eq!(
-            fields,
-            [
-                "peer.name",
-                "keepalive.dead_interval",
-                "provider.local.interface"
-            ]
-        );
-    }
-
-    #[test]
-    fn local_provider_rejects_routes() {
-        let text = format!(
-            "{EXAMPLE}\n[[route]]\ntable = \"rt\"\nname = \"default\"\nprefix = \"0.0.0.0/0\"\n"
-        );
-        let config = Config::parse(&text).expect("parses");
-        let problems = config.validate();
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].field, "route");
-    }
-
-    #[test]
-    fn key_file_is_checked() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key_path = dir.path().join("key");
-        std::fs::write(&key_path, "short\n").expect("write key");
-        std::fs::set_permissions(
-            &key_path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .expect("chmod");
-        let text = EXAMPLE.replace("/nonexistent/key", &key_path.display().to_string());
-        let config = Config::parse(&text).expect("parses");
-        let problem = config.read_key().expect_err("too short");
-        assert_eq!(problem.field, "cluster.key_file");
-        std::fs::write(&key_path, "0123456789abcdef0123456789abcdef\n").expect("write key");
-        assert_eq!(config.read_key().expect("long enough").len(), 32);
-    }
-
-    /// The fields `validate` names for `EXAMPLE` with `edits` applied.
-    fn fields_after(edits: &[(&str, &str)]) -> Vec<String> {
-        let mut text = EXAMPLE.to_string();
-        for (from, to) in edits {
-            assert!(text.contains(from), "EXAMPLE has no {from:?}");
-            text = text.replace(from, to);
-        }
-        let config = Config::parse(&text).expect("parses");
-        config.validate().into_iter().map(|p| p.field).collect()
-    }
-
-    fn problems_after(edits: &[(&str, &str)]) -> Vec<Problem> {
-        let mut text = EXAMPLE.to_string();
-        for (from, to) in edits {
-            text = text.replace(from, to);
-        }
-        Config::parse(&text).expect("parses").validate()
-    }
-
-    /// `EXAMPLE` with `kind = "none"`: no provider table, no floating IP.
-    fn none_example() -> String {
-        let provider = "[provider]\nkind = \"local\"\n\n[provider.local]\ninterface = \"lan0\"\n\n[[floating_ip]]\naddress = \"10.0.0.100\"\nprefix_len = 24\n";
-        assert!(EXAMPLE.contains(provider));
-        EXAMPLE.replace(
-            provider,
-            "[provider]\nkind = \"none\"\n\n[health_probe]\nlisten = \"10.0.0.1:8080\"\n",
-        )
-    }
-
-    #[test]
-    fn provider_none_needs_no_floating_ip_and_refuses_cloud_resources() {
-        let config = Config::parse(&none_example()).expect("parses");
-        assert!(config.validate().is_empty(), "{:?}", config.validate());
-        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
-        assert_eq!(config.provider.kind.to_string(), "none");
-
-        let with_cloud = none_example()
-            + "\n[provider.local]\ninterface = \"lan0\"\n\n[[floating_ip]]\naddress = \"10.0.0.100\"\n\n[[route]]\ntable = \"rt-1\"\nname = \"default\"\nprefix = \"0.0.0.0/0\"\n";
-        let problems = match Config::parse(&with_cloud) {
-            Ok(config) => config.validate(),
-            Err(e) => panic!("parses: {e:?}"),
-        };
-        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-        for field in ["provider.local", "floating_ip", "route"] {
-            assert!(fields.contains(&field), "{field} in {problems:?}");
-        }
-        assert!(problems
-            .iter()
-            .any(|p| p.field == "floating_ip" && p.message.contains("moves no address")));
-
-        let no_probe = none_example().replace("[health_probe]\nlisten = \"10.0.0.1:8080\"\n", "");
-        let config = Config::parse(&no_probe).expect("parses");
-        assert!(config.validate().is_empty());
-        let warnings = config.warnings();
-        assert!(
-            warnings.iter().any(|w| w.field == "health_probe"),
-            "{warnings:?}"
-        );
-    }
-
-    #[test]
-    fn tracks_and_the_probe_are_validated_with_the_rest() {
-        let text = format!(
-            "{EXAMPLE}\n[[track]]\nname = \"fw\"\ncommand = [\"fwcheck\"]\n\n[health_probe]\nlisten = \"10.0.0.1:0\"\n"
-        );
-        let fields: Vec<String> = Config::parse(&text)
-            .expect("parses")
-            .validate()
-            .into_iter()
-            .map(|p| p.field)
-            .collect();
-        assert!(
-            fields.contains(&"track[0].command".to_string()),
-            "{fields:?}"
-        );
-        assert!(
-            fields.contains(&"health_probe.listen".to_string()),
-            "{fields:?}"
-        );
-        let (field, _) = parse_err(&format!("{EXAMPLE}\n[[track]]\nname = \"fw\"\nfalls = 3\n"));
-        assert_eq!(field, "track[0].falls");
-    }
-
-    #[test]
-    fn floating_ip_that_is_no_spare_address_is_refused() {
-        let addr = "address = \"10.0.0.100\"";
-        for (address, why) in [
-            (
-                "10.0.0.1",
-                "this node's own address (keepalive.path[0].bind)",
-            ),
-            (
-                "10.0.0.2",
-                "the peer's own address (keepalive.path[0].peer)",
-            ),
-            ("0.0.0.0", "0.0.0.0"),
-            ("255.255.255.255", "broadcast"),
-            ("224.0.0.18", "multicast"),
-            ("127.0.0.1", "loopback"),
-            ("169.254.169.254", "link-local"),
-            ("10.0.0.0", "network address of its /24"),
-            ("10.0.0.255", "broadcast address of its /24"),
-        ] {
-            let problems = problems_after(&[(addr, &format!("address = \"{address}\""))]);
-            assert_eq!(problems.len(), 1, "{address}: {problems:?}");
-            assert_eq!(problems[0].field, "floating_ip[0].address", "{address}");
-            assert!(
-                problems[0].message.contains(why),
-                "{address}: {}",
-                problems[0].message
-            );
-            assert!(
-                problems[0].message.contains("spare address"),
-                "names the fix"
-            );
-        }
-        // A /32 (the cloud default) has no network or broadcast address of its own.
-        assert!(fields_after(&[
-            (addr, "address = \"10.0.0.255\""),
-            ("prefix_len = 24", "prefix_len = 32")
-        ])
-        .is_empty());
-    }
-
-    #[test]
-    fn keepalive_timing_and_paths_that_cannot_work_are_refused() {
-        assert_eq!(
-            fields_after(&[("dead_interval = \"500ms\"", "dead_interval = \"99999999h\"")]),
-            ["keepalive.dead_interval"]
-        );
-        assert!(
-            fields_after(&[("dead_interval = \"500ms\"", "dead_interval = \"1h\"")]).is_empty()
-        );
-        assert_eq!(
-            fields_after(&[("bind = \"10.0.0.1:5405\"", "bind = \"10.0.0.1:0\"")]),
-            ["keepalive.path[0].bind"]
-        );
-        for peer in ["255.255.255.255", "0.0.0.0", "239.1.2.3"] {
-            assert_eq!(
-                fields_after(&[(
-                    "peer = \"10.0.0.2:5405\"",
-                    &format!("peer = \"{peer}:5405\"")
-                )]),
-                ["keepalive.path[0].peer"],
-                "{peer}"
-            );
-        }
-        let second = "[[keepalive.path]]\nname = \"mgmt\"\nbind = \"10.1.0.1:5405\"\npeer = \"10.0.0.2:5406\"\n\n[provider]";
-        let problems = problems_after(&[("[provider]", second)]);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].field, "keepalive.path[1].peer");
-        assert!(
-            problems[0].message.contains("peer of another path"),
-            "{}",
-            problems[0].message
-        );
-    }
-
-    #[test]
-    fn preempt_hold_down_of_zero_is_refused_unless_preemption_is_off() {
-        let zero = (
-            "priority = 200",
-            "priority = 200\npreempt_hold_down = \"0s\"",
-        );
-        assert_eq!(fields_after(&[zero]), ["node.preempt_hold_down"]);
-        let off = (
-            "priority = 200",
-            "priority = 200\npreempt = false\npreempt_hold_down = \"0s\"",
-        );
-        assert!(fields_after(&[off]).is_empty());
-    }
-
-    #[test]
-    fn interface_names_follow_linux_rules() {
-        for bad in [
-            "../../x",
-            "a/b",
-            "",
-            ".",
-            "..",
-            "eth 0",
-            "eth0:1",
-            "0123456789abcdef",
-            "eth\\n0",
-        ] {
-            let problems =
-                problems_after(&[("interface = \"lan0\"", &format!("interface = \"{bad}\""))]);
-            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
-            assert_eq!(problems[0].field, "provider.local.interface");
-            assert!(problems[0].message.contains("ip link"), "names the fix");
-        }
-        for good in ["lan0", "eth0.100", "br-lan", "veth_a@x", "0123456789abcde"] {
-            assert!(is_interface_name(good), "{good}");
-        }
-    }
-
-    #[test]
-    fn paths_must_be_absolute() {
-        for (from, to, field) in [
-            (
-                "key_file = \"/nonexistent/key\"",
-                "key_file = \"key\"",
-                "cluster.key_file",
-            ),
-            (
-                "priority = 200",
-                "priority = 200\nstate_dir = \"\"",
-                "node.state_dir",
-            ),
-            (
-                "priority = 200",
-                "priority = 200\nstate_dir = \"var/state\"",
-                "node.state_dir",
-            ),
-            (
-                "[provider]",
-                "[status]\nsocket = \"cloudha.sock\"\n[provider]",
-                "status.socket",
-            ),
-            (
-                "[provider]",
-                "[status]\nsocket = \"\"\n[provider]",
-                "status.socket",
-            ),
-            (
-                "[provider]",
-                "[status]\nsocket = \"/run/cloudha/\"\n[provider]",
-                "status.socket",
-            ),
-            (
-                "[provider]",
-                "[journal]\npath = \"journal.jsonl\"\n[provider]",
-                "journal.path",
-            ),
-        ] {
-            let problems = problems_after(&[(from, to)]);
-            assert_eq!(problems.len(), 1, "{to}: {problems:?}");
-            assert_eq!(problems[0].field, field, "{to}");
-            assert!(
-                problems[0].message.contains("absolute path")
-                    || problems[0].message.contains("names a directory"),
-                "{}",
-                problems[0].message
-            );
-        }
-        let long = format!(
-            "[status]\nsocket = \"/run/{}.sock\"\n[provider]",
-            "s".repeat(120)
-        );
-        let problems = problems_after(&[("[provider]", &long)]);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(
-            problems[0].message.contains("at most 107"),
-            "{}",
-            problems[0].message
-        );
-        assert!(problems[0].message.len() < 250, "the path is cut short");
-    }
-
-    #[test]
-    fn metrics_beyond_loopback_is_a_warning_not_a_problem() {
-        let config = Config::parse(EXAMPLE).expect("parses");
-        assert!(config.warnings().is_empty());
-        let text = format!("{EXAMPLE}\n[metrics]\nlisten = \"0.0.0.0:9465\"\n");
-        let config = Config::parse(&text).expect("parses");
-        assert!(config.validate().is_empty());
-        let warnings = config.warnings();
-        assert_eq!(warnings.len(), 1);
-        assert_eq!(warnings[0].field, "metrics.listen");
-        let text = format!("{EXAMPLE}\n[metrics]\nenabled = false\nlisten = \"0.0.0.0:9465\"\n");
-        assert!(Config::parse(&text).expect("parses").warnings().is_empty());
-    }
-
-    #[test]
-    fn errors_never_echo_a_source_line_or_a_huge_value() {
-        // Not TOML at all, as when a password file is passed by mistake.
-        let (field, message) = parse_err("root:$6$secrethash:19000:0:99999:7:::\n");
-        assert_eq!(field, ".");
-        assert!(!message.contains("secrethash"), "{message}");
-        assert!(message.contains("line 1"), "{message}");
-        // A valid line followed by a broken one: the position, not the text.
-        let (_, message) = parse_err("[cluster]\nid = 1\nkey_file = secret-value-here\n");
-        assert!(!message.contains("secret-value-here"), "{message}");
-        assert!(message.contains("line 3"), "{message}");
-        // A 5 MB value in a typed field comes back as a short excerpt.
-        let huge = "9".repeat(5_000_000);
-        let text = EXAMPLE.replace("\"100ms\"", &format!("\"{huge}x\""));
-        let (field, message) = parse_err(&text);
-        assert_eq!(field, "keepalive.interval");
-        assert!(message.len() < 400, "{} bytes", message.len());
-        let text = EXAMPLE.replace("name = \"fw-a\"", &format!("name = {huge}"));
-        let (_, message) = parse_err(&text);
-        assert!(message.len() < 400, "{} bytes", message.len());
-        let text = EXAMPLE.replace("\"lan0\"", &format!("\"{huge}\""));
-        let problems = Config::parse(&text).expect("parses").validate();
-        assert!(
-            problems.iter().all(|p| p.message.len() < 400),
-            "{problems:?}"
-        );
-    }
-
-    #[test]
-    fn files_on_disk_are_checked_by_config_check() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let base = dir.path();
-        let text = EXAMPLE.replace(
-            "[provider]",
-            &format!(
-                "[status]\nsocket = \"{0}/run/cloudha.sock\"\n[hooks]\non_active = [\"{0}/hook\"]\n[provider]",
-                base.display()
-            ),
-        )
-        .replace("priority = 200", &format!("priority = 200\nstate_dir = \"{}/state\"", base.display()));
-        let config = Config::parse(&text).expect("parses");
-        let fields =
-            || -> Vec<String> { config.check_files().into_iter().map(|p| p.field).collect() };
-        // Missing directories are created at start; a missing hook program is not.
-        assert_eq!(fields(), ["hooks.on_active"]);
-        let hook = base.join("hook");
-        std::fs::write(&hook, "#!/bin/sh\n").expect("write hook");
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert_eq!(fields(), ["hooks.on_active"], "not executable");
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        assert!(fields().is_empty());
-
-        // A regular file where the socket goes is never deleted: refused.
-        let run = base.join("run");
-        std::fs::create_dir(&run).expect("mkdir");
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-        std::fs::write(run.join("cloudha.sock"), "precious").expect("write");
-        let problems = config.check_files();
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].field, "status.socket");
-        assert!(
-            problems[0].message.contains("is not a socket"),
-            "{}",
-            problems[0].message
-        );
-        std::fs::remove_file(run.join("cloudha.sock")).expect("rm");
-        // A socket directory others can write is refused.
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        assert_eq!(fields(), ["status.socket"]);
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        // A state directory others can write is refused.
-        let state = base.join("state");
-        std::fs::create_dir(&state).expect("mkdir");
-        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o757)).expect("chmod");
-        assert_eq!(fields(), ["node.state_dir"]);
-        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-        assert!(fields().is_empty());
-    }
-
-    #[test]
-    fn digest_ignores_node_specific_settings() {
-        let a = Config::parse(EXAMPLE).expect("parses");
-        let b_text = EXAMPLE
-            .replace("name = \"fw-a\"", "name = \"X\"")
-            .replace("priority = 200", "priority = 100")
-            .replace("10.0.0.1:5405", "10.0.0.9:5405");
-        let b = Config::parse(&b_text).expect("parses");
-        assert_eq!(a.ha_digest(), b.ha_digest());
-        let c = Config::parse(&EXAMPLE.replace("10.0.0.100", "10.0.0.101")).expect("parses");
-        assert_ne!(a.ha_digest(), c.ha_digest());
-    }
-
-    #[test]
-    fn durations_parse_and_print() {
-        assert_eq!(
-            ConfigDuration::parse("250ms").map(|d| d.0),
-            Ok(Duration::from_millis(250))
-        );
-        assert_eq!(
-            ConfigDuration::parse("2m").map(|d| d.0),
-            Ok(Duration::from_secs(120))
-        );
-        assert!(ConfigDuration::parse("5").is_err());
-        assert!(ConfigDuration::parse("ms").is_err());
-        assert!(ConfigDuration::parse("99999999999999999999s").is_err());
-        assert_eq!(
-            ConfigDuration(Duration::from_millis(1500)).to_string(),
-            "1500ms"
-        );
-        assert_eq!(ConfigDuration(Duration::from_secs(3)).to_string(), "3s");
-    }
-
-    fn azure_example(failover: &str) -> Config {
-        let text = EXAMPLE.replace(
-            "[provider]\nkind = \"local\"\n\n[provider.local]\ninterface = \"lan0\"\n",
-            &format!(
-                "[provider]\nkind = \"azure\"\n\n[provider.azure]\npeer_nic = \"/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/networkInterfaces/fw-b-lan\"\n{failover}"
-            ),
-        );
-        assert!(
-            text.contains("kind = \"azure\""),
-            "the example's provider table moved"
-        );
-        Config::parse(&text).expect("azure example parses")
-    }
-
-    #[test]
-    fn the_default_deadline_fits_an_azure_two_step_move() {
-        let config = azure_example("");
-        assert_eq!(config.failover.deadline.0, Duration::from_secs(300));
-        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
-    }
-
-    #[test]
-    fn an_azure_deadline_below_two_nic_updates_is_warned_about() {
-        let config = azure_example("\n[failover]\ndeadline = \"180s\"\n");
-        let warnings = config.warnings();
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert_eq!(warnings[0].field, "failover.deadline");
-        assert!(
-            warnings[0].message.contains("use at least 300s"),
-            "{}",
-            warnings[0].message
-        );
-        // Usable, so a warning and not a refusal.
-        assert!(config
-            .validate()
-            .iter()
-            .all(|p| p.field != "failover.deadline"));
-    }
-
-    #[test]
-    fn a_short_deadline_is_fine_where_the_cloud_is_fast() {
-        let text = EXAMPLE.to_string() + "\n[failover]\ndeadline = \"60s\"\n";
-        let config = Config::parse(&text).expect("parses");
-        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
-    }
-}
+pub(crate) mod tests;

@@ -243,7 +243,7 @@ async fn dispatch(command: Cmd) -> ExitCode {
             let path = match journal {
                 Some(path) => path,
                 None => match Config::load(&config) {
-                    Ok(c) => cloudha::ops::config::journal_path(&c),
+                    Ok(c) => c.journal_path(),
                     Err(e) => return usage_error(&format!("{e}; or pass --journal PATH")),
                 },
             };

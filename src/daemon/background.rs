@@ -11,7 +11,8 @@
 use tokio::sync::mpsc;
 
 use super::maintenance::MaintenanceReport;
-use super::{FailoverProof, ObserveResult};
+use super::tasks::FailoverProof;
+use super::ObserveResult;
 use crate::config::Config;
 use crate::health::track::TrackReport;
 use crate::ops::hooks::HookResult;

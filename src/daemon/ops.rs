@@ -12,7 +12,6 @@ use super::{unix_ms, Daemon, RECENT_EVENTS};
 use crate::config::Config;
 use crate::fsm::Role;
 use crate::ops::alarms::{Alarms, Change, Inputs, PathSample, Thresholds};
-use crate::ops::config::journal_path;
 use crate::ops::hooks::{HookResult, HookRun, Hooks};
 use crate::ops::journal::{self, Entry, Journal, Kind};
 use crate::ops::metrics::{self, Metrics};
@@ -37,7 +36,7 @@ pub(super) struct Ops {
 impl Ops {
     /// Open the journal and read what the last run left unfinished.
     pub fn start(config: &Config, hooks: Hooks, metrics: Arc<Metrics>) -> Ops {
-        let path = journal_path(config);
+        let path = config.journal_path();
         let mut warnings = Vec::new();
         let interrupted = match journal::read_all(&path) {
             Ok((entries, _)) => journal::interrupted_takeover(&entries).map(|(epoch, _)| epoch),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigDuration;
+use crate::config::duration::ConfigDuration;
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` minus the NUL).
 const MAX_IFNAME_BYTES: usize = 15;
@@ -254,7 +254,7 @@ pub fn check_files(tracks: &[TrackConfig], problem: &mut impl FnMut(&str, String
             continue;
         };
         if program.starts_with('/') {
-            crate::config::check_program(&format!("track[{i}].command"), program, problem);
+            crate::config::checks::check_program(&format!("track[{i}].command"), program, problem);
         }
     }
 }

@@ -232,7 +232,7 @@ impl Alarms {
             inputs
                 .version_mismatch
                 .as_ref()
-                .map(|v| format!("peer runs {v}, this node {}", crate::daemon::VERSION)),
+                .map(|v| format!("peer runs {v}, this node {}", crate::version::VERSION)),
         ));
         conditions.push(("config_mismatch", inputs.config_mismatch.clone()));
         conditions.push((

@@ -2,12 +2,12 @@
 //! and `[maintenance_events]`. None of them feeds the HA config digest: each node may differ.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Config, ConfigDuration};
+use crate::config::duration::ConfigDuration;
 
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -39,6 +39,15 @@ pub struct JournalConfig {
     /// The file is rotated (to `<path>.1`, replacing the previous one) past this size.
     #[serde(default = "default_journal_max_bytes")]
     pub max_bytes: u64,
+}
+
+impl JournalConfig {
+    /// The journal file: `path`, or `journal.jsonl` under `state_dir` (`node.state_dir`).
+    pub fn path_or_default(&self, state_dir: &Path) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| state_dir.join("journal.jsonl"))
+    }
 }
 
 impl Default for JournalConfig {
@@ -169,27 +178,24 @@ fn default_poll_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(5))
 }
 
-/// The journal file for `config`.
-pub fn journal_path(config: &Config) -> PathBuf {
-    config
-        .journal
-        .path
-        .clone()
-        .unwrap_or_else(|| config.node.state_dir.join("journal.jsonl"))
-}
-
 /// Problems with the day-two sections, each naming its field and the fix.
-pub fn validate(config: &Config, problem: &mut impl FnMut(&str, String)) {
-    if config.journal.max_bytes < 64 * 1024 {
+pub fn validate(
+    journal: &JournalConfig,
+    alarms: &AlarmsConfig,
+    hooks: &HooksConfig,
+    maintenance_events: &MaintenanceEventsConfig,
+    problem: &mut impl FnMut(&str, String),
+) {
+    if journal.max_bytes < 64 * 1024 {
         problem(
             "journal.max_bytes",
             format!(
                 "{} bytes cannot hold a failover's events; use at least 65536",
-                config.journal.max_bytes
+                journal.max_bytes
             ),
         );
     }
-    if let Some(path) = &config.journal.path {
+    if let Some(path) = &journal.path {
         if !path.is_absolute() {
             problem(
                 "journal.path",
@@ -200,7 +206,6 @@ pub fn validate(config: &Config, problem: &mut impl FnMut(&str, String)) {
             );
         }
     }
-    let alarms = &config.alarms;
     if !(0.0..=100.0).contains(&alarms.max_loss_percent) {
         problem(
             "alarms.max_loss_percent",
@@ -210,7 +215,6 @@ pub fn validate(config: &Config, problem: &mut impl FnMut(&str, String)) {
             ),
         );
     }
-    let hooks = &config.hooks;
     for (field, command) in [
         ("hooks.on_active", &hooks.on_active),
         ("hooks.on_standby", &hooks.on_standby),
@@ -230,7 +234,7 @@ pub fn validate(config: &Config, problem: &mut impl FnMut(&str, String)) {
     if hooks.timeout().is_zero() {
         problem("hooks.timeout", "must be more than 0; e.g. \"10s\"".into());
     }
-    if config.maintenance_events.poll_interval.0 < Duration::from_secs(1) {
+    if maintenance_events.poll_interval.0 < Duration::from_secs(1) {
         problem(
             "maintenance_events.poll_interval",
             "polling the metadata service more than once a second gains nothing; use e.g. \"5s\""
