@@ -278,14 +278,7 @@ fn start(tag: &str, reconcile: &str) -> (Pair, Cloud) {
     let pair = Pair::prepare(tag, opts, aws_provider(&cloud, reconcile));
     cloud.serve(&pair);
     let pair = pair.start_both();
-    wait_until("fw-a to converge and read the cloud back", SOON, || {
-        pair.status(Node::A).filter(|s| {
-            s["takeover"]["state"] == "done"
-                && s["cloud"]["resources"]
-                    .as_array()
-                    .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["holder"] == "me"))
-        })
-    });
+    pair.wait_converged(Node::A);
     assert!(cloud.all_on(Node::A), "{:?}", cloud.route_targets());
     (pair, cloud)
 }

@@ -189,14 +189,7 @@ pub(crate) fn start_with(
     let pair = Pair::prepare(tag, opts, azure_provider(&ids, move_mode));
     let cloud = Cloud::serve(&pair, nic_propagation_ms);
     let pair = pair.start_both();
-    wait_until("fw-a to converge and read the cloud back", SOON, || {
-        pair.status(Node::A).filter(|s| {
-            s["takeover"]["state"] == "done"
-                && s["cloud"]["resources"]
-                    .as_array()
-                    .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["holder"] == "me"))
-        })
-    });
+    pair.wait_converged(Node::A);
     (pair, cloud)
 }
 

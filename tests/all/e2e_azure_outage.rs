@@ -15,7 +15,7 @@ use cloudha_azure_emulator::{Emulator, Scenario};
 use serde_json::json;
 
 use crate::e2e_azure::{azure_provider, floating, Cloud};
-use crate::e2e_local::{num, Options, Pair, SOON};
+use crate::e2e_local::{num, Options, Pair};
 use crate::netns::{wait_until, Node};
 
 /// Emulated propagation of each NIC update.
@@ -53,14 +53,7 @@ fn start(tag: &str, scenario: &Scenario, b_peer_nic: Option<&str>) -> (Pair, Clo
     });
     let cloud = Cloud::serve_emulator(&pair, emu);
     let pair = pair.start_both();
-    wait_until("fw-a to converge and read the cloud back", SOON, || {
-        pair.status(Node::A).filter(|s| {
-            s["takeover"]["state"] == "done"
-                && s["cloud"]["resources"]
-                    .as_array()
-                    .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["holder"] == "me"))
-        })
-    });
+    pair.wait_converged(Node::A);
     pair.wait_role(Node::B, "standby");
     (pair, cloud)
 }

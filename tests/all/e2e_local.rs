@@ -277,6 +277,19 @@ impl Pair {
     }
 
     /// Wait until both nodes report HA Ready.
+    /// Waits until `node`'s takeover is done and its last cloud read shows it holding every
+    /// resource.
+    pub(crate) fn wait_converged(&self, node: Node) {
+        wait_until("the node to converge and read the cloud back", SOON, || {
+            self.status(node).filter(|s| {
+                s["takeover"]["state"] == "done"
+                    && s["cloud"]["resources"]
+                        .as_array()
+                        .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["holder"] == "me"))
+            })
+        });
+    }
+
     pub(crate) fn wait_ready_both(&self) {
         wait_until("HA Ready on both", SOON, || {
             (self.status(Node::A)?["ready"] == true && self.status(Node::B)?["ready"] == true)
